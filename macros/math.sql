@@ -1,0 +1,19 @@
+{# Arithmetic that behaves the same on every engine: float division, division by zero as null,
+   and the standard normal tail from exp() alone (no engine-specific erf/normal functions). #}
+{% macro safe_div(numerator, denominator) -%}
+(cast({{ numerator }} as double) / nullif(cast({{ denominator }} as double), 0))
+{%- endmacro %}
+
+{# erfc(x) for x >= 0, Numerical Recipes' Chebyshev fit: fractional error below 1.2e-7. #}
+{% macro erfc(x) -%}
+(1.0 / (1.0 + 0.5 * ({{ x }}))) * exp(-({{ x }}) * ({{ x }}) - 1.26551223 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (1.00002368
+ + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (0.37409196 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (0.09678418
+ + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (-0.18628806 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (0.27886807
+ + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (-1.13520398 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (1.48851587
+ + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (-0.82215223 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * 0.17087277)))))))))
+{%- endmacro %}
+
+{# Two-sided p-value of a standard normal statistic: 2 * (1 - Phi(|z|)) = erfc(|z| / sqrt(2)). #}
+{% macro two_sided_p(z) -%}
+{{ erfc('abs(' ~ z ~ ') / sqrt(2.0)') }}
+{%- endmacro %}

@@ -1,0 +1,40 @@
+/*
+description: >
+  `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
+  then event_id, counts), with their products array. An order without order_id is keyed by its
+  event_id.
+unique_key: order_id
+tags: [facts]
+*/
+with completed as (
+    select
+        coalesce({{ json_str('properties', '$.order_id') }}, event_id) as order_id,
+        event_id,
+        user_key,
+        event_ts as ordered_at,
+        received_at,
+        properties
+    from {{ ref('stg_events') }}
+    where message_type = 'track' and event_name = 'Order Completed'
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by order_id order by ordered_at, received_at nulls last, event_id
+        ) as copy_rank
+    from completed
+)
+
+select
+    order_id,
+    event_id,
+    user_key,
+    ordered_at,
+    {{ json_num('properties', '$.revenue') }} as stated_revenue,
+    {{ json_num('properties', '$.total') }} as stated_total,
+    {{ json_str('properties', '$.currency') }} as currency,
+    properties
+from ranked
+where copy_rank = 1

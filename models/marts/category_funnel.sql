@@ -1,0 +1,24 @@
+/*
+description: >
+  Mixpanel's default funnel per category (ordered, uniques, category held constant): viewers who
+  entered, purchasers who converted within the window, and the median seconds to convert.
+unique_key: category
+tags: [recipe]
+*/
+with per_category as (
+    select
+        category,
+        count(*) as viewers,
+        count(converted_at) as purchasers,
+        median(epoch(converted_at) - epoch(entered_at)) as median_time_to_convert_s
+    from {{ ref('int_funnel_users') }}
+    group by category
+)
+
+select
+    category,
+    viewers,
+    purchasers,
+    {{ safe_div('purchasers', 'viewers') }} as conversion_rate,
+    median_time_to_convert_s
+from per_category

@@ -1,0 +1,58 @@
+/*
+description: >
+  One row per user_key: first and last event time over all their messages, and per trait the
+  latest non-null value from `identify` messages.
+unique_key: user_key
+tags: [users]
+*/
+with seen as (
+    select user_key, min(event_ts) as first_seen_at, max(event_ts) as last_seen_at
+    from {{ ref('stg_events') }}
+    group by user_key
+),
+
+traits as (
+    select
+        user_key,
+        event_ts,
+        received_at,
+        event_id,
+        {{ json_str('traits', '$.email') }} as email,
+        {{ json_str('traits', '$.phone') }} as phone
+    from {{ ref('stg_events') }}
+    where message_type = 'identify'
+),
+
+latest_email as (
+    select user_key, email
+    from (
+        select user_key, email, row_number() over (
+            partition by user_key order by event_ts desc, received_at desc nulls last, event_id desc
+        ) as recency
+        from traits
+        where email is not null
+    ) as ranked
+    where recency = 1
+),
+
+latest_phone as (
+    select user_key, phone
+    from (
+        select user_key, phone, row_number() over (
+            partition by user_key order by event_ts desc, received_at desc nulls last, event_id desc
+        ) as recency
+        from traits
+        where phone is not null
+    ) as ranked
+    where recency = 1
+)
+
+select
+    s.user_key,
+    s.first_seen_at,
+    s.last_seen_at,
+    e.email,
+    p.phone
+from seen as s
+left join latest_email as e on s.user_key = e.user_key
+left join latest_phone as p on s.user_key = p.user_key

@@ -1,0 +1,164 @@
+/*
+description: >
+  Mixpanel's frequentist experiment readout per (experiment, variant). Exposure is the user's first
+  `Experiment Viewed` (or `$experiment_started`) in range; users exposed to more than one variant
+  are excluded (excluded_users counts them per variant they saw). Revenue and purchases count from
+  exposure to exposure + experiment_window_days inclusive. p-values: two-sided z-tests (Welch-type
+  standard error for ARPU, pooled for conversion), computed in SQL; null on the control row.
+unique_key: [experiment, variant]
+tags: [recipe, experiment]
+*/
+with exposure_events as (
+    select
+        user_key,
+        event_ts,
+        case when event_name = 'Experiment Viewed'
+             then coalesce({{ json_str('properties', '$.experiment_id') }},
+                           {{ json_str('properties', '$.experiment_name') }})
+             else {{ json_str('properties', '$."Experiment name"') }}
+        end as experiment,
+        case when event_name = 'Experiment Viewed'
+             then coalesce({{ json_str('properties', '$.variation_id') }},
+                           {{ json_str('properties', '$.variation_name') }})
+             else {{ json_str('properties', '$."Variant name"') }}
+        end as variant
+    from {{ ref('stg_events') }}
+    where message_type = 'track'
+        and event_name in ('Experiment Viewed', '$experiment_started')
+        and {{ in_range('event_ts') }}
+),
+
+exposures as (
+    select * from exposure_events where experiment is not null and variant is not null
+),
+
+per_user as (
+    select
+        experiment,
+        user_key,
+        min(variant) as variant,
+        count(distinct variant) as variants_seen,
+        min(event_ts) as exposed_at
+    from exposures
+    group by experiment, user_key
+),
+
+excluded as (
+    select e.experiment, e.variant, count(distinct e.user_key) as excluded_users
+    from exposures as e
+    inner join per_user as u on e.experiment = u.experiment and e.user_key = u.user_key
+    where u.variants_seen > 1
+    group by e.experiment, e.variant
+),
+
+user_outcomes as (
+    select
+        u.experiment,
+        u.variant,
+        u.user_key,
+        coalesce(sum(o.revenue), 0) as revenue,
+        case when count(o.order_id) > 0 then 1 else 0 end as purchased
+    from per_user as u
+    left join {{ ref('fct_orders') }} as o
+        on o.user_key = u.user_key
+        and o.ordered_at >= u.exposed_at
+        and o.ordered_at <= {{ add_days('u.exposed_at', var('experiment_window_days')) }}
+    where u.variants_seen = 1
+    group by u.experiment, u.variant, u.user_key
+),
+
+variants as (
+    select distinct experiment, variant from exposures
+),
+
+per_variant as (
+    select
+        v.experiment,
+        v.variant,
+        count(o.user_key) as users,
+        coalesce(max(x.excluded_users), 0) as excluded_users,
+        coalesce(sum(o.purchased), 0) as purchasers,
+        coalesce(sum(o.revenue), 0) as revenue,
+        avg(o.revenue) as arpu,
+        var_samp(o.revenue) as revenue_variance
+    from variants as v
+    left join user_outcomes as o on v.experiment = o.experiment and v.variant = o.variant
+    left join excluded as x on v.experiment = x.experiment and v.variant = x.variant
+    group by v.experiment, v.variant
+),
+
+control_choice as (
+    select
+        experiment,
+        variant as control_variant
+    from (
+        select
+            experiment,
+            variant,
+            row_number() over (
+                partition by experiment
+                order by
+                    case
+                        {% if var('control_variant') -%}
+                        when variant = {{ var('control_variant') }} then 0
+                        {% endif -%}
+                        when variant = 'control' then 1
+                        else 2
+                    end,
+                    variant
+            ) as preference
+        from variants
+    ) as ranked
+    where preference = 1
+),
+
+compared as (
+    select
+        t.*,
+        t.variant = cc.control_variant as is_control,
+        cc.control_variant,
+        {{ safe_div('t.purchasers', 't.users') }} as conversion_rate,
+        c.arpu as control_arpu,
+        t.arpu - c.arpu as arpu_diff,
+        sqrt(t.revenue_variance / nullif(t.users, 0) + c.revenue_variance / nullif(c.users, 0))
+            as arpu_se,
+        {{ safe_div('t.purchasers', 't.users') }} - {{ safe_div('c.purchasers', 'c.users') }}
+            as conversion_diff,
+        sqrt(
+            {{ safe_div('t.purchasers + c.purchasers', 't.users + c.users') }}
+            * (1 - {{ safe_div('t.purchasers + c.purchasers', 't.users + c.users') }})
+            * ({{ safe_div(1, 't.users') }} + {{ safe_div(1, 'c.users') }})
+        ) as conversion_se
+    from per_variant as t
+    inner join control_choice as cc on t.experiment = cc.experiment
+    inner join per_variant as c on c.experiment = cc.experiment and c.variant = cc.control_variant
+),
+
+tested as (
+    select
+        *,
+        case when not is_control then arpu_diff / nullif(arpu_se, 0) end as arpu_z,
+        case when not is_control then conversion_diff / nullif(conversion_se, 0) end
+            as conversion_z
+    from compared
+)
+
+select
+    experiment,
+    variant,
+    is_control,
+    users,
+    excluded_users,
+    purchasers,
+    conversion_rate,
+    revenue,
+    arpu,
+    arpu / nullif(control_arpu, 0) - 1 as arpu_uplift,
+    {{ two_sided_p('arpu_z') }} as arpu_p_value,
+    {{ two_sided_p('conversion_z') }} as conversion_p_value,
+    case when arpu_z is not null then arpu_diff - 1.959964 * arpu_se end as arpu_ci_low,
+    case when arpu_z is not null then arpu_diff + 1.959964 * arpu_se end as arpu_ci_high,
+    control_variant,
+    arpu_diff,
+    arpu_se
+from tested

@@ -1,0 +1,20 @@
+/*
+description: One row per deduplicated `Product Viewed`, with the viewed product's fields.
+unique_key: event_id
+tags: [facts]
+*/
+with views as (
+    select
+        event_id,
+        user_key,
+        event_ts as viewed_at,
+        {{ json_str('properties', '$.product_id') }} as product_id,
+        {{ json_str('properties', '$.sku') }} as sku,
+        {{ json_str('properties', '$.category') }} as category,
+        {{ json_str('properties', '$.name') }} as name,
+        {{ json_num('properties', '$.price') }} as price
+    from {{ ref('stg_events') }}
+    where message_type = 'track' and event_name = 'Product Viewed'
+)
+
+select * from views

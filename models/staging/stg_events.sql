@@ -1,0 +1,75 @@
+/*
+description: >
+  One row per Segment message, deduplicated by messageId (the copy with the earliest receivedAt,
+  then load order, wins), with event time in UTC and the stitched identity `user_key`: the userId,
+  else the userId of the latest message carrying both this anonymousId and a userId, else the
+  anonymousId. Messages without a messageId get `md5:` + a hash of their content as event_id.
+materialized: table
+unique_key: event_id
+tags: [staging]
+*/
+with raw as (
+    select
+        coalesce(
+            message_id,
+            'md5:' || md5(concat_ws('|', message_type, event, user_id, anonymous_id,
+                                    cast(event_ts as varchar), cast(properties as varchar),
+                                    cast(traits as varchar)))
+        ) as event_id,
+        *
+    from {{ source('segment', 'raw_events') }}
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by event_id
+            order by received_at asc nulls last, load_id, record_number
+        ) as copy_rank
+    from raw
+),
+
+deduped as (
+    select * from ranked where copy_rank = 1
+),
+
+anonymous_to_user as (
+    select anonymous_id, user_id as stitched_user_id
+    from (
+        select
+            anonymous_id,
+            user_id,
+            row_number() over (
+                partition by anonymous_id
+                order by event_ts desc, received_at desc nulls last, event_id desc
+            ) as recency
+        from deduped
+        where anonymous_id is not null and user_id is not null
+    ) as latest
+    where recency = 1
+),
+
+stitched as (
+    select
+        d.event_id,
+        d.message_type,
+        case when d.message_type = 'track' then d.event else d.message_type end as event_name,
+        coalesce(d.user_id, a.stitched_user_id, d.anonymous_id) as user_key,
+        d.user_id,
+        d.anonymous_id,
+        d.event_ts,
+        d.received_at,
+        d.sent_at,
+        d.properties,
+        d.traits,
+        d.context,
+        d.load_id,
+        d.source_file,
+        d.line_number
+    from deduped as d
+    left join anonymous_to_user as a
+        on d.user_id is null and d.anonymous_id = a.anonymous_id
+)
+
+select * from stitched

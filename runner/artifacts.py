@@ -1,0 +1,89 @@
+"""`target/manifest.json` and `target/run_results.json`, the files CI and tools read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner import __version__
+
+if TYPE_CHECKING:
+    from runner.compile import Compiler
+
+
+@dataclass
+class ModelResult:
+    model: str
+    status: str  # success | error | skipped
+    rows: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    compiled_path: str | None = None
+    materialized: str | None = None
+
+
+@dataclass
+class BuildResult:
+    target: str
+    results: list[ModelResult] = field(default_factory=list)
+    seconds: float = 0.0
+    messages_loaded: int = 0
+    duplicates_removed: int = 0
+    seeded: bool = False
+
+    @property
+    def success(self) -> bool:
+        return all(r.status == "success" for r in self.results)
+
+    @property
+    def failed(self) -> list[ModelResult]:
+        return [r for r in self.results if r.status == "error"]
+
+
+def _metadata(target: str, dialect: str) -> dict[str, Any]:
+    return {
+        "arpu_version": __version__,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "dialect": dialect,
+    }
+
+
+def write_manifest(target_dir: Path, compiler: Compiler) -> Path:
+    dialect = compiler.target.dialect
+    nodes = {}
+    for name in compiler.graph.order:
+        model = compiler.models[name]
+        nodes[name] = {
+            "path": str(model.path.relative_to(compiler.project_dir)),
+            "description": model.config.description.strip(),
+            "materialized": model.materialized,
+            "unique_key": model.config.unique_key,
+            "tags": model.config.tags,
+            "depends_on": model.depends_on,
+            "sources": [".".join(s) for s in model.sources],
+            "compiled_path": f"target/compiled/{dialect}/{name}.sql",
+        }
+    manifest = {"metadata": _metadata(compiler.target.name, dialect), "nodes": nodes}
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def write_run_results(target_dir: Path, result: BuildResult, dialect: str) -> Path:
+    payload = {
+        "metadata": _metadata(result.target, dialect),
+        "success": result.success,
+        "elapsed_seconds": round(result.seconds, 3),
+        "messages_loaded": result.messages_loaded,
+        "duplicates_removed": result.duplicates_removed,
+        "results": [asdict(r) for r in result.results],
+    }
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / "run_results.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path

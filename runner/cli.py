@@ -1,0 +1,222 @@
+"""The `arpu` command line: parse arguments, call the Context, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+from rich.console import Console
+
+from runner.errors import ArpuError
+
+if TYPE_CHECKING:
+    from runner.context import Context
+
+app = typer.Typer(
+    help="arpu: ARPU, funnels, cohorts and A/B readouts from Segment events, in your warehouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cohort_app = typer.Typer(help="Work with the non-converted cohort.", no_args_is_help=True)
+app.add_typer(cohort_app, name="cohort")
+
+console = Console()
+err_console = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False, "project_dir": Path(".")}
+
+SelectOpt = typer.Option(None, "--select", "-s", help="Models: m, m+, +m, tag:x (repeatable).")
+VarsOpt = typer.Option(None, "--vars", help="Vars for this run, JSON or YAML: '{\"k\": 1}'.")
+TargetOpt = typer.Option(None, "--target", "-t", help="Target name from arpu.yml.")
+
+
+def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
+    """One handler for every command: `Error: ...` on one line, exit 1 or 2; --debug re-raises."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ArpuError as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[red]Error:[/red] {exc}", markup=True, highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[red]Interrupted[/red]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _context(target: str | None = None, vars_text: str | None = None) -> Context:
+    from runner.config import parse_vars_option
+    from runner.context import Context
+
+    return Context(_state["project_dir"], target=target, vars=parse_vars_option(vars_text))
+
+
+@app.callback()
+def main_options(
+    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Project folder."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    _state["debug"] = debug
+    _state["project_dir"] = project_dir
+
+
+def _build(select: list[str] | None, vars_text: str | None, target: str | None) -> None:
+    from runner import report
+
+    with _context(target, vars_text) as ctx:
+        result = report.build_with_progress(ctx, select, console)
+    report.print_build_summary(result, console)
+    if not result.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_handled
+def build(
+    select: Optional[list[str]] = SelectOpt,  # noqa: UP007 (typer needs Optional)
+    vars: Optional[str] = VarsOpt,  # noqa: UP007
+    target: Optional[str] = TargetOpt,  # noqa: UP007
+) -> None:
+    """Compile, run every model in dependency order and validate it."""
+    _build(select, vars, target)
+
+
+@app.command()
+@_handled
+def run(
+    select: Optional[list[str]] = SelectOpt,  # noqa: UP007
+    vars: Optional[str] = VarsOpt,  # noqa: UP007
+    target: Optional[str] = TargetOpt,  # noqa: UP007
+) -> None:
+    """Run the models in dependency order (without validation)."""
+    _build(select, vars, target)
+
+
+@app.command()
+@_handled
+def compile(
+    target: Optional[str] = TargetOpt,  # noqa: UP007
+    select: Optional[list[str]] = SelectOpt,  # noqa: UP007
+    vars: Optional[str] = VarsOpt,  # noqa: UP007
+) -> None:
+    """Write each model's SQL for a target into target/compiled/<dialect>/ (no connection)."""
+    with _context(target, vars) as ctx:
+        compiled = ctx.compile(target)
+    out = compiled[0].path.parent if compiled else ctx.target_dir
+    console.print(f"Compiled {len(compiled)} models to {out}")
+
+
+@app.command()
+@_handled
+def ingest(
+    paths: list[str] = typer.Argument(..., help="Files, folders or globs of Segment messages."),
+    target: Optional[str] = TargetOpt,  # noqa: UP007
+) -> None:
+    """Load Segment messages into raw_events; bad lines go to rejected_events."""
+    from runner import report
+
+    with _context(target) as ctx:
+        result = report.ingest_with_progress(ctx, paths, console)
+    report.print_ingest(result, console)
+
+
+@app.command()
+@_handled
+def seed(
+    events: int = typer.Option(100_000, "--events", "-n", help="Messages to generate."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same bytes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of seeds/."),  # noqa: UP007
+    load: bool = typer.Option(True, "--load/--no-load", help="Ingest the file afterwards."),
+    target: Optional[str] = TargetOpt,  # noqa: UP007
+) -> None:
+    """Generate the sample dataset (deterministic) and load it."""
+    from runner import report
+    from runner.seed import generate
+
+    path = out or _state["project_dir"] / "target" / f"seed_{events}_{seed}.ndjson.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with console.status(f"Generating {events:,} events"):
+        stats = generate(path, events=events, seed=seed)
+    console.print(f"Generated {stats.events:,} events ({stats.bytes / 1e6:.1f} MB) in "
+                  f"{stats.seconds:.1f} s: {stats.events / max(stats.seconds, 1e-9):,.0f} events/s "
+                  f"-> {path}")
+    if load:
+        with _context(target) as ctx:
+            result = report.ingest_with_progress(ctx, [path], console)
+        report.print_ingest(result, console)
+
+
+@app.command("ls")
+@_handled
+def ls_(select: Optional[list[str]] = SelectOpt) -> None:  # noqa: UP007
+    """List models with their materialization and dependencies."""
+    from rich.table import Table
+
+    with _context() as ctx:
+        models = ctx.ls(select)
+    table = Table("model", "materialized", "depends on", box=None)
+    for m in models:
+        table.add_row(m.name, m.materialized, ", ".join(m.depends_on))
+    console.print(table)
+
+
+@app.command()
+@_handled
+def show(
+    model: str = typer.Argument(..., help="Model (relation) name."),
+    limit: int = typer.Option(20, "--limit", "-n"),
+    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+    target: Optional[str] = TargetOpt,  # noqa: UP007
+) -> None:
+    """Print rows of a built relation."""
+    from runner import report
+
+    if format not in ("table", "csv", "json"):
+        raise typer.BadParameter("must be table, csv or json", param_hint="--format")
+    with _context(target) as ctx:
+        columns, rows = ctx.show(model, limit)
+    report.print_rows(columns, rows, format, console, title=model)
+
+
+@cohort_app.command("export")
+@_handled
+def cohort_export(
+    category: Optional[str] = typer.Option(None, "--category", "-c",  # noqa: UP007
+                                           help="Default: the recommended category."),
+    format: str = typer.Option("csv", "--format", "-f", help="csv or ndjson."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: stdout."),  # noqa: UP007
+    target: Optional[str] = TargetOpt,  # noqa: UP007
+) -> None:
+    """Export the non-converted cohort of a category as CSV or Segment identify messages."""
+    from runner.cohort import export_cohort
+
+    if format not in ("csv", "ndjson"):
+        raise typer.BadParameter("must be csv or ndjson", param_hint="--format")
+    with _context(target) as ctx:
+        handle = open(out, "w", newline="") if out else sys.stdout
+        try:
+            summary = export_cohort(ctx, category, format, handle)
+        finally:
+            if out:
+                handle.close()
+    if out:
+        console.print(f"Exported {summary.users:,} users of '{summary.category}' to {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Render a model's Jinja, parse it with sqlglot in the source dialect, write it for a target."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from runner.config import Config
+from runner.errors import CompileError, ConfigError
+from runner.project import Graph, Model, load_models
+
+SOURCE_DIALECT = "duckdb"
+DIALECTS = {
+    "duckdb": "duckdb",
+    "postgres": "postgres",
+    "spark": "spark",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+    "redshift": "redshift",
+    "trino": "trino",
+    "databricks": "databricks",
+    "clickhouse": "clickhouse",
+}
+
+
+class SqlValue:
+    """A var as it reaches SQL: always a literal, never raw text (no injection through vars)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        v = self.value
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, dt.datetime):
+            return f"cast('{v.isoformat(sep=' ')}' as timestamp)"
+        if isinstance(v, dt.date):
+            return f"cast('{v.isoformat()}' as timestamp)"
+        return exp.Literal.string(str(v)).sql(SOURCE_DIALECT)
+
+    def __bool__(self) -> bool:
+        return self.value is not None and self.value is not False
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == (other.value if isinstance(other, SqlValue) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What a template may know of the target: `{% if target.dialect == 'spark' %}`."""
+
+    name: str
+    dialect: str
+    schema: str | None
+
+
+@dataclass
+class CompiledModel:
+    model: Model
+    sql: str  # in the target's dialect
+    path: Path  # target/compiled/<dialect>/<model>.sql
+
+
+class Compiler:
+    def __init__(self, project_dir: Path, config: Config, target_name: str) -> None:
+        self.project_dir = project_dir
+        self.config = config
+        if target_name not in config.targets:
+            raise ConfigError(
+                f"unknown target '{target_name}' (defined: {', '.join(config.targets)})",
+                location="--target",
+            )
+        target = config.targets[target_name]
+        schema = getattr(target, "schema_", None) or getattr(target, "database", None)
+        if target.type == "duckdb":
+            schema = None
+        self.target = TargetInfo(target_name, DIALECTS[target.type], schema)
+        self.models = load_models(project_dir / config.models_path)
+        self._capture: tuple[list[str], list[tuple[str, str]]] | None = None
+        self.env = self._environment()
+        for model in self.models.values():
+            self._capture_dependencies(model)
+        self.graph = Graph(self.models)
+
+    # -- Jinja -------------------------------------------------------------------------------
+    def _environment(self) -> jinja2.Environment:
+        env = jinja2.Environment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+        )
+        env.globals.update(var=self._var, target=self.target, ref=self._ref,
+                           source=self._source)
+        # All macro files form one module, so macros may call each other across files.
+        macros_dir = self.project_dir / self.config.macros_path
+        files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
+        for path in files:
+            try:
+                env.parse(path.read_text())
+            except jinja2.TemplateSyntaxError as exc:
+                raise CompileError(exc.message or "bad macro", path=path, line=exc.lineno) from None
+        module = env.from_string("\n".join(p.read_text() for p in files)).module
+        for name in dir(module):
+            if not name.startswith("_"):
+                env.globals[name] = getattr(module, name)
+        return env
+
+    def _var(self, name: str) -> SqlValue:
+        values = self.config.vars.model_dump()
+        if name not in values:
+            raise ConfigError(f"var '{name}' is not defined (see vars in arpu.yml)")
+        return SqlValue(values[name])
+
+    def relation(self, name: str) -> str:
+        quoted = exp.to_identifier(name, quoted=True).sql(SOURCE_DIALECT)
+        if self.target.schema:
+            schema = exp.to_identifier(self.target.schema, quoted=True).sql(SOURCE_DIALECT)
+            return f"{schema}.{quoted}"
+        return quoted
+
+    def _ref(self, name: str) -> str:
+        if self._capture is not None:
+            self._capture[0].append(name)
+        return self.relation(name)
+
+    def _source(self, source_name: str, table: str) -> str:
+        if self._capture is not None:
+            self._capture[1].append((source_name, table))
+        schema = self.config.source.schema_
+        if self.config.source.format == "segment_warehouse" and schema:
+            return f'"{schema}"."{table}"'
+        return self.relation(table)
+
+    def _capture_dependencies(self, model: Model) -> None:
+        self._capture = ([], [])
+        try:
+            self.render(model)
+            model.depends_on = sorted(set(self._capture[0]))
+            model.sources = sorted(set(self._capture[1]))
+        finally:
+            self._capture = None
+
+    def render(self, model: Model) -> str:
+        try:
+            return self.env.from_string(model.template).render()
+        except jinja2.TemplateSyntaxError as exc:
+            raise CompileError(exc.message or "template syntax error", path=model.path,
+                               line=exc.lineno) from None
+        except jinja2.UndefinedError as exc:
+            raise CompileError(str(exc), path=model.path) from None
+
+    # -- SQL ---------------------------------------------------------------------------------
+    def parse(self, model: Model, sql: str) -> exp.Expression:
+        try:
+            statements = [s for s in sqlglot.parse(sql, read=SOURCE_DIALECT) if s is not None]
+        except ParseError as exc:
+            err = exc.errors[0] if exc.errors else {}
+            line, col = err.get("line"), err.get("col")
+            snippet = _snippet(sql, line, col)
+            raise CompileError(
+                f"syntax error: {err.get('description', exc)} near "
+                f"'{(err.get('highlight') or '').strip()}'\n{snippet}",
+                path=model.path, line=line, column=col, snippet=snippet,
+            ) from None
+        if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+            raise CompileError("a model must be exactly one SELECT statement", path=model.path)
+        return statements[0]
+
+    def compile(self, model: Model, out_dir: Path | None = None) -> CompiledModel:
+        rendered = self.render(model)
+        tree = self.parse(model, rendered)
+        sql = tree.sql(dialect=self.target.dialect, pretty=True)
+        out_dir = out_dir or self.project_dir / "target" / "compiled" / self.target.dialect
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{model.name}.sql"
+        path.write_text(f"-- {model.name}: compiled for {self.target.dialect} from {model.path.name}\n"
+                        f"{sql}\n")
+        return CompiledModel(model, sql, path)
+
+
+def _snippet(sql: str, line: int | None, col: int | None) -> str:
+    if not line:
+        return ""
+    lines = sql.splitlines()
+    if not 1 <= line <= len(lines):
+        return ""
+    text = lines[line - 1]
+    caret = " " * max((col or 1) - 1, 0) + "^"
+    return f"  {line} | {text}\n    | {caret}"

@@ -1,0 +1,175 @@
+"""`arpu.yml` as typed models. The field docs here are the reference for every key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runner.errors import ConfigError
+
+CONFIG_FILE = "arpu.yml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DuckDBTarget(_Strict):
+    type: Literal["duckdb"] = "duckdb"
+    path: str = Field("arpu.duckdb", description="Database file, relative to the project.")
+    threads: int | None = Field(None, description="DuckDB worker threads (default: all cores).")
+    memory_limit: str | None = Field(None, description="e.g. '4GB'; larger data spills to disk.")
+    temp_directory: str | None = Field(None, description="Where DuckDB spills.")
+
+
+class PostgresTarget(_Strict):
+    type: Literal["postgres"] = "postgres"
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "postgres"
+    user: str = "postgres"
+    password_env: str = Field(
+        "ARPU_PG_PASSWORD", description="Name of the environment variable holding the password."
+    )
+    schema_: str = Field("arpu", alias="schema", description="Schema the relations are built in.")
+
+    @property
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env)
+
+
+class SparkTarget(_Strict):
+    type: Literal["spark"] = "spark"
+    master: str = Field("local[*]", description="local[*], spark://host:port or sc://host.")
+    database: str = "arpu"
+    warehouse_dir: str = "target/spark-warehouse"
+
+
+class CompileOnlyTarget(_Strict):
+    """A dialect arpu compiles to but does not execute on (SQL lands in target/compiled/)."""
+
+    type: Literal["snowflake", "bigquery", "redshift", "trino", "databricks", "clickhouse"]
+
+
+Target = Annotated[
+    Union[DuckDBTarget, PostgresTarget, SparkTarget, CompileOnlyTarget], Field(discriminator="type")
+]
+
+
+class Source(_Strict):
+    format: Literal["messages", "segment_warehouse"] = "messages"
+    path: str | None = Field(
+        None, description="A glob of message files read in place; unset: the raw_events table."
+    )
+    schema_: str | None = Field(
+        None, alias="schema", description="Schema of Segment's warehouse tables."
+    )
+
+
+class Vars(_Strict):
+    """Vars of SPEC section 2, with their defaults. Override per run with --vars '{...}'."""
+
+    start_date: dt.date | None = Field(None, description="Analysis range start (inclusive).")
+    end_date: dt.date | None = Field(None, description="Analysis range end (exclusive).")
+    conversion_window_days: int = Field(7, ge=0, description="Funnel conversion window, days.")
+    funnel_reentry: bool = Field(False, description="Mixpanel's optimized re-entry.")
+    promo_start: dt.date | None = Field(None, description="Cohort is fixed on events before it.")
+    target_category: str | None = Field(None, description="Overrides the recommended category.")
+    experiment_window_days: int = Field(30, ge=0, description="Days of revenue after exposure.")
+    control_variant: str | None = Field(None, description="Name of the control variant.")
+
+    @field_validator("start_date", "end_date", "promo_start", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        return value
+
+
+class Config(_Strict):
+    target: str = Field("duckdb", description="Name of the default target.")
+    targets: dict[str, Target] = Field(default_factory=lambda: {"duckdb": DuckDBTarget()})
+    source: Source = Field(default_factory=Source)
+    vars: Vars = Field(default_factory=Vars)
+    models_path: str = "models"
+    macros_path: str = "macros"
+    seed_path: str = Field("seeds/sample_events.ndjson.gz", description="The bundled sample.")
+
+
+def _location(path: Path, text: str, loc: tuple[Any, ...]) -> str:
+    """`file:line` of the deepest key of `loc` that the YAML text has."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return str(path)
+    line = None
+    for key in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == str(key):
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return f"{path}:{line}" if line else str(path)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    kinds = {"extra_forbidden": "unknown key", "missing": "missing key"}
+    msg = kinds.get(err["type"], err["msg"])
+    return f"{key}: {msg}" if key else msg
+
+
+def load_config(project_dir: Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `arpu.yml` (defaults when absent) and apply var overrides from --vars."""
+    path = project_dir / CONFIG_FILE
+    text = path.read_text() if path.exists() else ""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", location=where) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping at the top level", location=str(path))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(_format_error(err), location=_location(path, text, err["loc"])) from None
+    if config.target not in config.targets:
+        raise ConfigError(f"target: '{config.target}' is not defined under targets", location=str(path))
+    if overrides:
+        config = config.model_copy(update={"vars": merge_vars(config.vars, overrides)})
+    return config
+
+
+def merge_vars(base: Vars, overrides: dict[str, Any]) -> Vars:
+    try:
+        return Vars.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc.errors()[0]), location="--vars") from None
+
+
+def parse_vars_option(text: str | None) -> dict[str, Any]:
+    """--vars takes JSON or YAML flow mappings, as dbt does."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError("not a JSON or YAML mapping", location="--vars") from None
+    if not isinstance(value, dict):
+        raise ConfigError("expected a mapping such as '{\"conversion_window_days\": 7}'", location="--vars")
+    return value

@@ -1,0 +1,191 @@
+"""The programmatic runner: one Context per project and target; the CLI and tests call it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.artifacts import BuildResult, ModelResult, write_manifest, write_run_results
+from runner.config import Config, load_config
+from runner.errors import ArpuError, ConfigError
+
+if TYPE_CHECKING:
+    from runner.compile import CompiledModel, Compiler
+    from runner.engines.base import Engine
+    from runner.ingest import IngestResult
+    from runner.project import Model
+
+Callback = Callable[[str, str, Any], None]
+
+
+class Context:
+    """Everything a command needs: config, models, the compiler and the target's connection."""
+
+    def __init__(
+        self,
+        project_dir: Path | str = ".",
+        target: str | None = None,
+        vars: dict[str, Any] | None = None,
+    ) -> None:
+        self.project_dir = Path(project_dir).resolve()
+        self.config: Config = load_config(self.project_dir, vars)
+        self.target_name = target or self.config.target
+        if self.target_name not in self.config.targets:
+            raise ConfigError(
+                f"unknown target '{self.target_name}' "
+                f"(defined: {', '.join(self.config.targets)})",
+                location="--target",
+            )
+        self._compilers: dict[str, Compiler] = {}
+        self._engine: Engine | None = None
+
+    @property
+    def target_dir(self) -> Path:
+        return self.project_dir / "target"
+
+    def compiler(self, target: str | None = None) -> Compiler:
+        from runner.compile import Compiler
+
+        name = target or self.target_name
+        if name not in self._compilers:
+            self._compilers[name] = Compiler(self.project_dir, self.config, name)
+        return self._compilers[name]
+
+    def engine(self, read_only: bool = False) -> Engine:
+        if self._engine is None:
+            from runner.engines import connect
+
+            self._engine = connect(self.project_dir, self.config, self.target_name, read_only)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------------------------
+    def ls(self, select: list[str] | None = None) -> list[Model]:
+        compiler = self.compiler()
+        return [compiler.models[n] for n in compiler.graph.select(select)]
+
+    def compile(
+        self, target: str | None = None, select: list[str] | None = None
+    ) -> list[CompiledModel]:
+        compiler = self.compiler(target)
+        compiled = [compiler.compile(compiler.models[n]) for n in compiler.graph.select(select)]
+        write_manifest(self.target_dir, compiler)
+        return compiled
+
+    def ingest(self, paths: list[str | Path], progress: Callable[[int], None] | None = None
+               ) -> IngestResult:
+        from runner.ingest import Loader, expand_paths
+
+        files = expand_paths([p if Path(p).is_absolute() or not (self.project_dir / p).exists()
+                              else self.project_dir / p for p in paths])
+        engine = self.engine()
+        con = getattr(engine, "con", None)
+        if con is None:
+            raise ArpuError(f"ingest into target '{self.target_name}' is not supported yet")
+        return Loader(con).load(files, progress)
+
+    def ensure_sources(self) -> IngestResult | None:
+        """Create the raw tables; on a fresh project with nothing ingested, load the sample."""
+        from runner.ingest import Loader
+
+        engine = self.engine()
+        con = getattr(engine, "con", None)
+        if con is None or self.config.source.format != "messages":
+            return None
+        Loader(con)  # creates raw tables if missing
+        loaded = engine.scalar("select count(*) from raw_loads")
+        if loaded:
+            return None
+        sample = self.project_dir / self.config.seed_path
+        if not sample.exists():
+            return None
+        return self.ingest([sample])
+
+    def build(
+        self,
+        select: list[str] | None = None,
+        on_event: Callback | None = None,
+    ) -> BuildResult:
+        """Compile, then run the selected models in dependency order; a failed model skips
+        everything downstream of it."""
+        started = time.perf_counter()
+        notify = on_event or (lambda *_: None)
+        compiler = self.compiler()
+        names = compiler.graph.select(select)
+        result = BuildResult(target=self.target_name)
+        seeded = self.ensure_sources()
+        if seeded is not None:
+            result.seeded = True
+            notify("seeded", str(self.config.seed_path), seeded)
+        engine = self.engine()
+        write_manifest(self.target_dir, compiler)
+        broken: set[str] = set()
+        for name in names:
+            model = compiler.models[name]
+            upstream_broken = broken & compiler.graph.ancestors(name)
+            if upstream_broken:
+                res = ModelResult(name, "skipped", materialized=model.materialized,
+                                  error=f"upstream failed: {', '.join(sorted(upstream_broken))}")
+                broken.add(name)
+                result.results.append(res)
+                notify("done", name, res)
+                continue
+            notify("start", name, None)
+            res = self._run_model(compiler, engine, model)
+            if res.status != "success":
+                broken.add(name)
+            result.results.append(res)
+            notify("done", name, res)
+        if engine.relation_exists("stg_events") and engine.relation_exists("raw_events"):
+            raw = int(engine.scalar("select count(*) from raw_events"))
+            kept = int(engine.scalar("select count(*) from stg_events"))
+            result.messages_loaded, result.duplicates_removed = raw, raw - kept
+        result.seconds = time.perf_counter() - started
+        write_run_results(self.target_dir, result, compiler.target.dialect)
+        return result
+
+    def _run_model(self, compiler: Compiler, engine: Engine, model: Model) -> ModelResult:
+        t0 = time.perf_counter()
+        res = ModelResult(model.name, "success", materialized=model.materialized)
+        try:
+            compiled = compiler.compile(model)
+            res.compiled_path = str(compiled.path.relative_to(self.project_dir))
+            res.rows = engine.materialize(model.name, compiled.sql, model.materialized)
+        except ArpuError as exc:
+            res.status, res.error = "error", str(exc)
+        except Exception as exc:  # the warehouse's own error: keep the model and file with it
+            res.status = "error"
+            res.error = f"model {model.name} ({res.compiled_path}): {type(exc).__name__}: " \
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        res.seconds = round(time.perf_counter() - t0, 4)
+        return res
+
+    def show(self, name: str, limit: int = 20) -> tuple[list[str], list[tuple]]:
+        compiler = self.compiler()
+        if name not in compiler.models and name not in ("raw_events", "raw_rejected", "raw_loads"):
+            raise ConfigError(f"no model named '{name}' (see `arpu ls`)", location="arpu show")
+        engine = self.engine()
+        if not engine.relation_exists(name):
+            raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")
+        relation = compiler.relation(name)
+        return engine.fetch(f"select * from {relation} limit {int(limit)}")
+
+    def rows(self, name: str, order_by: str | None = None) -> list[dict[str, Any]]:
+        """Every row of a relation as dicts (tests and exports)."""
+        engine = self.engine()
+        relation = self.compiler().relation(name)
+        sql = f"select * from {relation}" + (f" order by {order_by}" if order_by else "")
+        columns, rows = engine.fetch(sql)
+        return [dict(zip(columns, row, strict=True)) for row in rows]

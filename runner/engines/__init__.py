@@ -1,0 +1,25 @@
+"""Execution targets. Each engine runs compiled SQL and materializes relations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from runner.config import Config
+    from runner.engines.base import Engine
+
+
+def connect(project_dir: Path, config: Config, target_name: str, read_only: bool = False) -> Engine:
+    target = config.targets[target_name]
+    if target.type == "duckdb":
+        from runner.engines.duckdb import DuckDBEngine
+
+        return DuckDBEngine(project_dir, target, read_only=read_only)
+    raise ConfigError(
+        f"target '{target_name}' ({target.type}) is compile-only here: use `arpu compile --target "
+        f"{target_name}`",
+        location="--target",
+    )

@@ -1,0 +1,34 @@
+"""What every execution target provides."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+
+class Engine(ABC):
+    dialect: str
+
+    @abstractmethod
+    def execute(self, sql: str, params: list[Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def fetch(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Columns and rows of a query."""
+
+    @abstractmethod
+    def materialize(self, name: str, select_sql: str, kind: str) -> int | None:
+        """Create or replace `name` as a table or view of `select_sql`; rows when known."""
+
+    @abstractmethod
+    def relation_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def quote(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        rows = self.fetch(sql, params)[1]
+        return rows[0][0] if rows else None

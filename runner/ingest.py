@@ -1,0 +1,396 @@
+"""`arpu ingest`: Segment messages from files into `raw_events`, bad lines into `raw_rejected`.
+
+Files stream in chunks; Python only splits bytes into lines and hands each chunk to DuckDB, which
+parses, validates and types every line in bulk. Accounting holds for every file:
+`lines read = loaded + rejected` (blank lines are skipped and not counted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import gzip
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from runner.errors import IngestError
+
+CHUNK_BYTES = 16 << 20
+DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
+
+RAW_TABLES = """
+create table if not exists raw_events (
+    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
+    record_number bigint, message_id varchar, message_type varchar, event varchar,
+    user_id varchar, anonymous_id varchar, event_ts timestamp, received_at timestamp,
+    sent_at timestamp, original_ts timestamp, properties json, traits json, context json
+);
+create table if not exists raw_rejected (
+    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
+    raw varchar, reason varchar
+);
+create table if not exists raw_loads (
+    load_id bigint, loaded_at timestamp, source_file varchar, bytes bigint,
+    lines_read bigint, loaded bigint, rejected bigint
+);
+"""
+
+# Each number-valued field must be absent, null, a non-negative number or a numeric string.
+CHECK_MACROS = r"""
+create or replace temp macro _num_problem(v) as (
+    case
+        when v is null or json_type(v) = 'NULL' then null
+        when json_type(v) in ('BIGINT', 'UBIGINT', 'DOUBLE') then
+            case when not isfinite(v::double) then 'is not a finite number'
+                 when v::double < 0 then 'is negative' end
+        when json_type(v) = 'VARCHAR' then
+            case when try_cast(trim(v ->> '$') as double) is null
+                      or not isfinite(try_cast(trim(v ->> '$') as double)) then 'is not a number'
+                 when try_cast(trim(v ->> '$') as double) < 0 then 'is negative' end
+        else 'is not a number'
+    end
+);
+create or replace temp macro _ts(v) as (
+    try_cast(v as timestamptz) at time zone 'UTC'
+);
+"""
+
+CLASSIFY = r"""
+create or replace temp table _parsed as
+with src as (
+    select line_number, record_number, rtrim(raw, chr(13)) as raw, bad_utf8
+    from _chunk
+    where trim(raw, E' \t\r\n\f\v') <> ''
+), typed as (
+    select *, try_cast(raw as json) as j from src
+), fields as (
+    select *,
+        json_extract(j, ['$.type', '$.event', '$.messageId', '$.userId', '$.anonymousId',
+                         '$.timestamp', '$.originalTimestamp', '$.receivedAt', '$.sentAt',
+                         '$.properties', '$.traits', '$.context',
+                         '$.properties.price', '$.properties.quantity',
+                         '$.properties.revenue', '$.properties.total',
+                         '$.properties.products']) as f
+    from typed
+), vals as (
+    select line_number, record_number, raw, bad_utf8, j,
+        j is not null and json_type(j) = 'OBJECT' as is_object,
+        nullif(f[1] ->> '$', '') as message_type,
+        f[2] ->> '$' as event,
+        nullif(f[3] ->> '$', '') as message_id,
+        nullif(f[4] ->> '$', '') as user_id,
+        nullif(f[5] ->> '$', '') as anonymous_id,
+        f[6] ->> '$' as ts_raw, f[7] ->> '$' as ots_raw, f[8] ->> '$' as rat_raw,
+        f[9] ->> '$' as sat_raw,
+        f[10] as properties, f[11] as traits, f[12] as context,
+        f[13] as price, f[14] as quantity, f[15] as revenue, f[16] as total,
+        f[17] as products
+    from fields
+), checked as (
+    select *,
+        coalesce(ts_raw, ots_raw, rat_raw) as time_raw,
+        _ts(coalesce(ts_raw, ots_raw, rat_raw)) as event_ts,
+        case when products is null or json_type(products) = 'NULL' then null
+             when json_type(products) <> 'ARRAY' then 'properties.products is not an array'
+             else list_filter(list_transform(json_extract(products, '$[*]'), lambda p, i: coalesce(
+                 'properties.products[' || (i - 1) || '].price ' || _num_problem(p -> '$.price'),
+                 'properties.products[' || (i - 1) || '].quantity '
+                     || _num_problem(p -> '$.quantity'))
+             ), lambda x: x is not null)[1]
+        end as product_problem
+    from vals
+)
+select line_number, record_number, raw, message_type, event, message_id, user_id, anonymous_id,
+    event_ts, _ts(rat_raw) as received_at, _ts(sat_raw) as sent_at, _ts(ots_raw) as original_ts,
+    properties, traits, context,
+    case
+        when bad_utf8 then 'not valid UTF-8'
+        when j is null then 'not valid JSON'
+        when not is_object then 'not a JSON object'
+        when time_raw is null then 'no event time (timestamp, originalTimestamp, receivedAt)'
+        when event_ts is null then 'invalid event time: ' || left(time_raw, 64)
+        when user_id is null and anonymous_id is null then 'neither userId nor anonymousId'
+        when properties is not null and json_type(properties) not in ('OBJECT', 'NULL')
+            then 'properties is not an object'
+        when _num_problem(price) is not null then 'properties.price ' || _num_problem(price)
+        when _num_problem(quantity) is not null
+            then 'properties.quantity ' || _num_problem(quantity)
+        when _num_problem(revenue) is not null then 'properties.revenue ' || _num_problem(revenue)
+        when _num_problem(total) is not null then 'properties.total ' || _num_problem(total)
+        when product_problem is not null then product_problem
+    end as reason,
+    -- DuckDB's JSON reader accepts NaN, Infinity and trailing commas; RFC 8259 does not.
+    j is not null and regexp_matches(raw, 'NaN|Infinity|,\s*[\]}]') as suspicious
+from checked
+"""
+
+_STRICT_BAD = re.compile(r"NaN|Infinity")
+
+
+def _strict_problem(raw: str) -> str | None:
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        json.loads(raw, parse_constant=no_constants)
+    except ValueError:
+        return "not valid JSON"
+    return None
+
+
+@dataclass
+class FileResult:
+    path: str
+    bytes: int = 0
+    lines_read: int = 0
+    loaded: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class IngestResult:
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def lines_read(self) -> int:
+        return sum(f.lines_read for f in self.files)
+
+    @property
+    def loaded(self) -> int:
+        return sum(f.loaded for f in self.files)
+
+    @property
+    def rejected(self) -> int:
+        return sum(f.rejected for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+
+def expand_paths(patterns: list[str | Path]) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in patterns:
+        text = str(pattern)
+        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
+        if not matches:
+            raise IngestError("no file matches this pattern", location=text)
+        for match in matches:
+            p = Path(match)
+            if p.is_dir():
+                paths.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+            elif not p.exists():
+                raise IngestError("no such file", location=text)
+            else:
+                paths.append(p)
+    return paths
+
+
+def _open(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def _decode_lines(data: bytes) -> tuple[list[str], list[bool]]:
+    """Split a chunk of whole lines; lines that are not UTF-8 are flagged, not lost."""
+    try:
+        lines = data.decode("utf-8").split("\n")
+        return lines, [False] * len(lines)
+    except UnicodeDecodeError:
+        out, flags = [], []
+        for raw in data.split(b"\n"):
+            try:
+                out.append(raw.decode("utf-8"))
+                flags.append(False)
+            except UnicodeDecodeError:
+                out.append(raw.decode("utf-8", errors="replace"))
+                flags.append(True)
+        return out, flags
+
+
+def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[bool]]]:
+    """(first line number, lines, bad-UTF-8 flags) per chunk of whole lines."""
+    line_no = 1
+    rest = b""
+    with _open(path) as fh:
+        while True:
+            block = fh.read(CHUNK_BYTES)
+            if not block:
+                break
+            data = rest + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 1:]
+            lines, flags = _decode_lines(data[:cut])
+            yield line_no, lines, flags
+            line_no += len(lines)
+    if rest:
+        lines, flags = _decode_lines(rest)
+        yield line_no, lines, flags
+
+
+def _document_records(text: str) -> list[tuple[int, str]] | None:
+    """A JSON array, a {"batch": [...]} payload or one pretty-printed message, as
+    (line number, raw text) per message; None when the text is not one strict JSON document."""
+    if _strict_problem(text) is not None:
+        return None
+    value = json.loads(text)
+    decoder = json.JSONDecoder()
+    start = len(text) - len(text.lstrip())
+    if isinstance(value, dict) and isinstance(value.get("batch"), list):
+        match = re.search(r'"batch"\s*:\s*\[', text)
+        if match is None:
+            return None
+        start = match.end() - 1
+    elif not isinstance(value, list):
+        return [(text.count("\n", 0, start) + 1, text.strip())]
+    records = []
+    pos = start + 1
+    ws = re.compile(r"[\s,]*")
+    while True:
+        pos = ws.match(text, pos).end()  # type: ignore[union-attr]
+        if pos >= len(text) or text[pos] == "]":
+            break
+        _, end = decoder.raw_decode(text, pos)
+        records.append((text.count("\n", 0, pos) + 1, text[pos:end]))
+        pos = end
+    return records
+
+
+def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
+    """Records of a whole-document JSON file, or None for newline-delimited JSON."""
+    with _open(path) as fh:
+        head = fh.read(1 << 16)
+    first = next((ln for ln in head.split(b"\n") if ln.strip()), b"").strip()
+    try:
+        value = json.loads(first.decode("utf-8-sig"))
+        if isinstance(value, dict) and not isinstance(value.get("batch"), list):
+            return None
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if path.stat().st_size > DOCUMENT_LIMIT:
+        return None
+    with _open(path) as fh:
+        data = fh.read(DOCUMENT_LIMIT + 1)
+    if len(data) > DOCUMENT_LIMIT:
+        return None
+    try:
+        return _document_records(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class Loader:
+    """Loads files into one DuckDB connection's raw tables."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(RAW_TABLES)
+        con.execute(CHECK_MACROS)
+
+    def load(
+        self, paths: list[Path], progress: Callable[[int], None] | None = None
+    ) -> IngestResult:
+        started = time.perf_counter()
+        result = IngestResult()
+        for path in paths:
+            result.files.append(self._load_file(path, progress))
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _load_file(self, path: Path, progress: Callable[[int], None] | None) -> FileResult:
+        import pandas as pd
+
+        try:
+            size = path.stat().st_size
+            records = _sniff_document(path)
+        except OSError as exc:
+            raise IngestError(f"cannot read: {exc.strerror}", location=str(path)) from None
+        load_id = int(self.con.execute("select coalesce(max(load_id), 0) + 1 from raw_loads")
+                      .fetchone()[0])  # type: ignore[index]
+        loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        res = FileResult(str(path), bytes=size)
+
+        chunks: Any
+        if records is not None:
+            chunks = [(records, None)]
+        else:
+            chunks = ((list(zip(range(first, first + len(lines)), lines, strict=True)), flags)
+                      for first, lines, flags in _ndjson_chunks(path))
+        self.con.execute("begin transaction")
+        try:
+            record_base = 0
+            for rows, flags in chunks:
+                if not rows:
+                    continue
+                line_numbers, raws = zip(*rows, strict=True)
+                if line_numbers[0] == 1 and raws[0].startswith("\ufeff"):
+                    raws = (raws[0][1:],) + raws[1:]
+                frame = pd.DataFrame({
+                    "line_number": line_numbers,
+                    "record_number": range(record_base, record_base + len(rows)),
+                    "raw": raws,
+                    "bad_utf8": flags if flags is not None else [False] * len(rows),
+                })
+                record_base += len(rows)
+                self._load_chunk(frame, str(path), load_id, loaded_at, res)
+                if progress:
+                    progress(sum(len(r) + 1 for r in raws[:: max(len(raws) // 64, 1)])
+                             * max(len(raws) // 64, 1) if records is None else size)
+            self.con.execute(
+                "insert into raw_loads values (?, ?, ?, ?, ?, ?, ?)",
+                [load_id, loaded_at, str(path), size, res.lines_read, res.loaded, res.rejected],
+            )
+            self.con.execute("commit")
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+        return res
+
+    def _load_chunk(
+        self, frame: Any, source_file: str, load_id: int, loaded_at: dt.datetime, res: FileResult
+    ) -> None:
+        con = self.con
+        con.register("_chunk", frame)
+        try:
+            con.execute(CLASSIFY)
+        finally:
+            con.unregister("_chunk")
+        suspicious = con.execute(
+            "select line_number, raw from _parsed where suspicious"
+        ).fetchall()
+        for line_number, raw in suspicious:
+            problem = _strict_problem(raw)
+            if problem:
+                con.execute("update _parsed set reason = ? where line_number = ?",
+                            [problem, line_number])
+        con.execute(
+            """insert into raw_events select ?, ?, ?, line_number, record_number, message_id,
+                   coalesce(message_type, case when event is not null then 'track' end), event,
+                   user_id, anonymous_id, event_ts, received_at, sent_at, original_ts,
+                   properties, traits, context
+               from _parsed where reason is null""",
+            [load_id, loaded_at, source_file],
+        )
+        con.execute(
+            "insert into raw_rejected select ?, ?, ?, line_number, raw, reason "
+            "from _parsed where reason is not null",
+            [load_id, loaded_at, source_file],
+        )
+        read, bad = con.execute(
+            "select count(*), count(reason) from _parsed").fetchone()  # type: ignore[misc]
+        res.lines_read += read
+        res.rejected += bad
+        res.loaded += read - bad

@@ -1,0 +1,105 @@
+"""Terminal output: progress while work runs, summaries and tables after (rich)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from runner.artifacts import BuildResult
+    from runner.context import Context
+    from runner.ingest import IngestResult
+
+STATUS_STYLE = {"success": "green", "error": "red", "skipped": "yellow"}
+
+
+def build_with_progress(ctx: Context, select: list[str] | None, console: Console) -> BuildResult:
+    total = len(ctx.compiler().graph.select(select))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"Building on {ctx.target_name}", total=total)
+
+        def on_event(kind: str, name: str, payload: Any) -> None:
+            if kind == "seeded":
+                console.print(f"Fresh project: loaded the bundled sample {name} "
+                              f"({payload.loaded:,} messages, {payload.rejected:,} rejected)")
+            elif kind == "start":
+                bar.update(task, description=f"Building {name}")
+            elif kind == "done":
+                bar.advance(task)
+                style = STATUS_STYLE.get(payload.status, "white")
+                rows = f"{payload.rows:,} rows" if payload.rows is not None else ""
+                console.print(f"  [{style}]{payload.status:<7}[/{style}] {name:<32} "
+                              f"{rows:>14}  {payload.seconds:6.2f} s", highlight=False)
+                if payload.error:
+                    console.print(f"           [{style}]{payload.error}[/{style}]",
+                                  highlight=False, soft_wrap=True)
+
+        return ctx.build(select, on_event=on_event)
+
+
+def print_build_summary(result: BuildResult, console: Console) -> None:
+    counts = {s: sum(r.status == s for r in result.results) for s in STATUS_STYLE}
+    console.print(
+        f"Done in {result.seconds:.2f} s on {result.target}: {counts['success']} built, "
+        f"{counts['error']} failed, {counts['skipped']} skipped. "
+        f"{result.messages_loaded:,} messages loaded, {result.duplicates_removed:,} duplicates "
+        "removed.", highlight=False)
+
+
+def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
+                         console: Console) -> IngestResult:
+    from runner.ingest import expand_paths
+
+    files = expand_paths(list(paths))
+    total = sum(p.stat().st_size for p in files)
+    with Progress(TextColumn("Ingesting"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("ingest", total=total)
+        return ctx.ingest(list(files), progress=lambda n: bar.advance(task, n))
+
+
+def print_ingest(result: IngestResult, console: Console) -> None:
+    for f in result.files:
+        console.print(f"{f.path}: {f.lines_read:,} lines read, {f.loaded:,} loaded, "
+                      f"{f.rejected:,} rejected", highlight=False)
+    mb = result.bytes / 1e6
+    console.print(f"Total: {result.lines_read:,} lines read, {result.loaded:,} loaded, "
+                  f"{result.rejected:,} rejected ({mb:.1f} MB in {result.seconds:.1f} s, "
+                  f"{mb / max(result.seconds, 1e-9):.0f} MB/s)", highlight=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str, console: Console,
+               title: str = "") -> None:
+    if fmt == "json":
+        for row in rows:
+            sys.stdout.write(json.dumps({c: _plain(v) for c, v in zip(columns, row, strict=True)},
+                                        ensure_ascii=False) + "\n")
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_plain(v) for v in row] for row in rows])
+        return
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*("" if v is None else f"{v:,.4f}" if isinstance(v, float) else str(v)
+                        for v in row))
+    console.print(table)

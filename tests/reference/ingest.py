@@ -1,0 +1,297 @@
+"""SPEC section 1 in plain Python: split files into messages, validate, reject, dedupe.
+
+Readings (agreed with the runner's author, see the module docstring of `spec_impl`):
+- strict RFC 8259 JSON; each line must be an object; a whole file may instead be one JSON array,
+  a Segment batch `{"batch": [...]}` or a single (pretty-printed) object;
+- a missing id is absent, null or ""; numeric ids are used as their string form;
+- event time = the first of timestamp / originalTimestamp / receivedAt that is not null; if that
+  one does not parse as ISO 8601 the message is rejected;
+- price / quantity / revenue / total (properties and each product) must be null, a number or a
+  numeric string, finite and >= 0; `products`, when not null, must be an array.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+NUMERIC_FIELDS = ("price", "quantity", "revenue", "total")
+TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
+
+_NUMERIC_STRING = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_ISO = re.compile(
+    r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
+    r"(?:[Tt ](?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<f>\d+))?)?"
+    r"(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+
+
+class Reject(Exception):
+    """A message that goes to rejected_events; the message is the reason."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def loads_strict(text: str) -> Any:
+    return _DECODER.decode(text)
+
+
+def parse_iso(value: Any) -> datetime | None:
+    """ISO 8601 date or date-time with any offset -> naive UTC; None when it does not parse."""
+    if not isinstance(value, str):
+        return None
+    m = _ISO.fullmatch(value.strip())
+    if not m:
+        return None
+    frac = (m["f"] or "")[:6].ljust(6, "0")
+    try:
+        dt = datetime(
+            int(m["y"]), int(m["mo"]), int(m["d"]),
+            int(m["h"] or 0), int(m["mi"] or 0), int(m["s"] or 0), int(frac),
+        )
+    except ValueError:
+        return None
+    tz = m["tz"]
+    if tz and tz not in ("Z", "z"):
+        sign = 1 if tz[0] == "+" else -1
+        digits = tz[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+        if hours > 23 or minutes > 59:
+            return None
+        dt -= sign * timedelta(hours=hours, minutes=minutes)
+    return dt
+
+
+def id_string(value: Any) -> str | None:
+    """userId / anonymousId / messageId: None when absent, null or ""; numbers as text."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value if value != "" else None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def text_value(value: Any) -> str | None:
+    """Category, product_id, sku, name, order_id, currency, traits: exact string, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def parse_number(value: Any, where: str) -> float | None:
+    """A SPEC number: null, a JSON number or a numeric string; finite and not negative."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Reject(f"invalid number in {where}: {json.dumps(value)[:40]}")
+    if isinstance(value, str):
+        if not _NUMERIC_STRING.fullmatch(value.strip()):
+            raise Reject(f"invalid number in {where}: {json.dumps(value)[:40]}")
+        number = float(value.strip())
+    else:
+        number = float(value)
+    if not math.isfinite(number):
+        raise Reject(f"invalid number in {where}: not finite")
+    if number < 0:
+        raise Reject(f"negative number in {where}")
+    return number
+
+
+@dataclass
+class Message:
+    source_file: str
+    line_number: int
+    load_index: int
+    raw: str
+    obj: dict
+    type: str | None
+    event: str | None
+    message_id: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    event_ts: datetime
+    received_at: datetime | None
+    properties: dict
+    products: list | None
+    numbers: dict  # field -> parsed number for properties.<field>
+    product_numbers: list  # per product: field -> parsed number
+    event_id: str = ""
+    user_key: str = ""
+
+
+def _validate(obj: Any) -> dict:
+    """Raise Reject with the reason, or return the typed fields."""
+    if not isinstance(obj, dict):
+        raise Reject("not a JSON object")
+    event_ts = None
+    for name in TIME_FIELDS:
+        if obj.get(name) is not None:
+            event_ts = parse_iso(obj[name])
+            if event_ts is None:
+                raise Reject(f"unparseable event time in {name}: {json.dumps(obj[name])[:40]}")
+            break
+    if event_ts is None:
+        raise Reject("missing event time (timestamp, originalTimestamp, receivedAt)")
+    user_id, anonymous_id = id_string(obj.get("userId")), id_string(obj.get("anonymousId"))
+    if user_id is None and anonymous_id is None:
+        raise Reject("missing userId and anonymousId")
+    properties = obj.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    numbers = {f: parse_number(properties.get(f), f"properties.{f}") for f in NUMERIC_FIELDS}
+    products = properties.get("products")
+    product_numbers: list = []
+    if products is not None:
+        if not isinstance(products, list):
+            raise Reject("properties.products is not an array")
+        for i, product in enumerate(products):
+            product = product if isinstance(product, dict) else {}
+            product_numbers.append({
+                f: parse_number(product.get(f), f"properties.products[{i}].{f}")
+                for f in NUMERIC_FIELDS
+            })
+    received_at = parse_iso(obj.get("receivedAt"))
+    mtype = obj.get("type")
+    event = obj.get("event")
+    if mtype is None and event is not None:
+        mtype = "track"
+    return dict(
+        type=text_value(mtype), event=text_value(event),
+        message_id=id_string(obj.get("messageId")), user_id=user_id, anonymous_id=anonymous_id,
+        event_ts=event_ts, received_at=received_at, properties=properties, products=products,
+        numbers=numbers, product_numbers=product_numbers,
+    )
+
+
+def _skip_ws(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _array_elements(text: str, i: int) -> list[tuple[int, int]]:
+    """(start, end) offsets of the elements of the JSON array starting at text[i] == '['."""
+    spans = []
+    i = _skip_ws(text, i + 1)
+    if text[i] == "]":
+        return spans
+    while True:
+        _, end = _DECODER.raw_decode(text, i)
+        spans.append((i, end))
+        i = _skip_ws(text, end)
+        if text[i] == "]":
+            return spans
+        if text[i] != ",":
+            raise ValueError("bad array")
+        i = _skip_ws(text, i + 1)
+
+
+def _document_elements(lines: list[str]) -> list[tuple[int, str]] | None:
+    """When the whole file is one JSON document: (line_number, raw) of each message, else None."""
+    text = "\n".join(lines)
+    start = _skip_ws(text, 0)
+    if start >= len(text) or text[start] not in "[{":
+        return None
+    try:
+        doc = loads_strict(text)
+    except ValueError:
+        return None
+    spans: list[tuple[int, int]]
+    if isinstance(doc, list):
+        spans = _array_elements(text, start)
+    elif isinstance(doc, dict) and isinstance(doc.get("batch"), list):
+        # find the offset of the batch array: walk the top-level keys
+        i = _skip_ws(text, start + 1)
+        spans = []
+        while text[i] != "}":
+            key, i = _DECODER.raw_decode(text, i)
+            i = _skip_ws(text, _skip_ws(text, i) + 1)  # past ':'
+            if key == "batch":
+                spans = _array_elements(text, i)  # the last "batch" key wins, as in json
+            _, i = _DECODER.raw_decode(text, i)
+            i = _skip_ws(text, i)
+            if text[i] == ",":
+                i = _skip_ws(text, i + 1)
+    elif isinstance(doc, dict):
+        if sum(1 for line in lines if line.strip()) == 1:
+            return None  # plain one-line NDJSON
+        spans = [(start, len(text.rstrip()))]
+    else:
+        return None
+    return [(text.count("\n", 0, s) + 1, text[s:e]) for s, e in spans]
+
+
+@dataclass
+class Loaded:
+    messages: list[Message]  # every accepted message, in load order, duplicates included
+    rejected: list[dict]
+    lines_read: dict[str, int]
+
+
+def load(lines_by_file: dict[str, list[str]]) -> Loaded:
+    messages: list[Message] = []
+    rejected: list[dict] = []
+    lines_read: dict[str, int] = {}
+    load_index = 0
+    for source_file, raw_lines in lines_by_file.items():
+        lines = [line.rstrip("\n").rstrip("\r") for line in raw_lines]
+        items = _document_elements(lines)
+        if items is None:
+            items = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+        lines_read[source_file] = len(items)
+        for line_number, raw in items:
+            try:
+                try:
+                    obj = loads_strict(raw)
+                except ValueError as exc:
+                    raise Reject(f"invalid JSON: {exc}") from None
+                fields = _validate(obj)
+            except Reject as exc:
+                rejected.append(dict(source_file=source_file, line_number=line_number,
+                                     raw=raw, reason=str(exc)))
+                continue
+            messages.append(Message(source_file=source_file, line_number=line_number,
+                                    load_index=load_index, raw=raw, obj=obj, **fields))
+            load_index += 1
+    return Loaded(messages=messages, rejected=rejected, lines_read=lines_read)
+
+
+def dedupe(messages: list[Message]) -> list[Message]:
+    """Keep one copy per messageId: earliest receivedAt (none last), then load order.
+
+    Messages without a messageId get a synthetic id and are only merged with byte-identical
+    copies of themselves.
+    """
+    groups: dict[str, list[Message]] = {}
+    for m in messages:
+        key = "m:" + m.message_id if m.message_id is not None else "r:" + m.raw
+        groups.setdefault(key, []).append(m)
+    kept = []
+    for key, copies in groups.items():
+        best = min(copies, key=lambda m: (m.received_at is None,
+                                          m.received_at or datetime.min, m.load_index))
+        best.event_id = key[2:] if key.startswith("m:") else f"synthetic:{best.load_index}"
+        kept.append(best)
+    kept.sort(key=lambda m: m.load_index)
+    return kept
+
