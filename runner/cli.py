@@ -51,6 +51,16 @@ def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             err_console.print("[red]Interrupted[/red]")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.BadParameter, SystemExit):
+            raise
+        except Exception as exc:  # a bug or an engine error: still one line unless --debug
+            if _state["debug"]:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err_console.print(f"[red]Error:[/red] {type(exc).__name__}: {first} "
+                              "(run with --debug for the traceback)", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 

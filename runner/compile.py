@@ -169,6 +169,8 @@ class Compiler:
         except ParseError as exc:
             err = exc.errors[0] if exc.errors else {}
             line, col = err.get("line"), err.get("col")
+            if col and err.get("highlight"):  # sqlglot points at the token's end
+                col = max(col - len(err["highlight"]) + 1, 1)
             snippet = _snippet(sql, line, col)
             raise CompileError(
                 f"syntax error: {err.get('description', exc)} near "

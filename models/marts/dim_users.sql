@@ -1,12 +1,17 @@
 /*
 description: >
   One row per user_key: first and last event time over all their messages, and per trait the
-  latest non-null value from `identify` messages.
+  latest non-null value from `identify` messages. is_identified: some message of the user
+  carries a userId (otherwise user_key is an anonymousId).
 unique_key: user_key
 tags: [users]
 */
 with seen as (
-    select user_key, min(event_ts) as first_seen_at, max(event_ts) as last_seen_at
+    select
+        user_key,
+        min(event_ts) as first_seen_at,
+        max(event_ts) as last_seen_at,
+        max(case when user_id is not null then 1 else 0 end) = 1 as is_identified
     from {{ ref('stg_events') }}
     group by user_key
 ),
@@ -52,7 +57,8 @@ select
     s.first_seen_at,
     s.last_seen_at,
     e.email,
-    p.phone
+    p.phone,
+    s.is_identified
 from seen as s
 left join latest_email as e on s.user_key = e.user_key
 left join latest_phone as p on s.user_key = p.user_key

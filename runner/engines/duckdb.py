@@ -33,10 +33,16 @@ class DuckDBEngine(Engine):
         self.con.execute("set TimeZone = 'UTC'")
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
-        self.con.execute(sql, params)
+        try:
+            self.con.execute(sql, params)
+        except duckdb.Error as exc:
+            raise ArpuError(_first_line(exc), location=str(self.path)) from exc
 
     def fetch(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
-        cur = self.con.execute(sql, params)
+        try:
+            cur = self.con.execute(sql, params)
+        except duckdb.Error as exc:
+            raise ArpuError(_first_line(exc), location=str(self.path)) from exc
         columns = [d[0] for d in cur.description or []]
         return columns, cur.fetchall()
 
@@ -65,3 +71,8 @@ class DuckDBEngine(Engine):
 
     def close(self) -> None:
         self.con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,57 @@
+"""Shared fixtures: the sample project copied to a temp dir, driven through the Context API."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.artifacts import BuildResult
+from runner.context import Context
+from runner.ingest import IngestResult
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class ProjectHarness:
+    """A fresh copy of the project (models, macros, arpu.yml) with its own DuckDB file."""
+
+    def __init__(self, root: Path, with_sample: bool = False) -> None:
+        self.root = root
+        for folder in ("models", "macros"):
+            shutil.copytree(ROOT / folder, root / folder)
+        shutil.copy(ROOT / "arpu.yml", root / "arpu.yml")
+        if with_sample:
+            shutil.copytree(ROOT / "seeds", root / "seeds")
+
+    def context(self, **vars: Any) -> Context:
+        return Context(self.root, vars=vars or None)
+
+    def ingest(self, *paths: Path | str) -> IngestResult:
+        with self.context() as ctx:
+            return ctx.ingest(list(paths))
+
+    def build(self, select: list[str] | None = None, **vars: Any) -> BuildResult:
+        with self.context(**vars) as ctx:
+            return ctx.build(select)
+
+    def rows(self, relation: str, order_by: str | None = None) -> list[dict[str, Any]]:
+        with self.context() as ctx:
+            return ctx.rows(relation, order_by)
+
+    def scalar(self, sql: str) -> Any:
+        with self.context() as ctx:
+            return ctx.engine().scalar(sql)
+
+
+@pytest.fixture
+def arpu_project(tmp_path: Path) -> ProjectHarness:
+    return ProjectHarness(tmp_path / "project")
+
+
+@pytest.fixture
+def sample_project(tmp_path: Path) -> ProjectHarness:
+    return ProjectHarness(tmp_path / "project", with_sample=True)
