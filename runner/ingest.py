@@ -12,10 +12,12 @@ import glob
 import gzip
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 from typing import Any
 
 import duckdb
@@ -67,21 +69,21 @@ create or replace temp table _parsed as
 with src as (
     select line_number, record_number, rtrim(raw, chr(13)) as raw, bad_utf8
     from _chunk
-    where trim(raw, E' \t\r\n\f\v') <> ''
-), typed as (
-    select *, try_cast(raw as json) as j from src
+    where starts_with(raw, '{') or trim(raw, E' \t\r\n\f\v') <> ''
+), valid as (
+    -- a valid JSON text that starts with '{' is an object: no second parse to find out
+    select *, json_valid(raw) as is_json, starts_with(ltrim(raw), '{') as is_object from src
 ), fields as (
     select *,
-        json_extract(j, ['$.type', '$.event', '$.messageId', '$.userId', '$.anonymousId',
-                         '$.timestamp', '$.originalTimestamp', '$.receivedAt', '$.sentAt',
-                         '$.properties', '$.traits', '$.context',
-                         '$.properties.price', '$.properties.quantity',
-                         '$.properties.revenue', '$.properties.total',
-                         '$.properties.products']) as f
-    from typed
+        case when is_json and is_object then json_extract(raw, [
+            '$.type', '$.event', '$.messageId', '$.userId', '$.anonymousId',
+            '$.timestamp', '$.originalTimestamp', '$.receivedAt', '$.sentAt',
+            '$.properties', '$.traits', '$.context',
+            '$.properties.price', '$.properties.quantity', '$.properties.revenue',
+            '$.properties.total', '$.properties.products']) end as f
+    from valid
 ), vals as (
-    select line_number, record_number, raw, bad_utf8, j,
-        j is not null and json_type(j) = 'OBJECT' as is_object,
+    select line_number, record_number, raw, bad_utf8, is_json, is_object,
         nullif(f[1] ->> '$', '') as message_type,
         f[2] ->> '$' as event,
         nullif(f[3] ->> '$', '') as message_id,
@@ -90,15 +92,19 @@ with src as (
         f[6] ->> '$' as ts_raw, f[7] ->> '$' as ots_raw, f[8] ->> '$' as rat_raw,
         f[9] ->> '$' as sat_raw,
         f[10] as properties, f[11] as traits, f[12] as context,
-        f[13] as price, f[14] as quantity, f[15] as revenue, f[16] as total,
+        _num_problem(f[13]) as price_problem, _num_problem(f[14]) as quantity_problem,
+        _num_problem(f[15]) as revenue_problem, _num_problem(f[16]) as total_problem,
         f[17] as products
     from fields
 ), checked as (
     select *,
         coalesce(ts_raw, ots_raw, rat_raw) as time_raw,
         _ts(coalesce(ts_raw, ots_raw, rat_raw)) as event_ts,
-        case when products is null or json_type(products) = 'NULL' then null
-             when json_type(products) <> 'ARRAY' then 'properties.products is not an array'
+        case when products is null or products = 'null' then null
+             when not starts_with(products, '[') then 'properties.products is not an array'
+             -- json_extract re-serialises minified: a clean price/quantity starts with a digit
+             -- or is null, so only other arrays need the element-by-element check
+             when not regexp_matches(products, '"(price|quantity)":[^0-9n]') then null
              else list_filter(list_transform(json_extract(products, '$[*]'), lambda p, i: coalesce(
                  'properties.products[' || (i - 1) || '].price ' || _num_problem(p -> '$.price'),
                  'properties.products[' || (i - 1) || '].quantity '
@@ -112,27 +118,24 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
     properties, traits, context,
     case
         when bad_utf8 then 'not valid UTF-8'
-        when j is null then 'not valid JSON'
+        when not is_json then 'not valid JSON'
         when not is_object then 'not a JSON object'
         when time_raw is null then 'no event time (timestamp, originalTimestamp, receivedAt)'
         when event_ts is null then 'invalid event time: ' || left(time_raw, 64)
         when user_id is null and anonymous_id is null then 'neither userId nor anonymousId'
-        when properties is not null and json_type(properties) not in ('OBJECT', 'NULL')
+        when properties is not null and properties <> 'null' and not starts_with(properties, '{')
             then 'properties is not an object'
-        when _num_problem(price) is not null then 'properties.price ' || _num_problem(price)
-        when _num_problem(quantity) is not null
-            then 'properties.quantity ' || _num_problem(quantity)
-        when _num_problem(revenue) is not null then 'properties.revenue ' || _num_problem(revenue)
-        when _num_problem(total) is not null then 'properties.total ' || _num_problem(total)
+        when price_problem is not null then 'properties.price ' || price_problem
+        when quantity_problem is not null then 'properties.quantity ' || quantity_problem
+        when revenue_problem is not null then 'properties.revenue ' || revenue_problem
+        when total_problem is not null then 'properties.total ' || total_problem
         when product_problem is not null then product_problem
     end as reason,
     -- DuckDB's JSON reader accepts NaN, Infinity and trailing commas; RFC 8259 does not.
-    j is not null and regexp_matches(raw, 'NaN|Infinity|,\s*[\]}]') as suspicious
+    is_json and (contains(raw, 'NaN') or contains(raw, 'Infinity')
+                 or regexp_matches(raw, ',\s*[\]}]')) as suspicious
 from checked
 """
-
-_STRICT_BAD = re.compile(r"NaN|Infinity")
-
 
 def _strict_problem(raw: str) -> str | None:
     def no_constants(name: str) -> Any:
@@ -291,6 +294,30 @@ def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
         return None
 
 
+def _read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Produce items on a thread while the consumer works: file reading and line splitting
+    overlap with DuckDB's parsing (which releases the GIL)."""
+    queue: Queue[Any] = Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                queue.put(item)
+            queue.put(done)
+        except BaseException as exc:  # surfaced in the consumer
+            queue.put(exc)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item = queue.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 class Loader:
     """Loads files into one DuckDB connection's raw tables."""
 
@@ -319,7 +346,7 @@ class Loader:
         except OSError as exc:
             raise IngestError(f"cannot read: {exc.strerror}", location=str(path)) from None
         load_id = int(self.con.execute("select coalesce(max(load_id), 0) + 1 from raw_loads")
-                      .fetchone()[0])  # type: ignore[index]
+                      .fetchall()[0][0])
         loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         res = FileResult(str(path), bytes=size)
 
@@ -327,8 +354,8 @@ class Loader:
         if records is not None:
             chunks = [(records, None)]
         else:
-            chunks = ((list(zip(range(first, first + len(lines)), lines, strict=True)), flags)
-                      for first, lines, flags in _ndjson_chunks(path))
+            chunks = _read_ahead((list(zip(range(first, first + len(lines)), lines, strict=True)),
+                                  flags) for first, lines, flags in _ndjson_chunks(path))
         self.con.execute("begin transaction")
         try:
             record_base = 0
@@ -390,7 +417,7 @@ class Loader:
             [load_id, loaded_at, source_file],
         )
         read, bad = con.execute(
-            "select count(*), count(reason) from _parsed").fetchone()  # type: ignore[misc]
+            "select count(*), count(reason) from _parsed").fetchall()[0]
         res.lines_read += read
         res.rejected += bad
         res.loaded += read - bad

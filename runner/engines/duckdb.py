@@ -31,6 +31,7 @@ class DuckDBEngine(Engine):
         except duckdb.Error as exc:
             raise ArpuError(f"cannot open the database: {exc}", location=str(self.path)) from None
         self.con.execute("set TimeZone = 'UTC'")
+        self.con.execute("set enable_progress_bar = false")
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
         try:

@@ -184,9 +184,9 @@ def compute(lines_by_file: dict[str, list[str]], vars: dict | None = None) -> di
 
     out["rejected_events"] = [dict(r, loaded_at=None) for r in loaded.rejected]
     out["stg_events"] = [
-        dict(event_id=m.event_id, event_name=m.event, type=m.type, user_key=m.user_key,
-             user_id=m.user_id, anonymous_id=m.anonymous_id, event_ts=m.event_ts,
-             received_at=m.received_at, properties=m.properties)
+        dict(event_id=m.event_id, event_name=m.event if m.type == "track" else m.type,
+             type=m.type, user_key=m.user_key, user_id=m.user_id, anonymous_id=m.anonymous_id,
+             event_ts=m.event_ts, received_at=m.received_at, properties=m.properties)
         for m in msgs
     ]
 
