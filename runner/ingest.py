@@ -54,7 +54,8 @@ create or replace temp macro _num_problem(v) as (
                  when v::double < 0 then 'is negative' end
         when json_type(v) = 'VARCHAR' then
             case when try_cast(trim(v ->> '$') as double) is null
-                      or not isfinite(try_cast(trim(v ->> '$') as double)) then 'is not a number'
+                      or not isfinite(try_cast(trim(v ->> '$') as double))
+                      or contains(v ->> '$', '_') then 'is not a number'
                  when try_cast(trim(v ->> '$') as double) < 0 then 'is negative' end
         else 'is not a number'
     end

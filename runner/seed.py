@@ -48,7 +48,7 @@ class _Category:
 
 
 _CATALOG: tuple[_Category, ...] = (
-    _Category("Electronics", "EL", 1.00, 0.62, 46390, (
+    _Category("Electronics", "EL", 1.10, 0.62, 46390, (
         "Wireless Headphones", "4K Monitor", "Bluetooth Speaker", "Smartwatch", "Tablet",
         "Mechanical Keyboard", "Action Camera", "Noise-Cancelling Earbuds", "Portable Projector",
         "Gaming Mouse", "E-Reader", "Smart Home Hub")),
@@ -492,14 +492,13 @@ def _json_sql(seed: int, lk: dict[str, str]) -> str:
               WHEN fam = 11 THEN ',"event":"Experiment Viewed"'
               WHEN fam = 12 THEN ',"name":"' || {lk['page_names']}[(ci + 1)::INT] || '"'
               ELSE '' END
-      || ',"messageId":"' || lower(to_hex(h(eid, 1) | 9223372036854775808)
-                                   || to_hex(h(eid, 2) | 9223372036854775808)) || '"'
+      || ',"messageId":"' || lpad(lower(to_hex(hash(xor(eid::UBIGINT, h(0, 1))))), 16, '0')
+      || '"'
       || CASE WHEN has_uid THEN ',"userId":"user_' || lpad((u + 1)::VARCHAR, 7, '0') || '"'
               WHEN r(eid, 72) < 0.2 THEN ',"userId":null' ELSE '' END
-      || ',"anonymousId":"' || lower(to_hex(
-           h(CASE WHEN two_devices AND has_uid AND fam NOT IN (8, 9)
-                              AND r(eid, 71) < 0.4 THEN u + 1099511627776 ELSE u END, 3)
-           | 9223372036854775808)) || '"'
+      || ',"anonymousId":"' || lpad(lower(to_hex(hash(xor(h(0, 3), (
+           CASE WHEN two_devices AND has_uid AND fam NOT IN (8, 9) AND r(eid, 71) < 0.4
+                THEN u + 1099511627776 ELSE u END)::UBIGINT)))), 16, '0') || '"'
       || CASE WHEN tmode < 0.003
               THEN ',"originalTimestamp":"' || strftime(make_timestamp(ts * 1000), {fmt}) || 'Z"'
               WHEN tmode < 0.023

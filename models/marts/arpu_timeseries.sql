@@ -7,14 +7,15 @@ unique_key: [grain, period_start, segment]
 tags: [recipe, timeseries]
 */
 with activity as (
-    select distinct user_key, event_ts
+    -- one row per user and active day: weeks and months are unions of days
+    select distinct user_key, cast(event_ts as date) as active_day
     from {{ ref('stg_events') }}
     where message_type in ('track', 'page', 'screen') and {{ in_range('event_ts') }}
 ),
 
 active_periods as (
     select distinct grain, period_start, user_key
-    from ({{ by_grain('activity', 'event_ts') }}) as g
+    from ({{ by_grain('activity', 'active_day') }}) as g
 ),
 
 orders as (
