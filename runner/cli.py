@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -94,9 +93,9 @@ def _build(select: list[str] | None, vars_text: str | None, target: str | None) 
 @app.command()
 @_handled
 def build(
-    select: Optional[list[str]] = SelectOpt,  # noqa: UP007 (typer needs Optional)
-    vars: Optional[str] = VarsOpt,  # noqa: UP007
-    target: Optional[str] = TargetOpt,  # noqa: UP007
+    select: list[str] | None = SelectOpt,
+    vars: str | None = VarsOpt,
+    target: str | None = TargetOpt,
 ) -> None:
     """Compile, run every model in dependency order and validate it."""
     _build(select, vars, target)
@@ -105,9 +104,9 @@ def build(
 @app.command()
 @_handled
 def run(
-    select: Optional[list[str]] = SelectOpt,  # noqa: UP007
-    vars: Optional[str] = VarsOpt,  # noqa: UP007
-    target: Optional[str] = TargetOpt,  # noqa: UP007
+    select: list[str] | None = SelectOpt,
+    vars: str | None = VarsOpt,
+    target: str | None = TargetOpt,
 ) -> None:
     """Run the models in dependency order (without validation)."""
     _build(select, vars, target)
@@ -116,9 +115,9 @@ def run(
 @app.command()
 @_handled
 def compile(
-    target: Optional[str] = TargetOpt,  # noqa: UP007
-    select: Optional[list[str]] = SelectOpt,  # noqa: UP007
-    vars: Optional[str] = VarsOpt,  # noqa: UP007
+    target: str | None = TargetOpt,
+    select: list[str] | None = SelectOpt,
+    vars: str | None = VarsOpt,
 ) -> None:
     """Write each model's SQL for a target into target/compiled/<dialect>/ (no connection)."""
     with _context(target, vars) as ctx:
@@ -131,7 +130,7 @@ def compile(
 @_handled
 def ingest(
     paths: list[str] = typer.Argument(..., help="Files, folders or globs of Segment messages."),
-    target: Optional[str] = TargetOpt,  # noqa: UP007
+    target: str | None = TargetOpt,
 ) -> None:
     """Load Segment messages into raw_events; bad lines go to rejected_events."""
     from runner import report
@@ -146,9 +145,9 @@ def ingest(
 def seed(
     events: int = typer.Option(100_000, "--events", "-n", help="Messages to generate."),
     seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same bytes)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of seeds/."),  # noqa: UP007
+    out: Path | None = typer.Option(None, "--out", help="Write here instead of seeds/."),
     load: bool = typer.Option(True, "--load/--no-load", help="Ingest the file afterwards."),
-    target: Optional[str] = TargetOpt,  # noqa: UP007
+    target: str | None = TargetOpt,
 ) -> None:
     """Generate the sample dataset (deterministic) and load it."""
     from runner import report
@@ -169,7 +168,7 @@ def seed(
 
 @app.command("ls")
 @_handled
-def ls_(select: Optional[list[str]] = SelectOpt) -> None:  # noqa: UP007
+def ls_(select: list[str] | None = SelectOpt) -> None:
     """List models with their materialization and dependencies."""
     from rich.table import Table
 
@@ -187,7 +186,7 @@ def show(
     model: str = typer.Argument(..., help="Model (relation) name."),
     limit: int = typer.Option(20, "--limit", "-n"),
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
-    target: Optional[str] = TargetOpt,  # noqa: UP007
+    target: str | None = TargetOpt,
 ) -> None:
     """Print rows of a built relation."""
     from runner import report
@@ -202,11 +201,11 @@ def show(
 @cohort_app.command("export")
 @_handled
 def cohort_export(
-    category: Optional[str] = typer.Option(None, "--category", "-c",  # noqa: UP007
+    category: str | None = typer.Option(None, "--category", "-c",
                                            help="Default: the recommended category."),
     format: str = typer.Option("csv", "--format", "-f", help="csv or ndjson."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: stdout."),  # noqa: UP007
-    target: Optional[str] = TargetOpt,  # noqa: UP007
+    out: Path | None = typer.Option(None, "--out", "-o", help="Default: stdout."),
+    target: str | None = TargetOpt,
 ) -> None:
     """Export the non-converted cohort of a category as CSV or Segment identify messages."""
     from runner.cohort import export_cohort

@@ -163,7 +163,7 @@ class Compiler:
             raise CompileError(str(exc), path=model.path) from None
 
     # -- SQL ---------------------------------------------------------------------------------
-    def parse(self, model: Model, sql: str) -> exp.Expression:
+    def parse(self, model: Model, sql: str) -> exp.Query:
         try:
             statements = [s for s in sqlglot.parse(sql, read=SOURCE_DIALECT) if s is not None]
         except ParseError as exc:
@@ -188,8 +188,8 @@ class Compiler:
         out_dir = out_dir or self.project_dir / "target" / "compiled" / self.target.dialect
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{model.name}.sql"
-        path.write_text(f"-- {model.name}: compiled for {self.target.dialect} from {model.path.name}\n"
-                        f"{sql}\n")
+        header = f"-- {model.name}: compiled for {self.target.dialect} from {model.path.name}"
+        path.write_text(f"{header}\n{sql}\n")
         return CompiledModel(model, sql, path)
 
 

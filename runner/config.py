@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -58,8 +58,12 @@ class CompileOnlyTarget(_Strict):
 
 
 Target = Annotated[
-    Union[DuckDBTarget, PostgresTarget, SparkTarget, CompileOnlyTarget], Field(discriminator="type")
+    DuckDBTarget | PostgresTarget | SparkTarget | CompileOnlyTarget, Field(discriminator="type")
 ]
+
+
+def _default_target() -> Target:
+    return DuckDBTarget()
 
 
 class Source(_Strict):
@@ -94,7 +98,7 @@ class Vars(_Strict):
 
 class Config(_Strict):
     target: str = Field("duckdb", description="Name of the default target.")
-    targets: dict[str, Target] = Field(default_factory=lambda: {"duckdb": DuckDBTarget()})
+    targets: dict[str, Target] = Field(default_factory=lambda: {"duckdb": _default_target()})
     source: Source = Field(default_factory=Source)
     vars: Vars = Field(default_factory=Vars)
     models_path: str = "models"
@@ -121,7 +125,7 @@ def _location(path: Path, text: str, loc: tuple[Any, ...]) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: Any) -> str:
     key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     kinds = {"extra_forbidden": "unknown key", "missing": "missing key"}
     msg = kinds.get(err["type"], err["msg"])
@@ -137,7 +141,8 @@ def load_config(project_dir: Path, overrides: dict[str, Any] | None = None) -> C
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", location=where) from None
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(f"not valid YAML: {problem}", location=where) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", location=str(path))
     try:
@@ -146,7 +151,8 @@ def load_config(project_dir: Path, overrides: dict[str, Any] | None = None) -> C
         err = exc.errors()[0]
         raise ConfigError(_format_error(err), location=_location(path, text, err["loc"])) from None
     if config.target not in config.targets:
-        raise ConfigError(f"target: '{config.target}' is not defined under targets", location=str(path))
+        raise ConfigError(f"target: '{config.target}' is not defined under targets",
+                          location=str(path))
     if overrides:
         config = config.model_copy(update={"vars": merge_vars(config.vars, overrides)})
     return config
@@ -171,5 +177,6 @@ def parse_vars_option(text: str | None) -> dict[str, Any]:
         except yaml.YAMLError:
             raise ConfigError("not a JSON or YAML mapping", location="--vars") from None
     if not isinstance(value, dict):
-        raise ConfigError("expected a mapping such as '{\"conversion_window_days\": 7}'", location="--vars")
+        raise ConfigError("expected a mapping such as '{\"conversion_window_days\": 7}'",
+                          location="--vars")
     return value

@@ -52,7 +52,9 @@ class CompileError(ArpuError):
 class ExecutionError(ArpuError):
     """The warehouse rejected a model's compiled SQL; names the model and the compiled file."""
 
-    def __init__(self, message: str, *, model: str, compiled_path: Path | str | None = None) -> None:
+    def __init__(
+        self, message: str, *, model: str, compiled_path: Path | str | None = None
+    ) -> None:
         self.model = model
         where = f"model {model}" + (f" ({compiled_path})" if compiled_path else "")
         super().__init__(message, location=where)

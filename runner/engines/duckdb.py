@@ -58,10 +58,10 @@ class DuckDBEngine(Engine):
         return int(self.scalar(f"select count(*) from {q}"))
 
     def _drop_other(self, name: str, kind: str) -> None:
-        found = self.scalar(
-            "select count(*) from duckdb_" + ("views()" if kind == "view" else "tables()")
-            + " where schema_name = current_schema() and " + ("view_name" if kind == "view" else "table_name")
-            + " = ?", [name])
+        catalog, column = ("duckdb_views()", "view_name") if kind == "view" else (
+            "duckdb_tables()", "table_name")
+        found = self.scalar(f"select count(*) from {catalog} where schema_name = current_schema() "
+                            f"and {column} = ?", [name])
         if found:
             self.con.execute(f"drop {kind} {self.quote(name)}")
 
