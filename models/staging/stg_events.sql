@@ -3,12 +3,14 @@ description: >
   One row per Segment message, deduplicated by messageId (the copy with the earliest receivedAt,
   then load order, wins), with event time in UTC and the stitched identity `user_key`: the userId,
   else the userId of the latest message carrying both this anonymousId and a userId, else the
-  anonymousId. Messages without a messageId get `md5:` + a hash of their content as event_id.
+  anonymousId. `context` stays in raw_events (it is large and no model reads it).
+  Messages without a messageId get `md5:` + a hash of their content as event_id.
 materialized: table
 unique_key: event_id
 tags: [staging]
 */
-with raw as (
+with keyed as (
+    -- narrow rows for the dedupe window; the payload joins back to the winners only
     select
         coalesce(
             message_id,
@@ -16,22 +18,30 @@ with raw as (
                                     cast(event_ts as varchar), cast(properties as varchar),
                                     cast(traits as varchar)))
         ) as event_id,
-        *
+        load_id,
+        record_number,
+        received_at
     from {{ source('segment', 'raw_events') }}
 ),
 
-ranked as (
-    select
-        *,
-        row_number() over (
-            partition by event_id
-            order by received_at asc nulls last, load_id, record_number
-        ) as copy_rank
-    from raw
+winners as (
+    select event_id, load_id, record_number
+    from (
+        select
+            *,
+            row_number() over (
+                partition by event_id
+                order by received_at asc nulls last, load_id, record_number
+            ) as copy_rank
+        from keyed
+    ) as ranked
+    where copy_rank = 1
 ),
 
 deduped as (
-    select * from ranked where copy_rank = 1
+    select w.event_id, r.*
+    from {{ source('segment', 'raw_events') }} as r
+    inner join winners as w on r.load_id = w.load_id and r.record_number = w.record_number
 ),
 
 anonymous_to_user as (
@@ -63,7 +73,6 @@ stitched as (
         d.sent_at,
         d.properties,
         d.traits,
-        d.context,
         d.load_id,
         d.source_file,
         d.line_number
