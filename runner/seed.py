@@ -10,14 +10,13 @@ non-converted cohort, and an A/B test ``home_supplies_promo`` with a real ARPU l
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
 import random
 import time
 import zlib
-from collections.abc import Iterator
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -97,16 +96,15 @@ _HS_PROMO_CONVERSION = 0.52  # Home Supplies first-view conversion, promo arm, a
 _LATE_PURCHASE = 0.10  # non-converted interest bought later, outside the 7-day window
 _REPEAT_PURCHASE = 0.22  # converted interest bought again 10+ days later
 _RETURN_RATE = 0.55  # pre-promo Home Supplies non-converters who come back after PROMO_START
-_RETURN_BUY_PROMO = 0.70  # ... and buy Home Supplies on that visit, promo arm
-_RETURN_BUY_CONTROL = 0.12  # ... control arm
+_RETURN_BUY_PROMO = 0.80  # ... and buy Home Supplies on that visit, promo arm
+_RETURN_BUY_CONTROL = 0.25  # ... control arm
 _PROMO_BUNDLE = 0.60  # promo-arm Home Supplies orders after PROMO_START with a second item
 _BOTH_VARIANTS = 0.015  # exposed users who later see the other variant too (excluded)
 _DUPLICATE_RATE = 0.005
 _BAD_LINES_PER_EVENT = 1e-4
 _USERS_PER_EVENT = 0.085  # first guess of users per requested event; pages fill the rest
 
-_GZIP_LEVEL = 6
-_GZIP_CHUNK = 64 << 20
+_GZIP_CHUNK = 64 << 20  # bytes per gzip member (fixed: the output must not depend on threads)
 
 _MS_MIN = 60_000
 _MS_HOUR = 3_600_000
@@ -162,11 +160,12 @@ def _product_rows() -> list[tuple[int, int, str, str, str, str | None, int]]:
     return rows
 
 
-def _product_json(pid: str, sku: str, name: str, category: str | None, price: str) -> str:
+def _product_json(pid: str, sku: str, name: str, category: str | None) -> str:
+    """The product's JSON members up to (not including) its price."""
     parts = [f'"product_id":{_json_str(pid)}', f'"sku":{_json_str(sku)}']
     if category is not None:
         parts.append(f'"category":{_json_str(category)}')
-    parts += [f'"name":{_json_str(name)}', f'"price":{price}']
+    parts.append(f'"name":{_json_str(name)}')
     return ",".join(parts)
 
 
@@ -188,6 +187,10 @@ _LAST_NAMES = (
 
 
 def _setup_sql(seed: int) -> list[str]:
+    prods = ", ".join(
+        f"({ci}, {pj}, {_sql_str(_product_json(pid, sku, name, cat))}, '{_money(cents)}', {cents})"
+        for ci, pj, pid, sku, name, cat, cents in _product_rows()
+    )
     cats = ", ".join(
         f"({ci}, {_sql_str(c.name)}, {c.weight}, {c.conversion})" for ci, c in enumerate(_CATALOG)
     )
@@ -198,6 +201,7 @@ def _setup_sql(seed: int) -> list[str]:
         "CREATE MACRO r(a, b) AS (h(a, b) >> 11)::DOUBLE / 9007199254740992.0",
         "CREATE MACRO ex(a, b) AS -ln(1.0 - r(a, b))",
         f"CREATE TABLE cat AS SELECT * FROM (VALUES {cats}) t(ci, name, weight, conv)",
+        f"CREATE TABLE prod AS SELECT * FROM (VALUES {prods}) t(ci, pj, head, price, cents)",
     ]
 
 
@@ -327,12 +331,12 @@ def _core_sql(n_users: int) -> list[str]:
                NULL::BIGINT AS pk
         FROM interests
         UNION ALL
-        SELECT ts, ((ik * 16 + j) * 16) + 1, u, 1, ci, floor(r(ik * 16 + j, 42) * {npc})::BIGINT, NULL
-        FROM (SELECT i.*, j, e + CASE WHEN r(ik * 16 + j, 41) < 0.6
-                                      THEN 30000 + floor(r(ik * 16 + j, 43) * 30 * {mi})
-                                      ELSE {hr} + floor(r(ik * 16 + j, 43) * 14 * {dy}) END::BIGINT AS ts
-              FROM interests i, range(1, 7) t(j)
-              WHERE j <= floor(ex(ik, 44) * 1.1))
+        SELECT ts, vk * 16 + 1, u, 1, ci, floor(r(vk, 42) * {npc})::BIGINT, NULL
+        FROM (SELECT u, ci, vk, e + CASE WHEN r(vk, 41) < 0.6
+                                         THEN 30000 + floor(r(vk, 43) * 30 * {mi})
+                                         ELSE {hr} + floor(r(vk, 43) * 14 * {dy}) END::BIGINT AS ts
+              FROM (SELECT i.*, ik * 16 + j AS vk FROM interests i, range(1, 7) t(j)
+                    WHERE j <= floor(ex(ik, 44) * 1.1)))
         WHERE ts < {t1}
         UNION ALL
         SELECT p.ts - 3 * {mi}, p.pk * 16 + 2, p.u, 2, l.lci, l.pj, NULL
@@ -378,11 +382,10 @@ def _core_sql(n_users: int) -> list[str]:
     ]
 
 
-def _lookup_sql(seed: int) -> dict[str, str]:
+def _lookup_sql() -> dict[str, str]:
     """Constant SQL lists indexed by product / page / name numbers (1-based in SQL)."""
     prods = _product_rows()
-    heads = [_product_json(pid, sku, name, cat, "") for _, _, pid, sku, name, cat, _ in prods]
-    heads = [h[: -len(',"price":')] for h in heads]
+    heads = [_product_json(pid, sku, name, cat) for _, _, pid, sku, name, cat, _ in prods]
     prices = [_money(p) for *_, p in prods]
     page_names = ["Category"] * len(_CATALOG) + [n for n, _ in _OTHER_PAGES]
     page_props = [
@@ -399,50 +402,53 @@ def _lookup_sql(seed: int) -> dict[str, str]:
     }
 
 
-def _fill_sql(base: int, n_dups: int, lk: dict[str, str]) -> list[str]:
-    """Pages up to ``base`` messages, duplicates, order payloads and the sorted ``final``."""
+def _anchors_sql() -> str:
+    """Messages that pages are hung before (an hour into the data if there are none)."""
+    return f"""CREATE OR REPLACE TABLE anchors AS
+        SELECT ts, u, ci, row_number() OVER (ORDER BY r(eid, 60), eid) - 1 AS arn
+        FROM core WHERE fam NOT IN (8, 9)
+        UNION ALL
+        SELECT {_epoch_ms(START_DATE) + _MS_HOUR}, 0, NULL, 0
+        WHERE NOT EXISTS (SELECT 1 FROM core WHERE fam NOT IN (8, 9))"""
+
+
+def _fill_sql(n_pages: int, n_anchors: int, n_dups: int) -> list[str]:
+    """Pages hung before random anchor messages, duplicates, order payloads, sorted ``final``."""
     t0 = _epoch_ms(START_DATE)
     ncat = len(_CATALOG)
-    npc = _PRODUCTS_PER_CATEGORY
     return [
-        f"""CREATE OR REPLACE TABLE anchors AS
-        SELECT ts, u, ci, row_number() OVER (ORDER BY r(eid, 60), eid) - 1 AS arn
-        FROM core WHERE fam NOT IN (8, 9)""",
         f"""CREATE OR REPLACE TABLE ev AS
         SELECT * FROM core
         UNION ALL
-        SELECT greatest({t0}, a.ts - (i // n.n + 1) * 20000 - floor(r(i, 61) * 15000))::BIGINT,
+        SELECT greatest({t0}, a.ts - (i // {n_anchors} + 1) * 20000
+                              - floor(r(i, 61) * 15000))::BIGINT,
                i * 16 + 13, a.u, 12,
                CASE WHEN a.ci < {ncat} AND r(i, 62) < 0.6 THEN a.ci
                     ELSE {ncat} + floor(r(i, 63) * {len(_OTHER_PAGES)}) END::BIGINT,
                NULL, NULL, NULL
-        FROM (SELECT count(*) AS n FROM anchors) n,
-             range(greatest(0, {base} - (SELECT count(*) FROM core))) t(i)
-        JOIN anchors a ON a.arn = i % n.n""",
+        FROM range({n_pages}) t(i) JOIN anchors a ON a.arn = i % {n_anchors}""",
         f"""CREATE OR REPLACE TABLE orders AS
         WITH lj AS (
-          SELECT l.pk, l.line_no,
-            '{{' || {lk['heads']}[(l.lci * {npc} + l.pj + 1)::INT] || ',"price":'
-            || CASE WHEN r(l.lk, 81) < 0.01
-                    THEN '"' || {lk['prices']}[(l.lci * {npc} + l.pj + 1)::INT] || '"'
-                    ELSE {lk['prices']}[(l.lci * {npc} + l.pj + 1)::INT] END
-            || CASE WHEN l.qty = 1 AND r(l.lk, 82) < 0.15 THEN ''
-                    WHEN r(l.lk, 83) < 0.01 THEN ',"quantity":"' || l.qty || '"'
-                    ELSE ',"quantity":' || l.qty END || '}}' AS j,
-            ({lk['prices']}[(l.lci * {npc} + l.pj + 1)::INT]::DECIMAL(12, 2) * 100)::BIGINT
-              * l.qty AS cents
-          FROM lines l),
+          SELECT l.pk, l.line_no, p.cents * l.qty AS cents,
+            concat('{{', p.head, ',"price":',
+                   CASE WHEN r(l.lk, 81) < 0.01 THEN concat('"', p.price, '"') ELSE p.price END,
+                   CASE WHEN l.qty = 1 AND r(l.lk, 82) < 0.15 THEN ''
+                        WHEN r(l.lk, 83) < 0.01 THEN concat(',"quantity":"', l.qty, '"')
+                        ELSE concat(',"quantity":', l.qty) END, '}}') AS j
+          FROM lines l JOIN prod p ON p.ci = l.lci AND p.pj = l.pj),
         agg AS (
           SELECT pk, sum(cents) AS cents, string_agg(j, ',' ORDER BY line_no) AS products
-          FROM lj GROUP BY pk)
-        SELECT pk, '{{"order_id":"ord-' || lpad((pk // 4 * 4 + pk % 4)::VARCHAR, 10, '0') || '"'
-          || CASE WHEN r(pk, 84) < 0.88 THEN ',"revenue":' || CASE WHEN r(pk, 85) < 0.03
-                    THEN '"' || (cents / 100)::DECIMAL(14, 2) || '"'
-                    ELSE ((cents / 100)::DECIMAL(14, 2))::VARCHAR END
-                  WHEN r(pk, 84) < 0.94 THEN ',"total":' || (cents / 100)::DECIMAL(14, 2)
-                  ELSE '' END
-          || ',"currency":"{CURRENCY}","products":[' || products || ']}}' AS props
-        FROM agg""",
+          FROM lj GROUP BY pk),
+        money AS (
+          SELECT *, concat(cents // 100, '.', lpad((cents % 100)::VARCHAR, 2, '0')) AS amount
+          FROM agg)
+        SELECT pk, concat(
+          '{{"order_id":"ord-', lpad(pk::VARCHAR, 10, '0'), '"',
+          CASE WHEN r(pk, 84) < 0.88 THEN concat(',"revenue":', CASE WHEN r(pk, 85) < 0.03
+                                                   THEN concat('"', amount, '"') ELSE amount END)
+               WHEN r(pk, 84) < 0.94 THEN concat(',"total":', amount) END,
+          ',"currency":"{CURRENCY}","products":[', products, ']}}') AS props
+        FROM money""",
         f"""CREATE OR REPLACE TABLE final AS
         WITH d AS (
           SELECT * FROM ev ORDER BY r(eid, 64), eid LIMIT {n_dups}),
@@ -455,10 +461,15 @@ def _fill_sql(base: int, n_dups: int, lk: dict[str, str]) -> list[str]:
     ]
 
 
-def _json_sql(seed: int, lk: dict[str, str]) -> str:
-    """One JSON text per row of ``final``, in table order."""
+def _json_sql() -> str:
+    """One JSON text per row of ``final``, in table order.
+
+    Built with ``concat`` (one allocation, NULL arguments skipped) rather than ``||``. Long
+    ``IN (...)`` lists are avoided: DuckDB plans them as a mark join, which loses the table order
+    that the batch COPY otherwise keeps.
+    """
+    lk = _lookup_sql()
     npc = _PRODUCTS_PER_CATEGORY
-    fmt = "'%Y-%m-%dT%H:%M:%S.%g'"
     offsets = [("+02:00", 120), ("-05:00", -300), ("+05:30", 330), ("+09:00", 540)]
     off_names = _sql_list([o for o, _ in offsets])
     off_mins = "[" + ", ".join(str(m) for _, m in offsets) + "]"
@@ -467,66 +478,66 @@ def _json_sql(seed: int, lk: dict[str, str]) -> str:
     pidx = f"(ci * {npc} + pj + 1)::INT"
     first = f"{lk['first']}[(h(u, 90) % {len(_FIRST_NAMES)} + 1)::INT]"
     last = f"{lk['last']}[(h(u, 91) % {len(_LAST_NAMES)} + 1)::INT]"
-    phone = (
-        "'+1-555-01' || lpad((h(u, {k}) % 100)::VARCHAR, 2, '0') || '-' "
-        "|| lpad((h(u, {k}) // 100 % 10000)::VARCHAR, 4, '0')"
-    )
-    experiment = (
-        f'"experiment_id":"{EXPERIMENT}","experiment_name":"{EXPERIMENT_NAME}"'
-    )
+
+    def fam_in(*fams: int) -> str:  # a bit mask, not IN (...): see above
+        return f"(({sum(1 << f for f in fams)} >> fam) & 1 = 1)"
+
+    def stamp(ms: str) -> str:
+        return f"strftime(make_timestamp(({ms}) * 1000), '%Y-%m-%dT%H:%M:%S.%g')"
+
+    def phone(k: int) -> str:
+        return (f"'+1-555-01', lpad((h(u, {k}) % 100)::VARCHAR, 2, '0'), '-', "
+                f"lpad((h(u, {k}) // 100 % 10000)::VARCHAR, 4, '0')")
+
+    variant = f"CASE WHEN promo THEN '{TREATMENT_VARIANT}' ELSE '{CONTROL_VARIANT}' END"
     return f"""
     WITH f AS (
       SELECT *,
-        fam IN (8, 9) OR (id_ts IS NOT NULL AND ts >= id_ts) AS has_uid,
+        {fam_in(8, 9)} OR (id_ts IS NOT NULL AND ts >= id_ts) AS has_uid,
         ts + 30 + floor(r(eid, 74) * 1500)::BIGINT
           + CASE WHEN r(eid, 76) < 0.02 THEN {_MS_MIN} + floor(r(eid, 77) * 6 * {_MS_HOUR})
                  ELSE 0 END::BIGINT AS recv0,
+        1000 + floor(r(eid, 75) * 6 * {_MS_HOUR})::BIGINT AS redelivery,
         r(eid, 73) AS tmode,
         (h(eid, 78) % 4 + 1)::INT AS oi
       FROM final)
-    SELECT '{{"type":"' || CASE WHEN fam IN (8, 9) THEN 'identify' WHEN fam = 12 THEN 'page'
-                               ELSE 'track' END || '"'
-      || CASE WHEN fam IN (0, 1, 2, 6, 10) THEN ',"event":"Product Viewed"'
-              WHEN fam IN (3, 7) THEN ',"event":"Product Added"'
-              WHEN fam IN (4, 5) THEN ',"event":"Order Completed"'
-              WHEN fam = 11 THEN ',"event":"Experiment Viewed"'
-              WHEN fam = 12 THEN ',"name":"' || {lk['page_names']}[(ci + 1)::INT] || '"'
-              ELSE '' END
-      || ',"messageId":"' || lpad(lower(to_hex(hash(xor(eid::UBIGINT, h(0, 1))))), 16, '0')
-      || '"'
-      || CASE WHEN has_uid THEN ',"userId":"user_' || lpad((u + 1)::VARCHAR, 7, '0') || '"'
-              WHEN r(eid, 72) < 0.2 THEN ',"userId":null' ELSE '' END
-      || ',"anonymousId":"' || lpad(lower(to_hex(hash(xor(h(0, 3), (
-           CASE WHEN two_devices AND has_uid AND fam NOT IN (8, 9) AND r(eid, 71) < 0.4
-                THEN u + 1099511627776 ELSE u END)::UBIGINT)))), 16, '0') || '"'
-      || CASE WHEN tmode < 0.003
-              THEN ',"originalTimestamp":"' || strftime(make_timestamp(ts * 1000), {fmt}) || 'Z"'
-              WHEN tmode < 0.023
-              THEN ',"timestamp":"' || strftime(make_timestamp(
-                     (ts + {off_mins}[oi] * {_MS_MIN}) * 1000), {fmt}) || {off_names}[oi] || '"'
-              ELSE ',"timestamp":"' || strftime(make_timestamp(ts * 1000), {fmt}) || 'Z"' END
-      || ',"sentAt":"' || strftime(make_timestamp((ts + (recv0 - ts) * 4 // 5) * 1000), {fmt})
-      || 'Z","receivedAt":"' || strftime(make_timestamp(
-           (recv0 + CASE WHEN dup = 1 THEN 1000 + floor(r(eid, 75) * 6 * {_MS_HOUR})::BIGINT
-                         ELSE 0 END) * 1000), {fmt}) || 'Z"'
-      || CASE
-           WHEN fam IN (0, 1, 2, 6, 10, 3, 7) THEN ',"properties":{{' || {lk['heads']}[{pidx}]
-             || ',"price":' || CASE WHEN r(eid, 79) < 0.01 THEN '"' || {lk['prices']}[{pidx}] || '"'
-                                    ELSE {lk['prices']}[{pidx}] END
-             || CASE WHEN fam IN (3, 7) THEN ',"quantity":1' ELSE '' END
-             || ',"currency":"{CURRENCY}"}}'
-           WHEN fam IN (4, 5) THEN ',"properties":' || props
-           WHEN fam = 11 THEN ',"properties":{{{experiment},"variation_id":"'
-             || CASE WHEN promo THEN '{TREATMENT_VARIANT}' ELSE '{CONTROL_VARIANT}' END
-             || '","variation_name":"'
-             || CASE WHEN promo THEN '{TREATMENT_VARIANT}' ELSE '{CONTROL_VARIANT}' END || '"}}'
-           WHEN fam = 12 THEN ',"properties":' || {lk['page_props']}[(ci + 1)::INT]
-           WHEN fam = 8 THEN ',"traits":{{"email":"' || lower({first}) || '.' || lower({last})
-             || (u + 1) || '@example.com","phone":"' || {phone.format(s=seed, k=92)}
-             || '","name":"' || {first} || ' ' || {last} || '"}}'
-           ELSE ',"traits":{{"email":null,"phone":"' || {phone.format(s=seed, k=93)} || '"}}'
-         END
-      || ',"context":' || CASE WHEN r(u, 70) < 0.2 THEN '{ios}' ELSE '{web}' END || '}}' AS line
+    SELECT concat(
+      '{{"type":"',
+      CASE WHEN {fam_in(8, 9)} THEN 'identify' WHEN fam = 12 THEN 'page' ELSE 'track' END, '"',
+      CASE WHEN {fam_in(0, 1, 2, 6, 10)} THEN ',"event":"Product Viewed"'
+           WHEN {fam_in(3, 7)} THEN ',"event":"Product Added"'
+           WHEN {fam_in(4, 5)} THEN ',"event":"Order Completed"'
+           WHEN fam = 11 THEN ',"event":"Experiment Viewed"'
+           WHEN fam = 12 THEN concat(',"name":"', {lk['page_names']}[(ci + 1)::INT], '"') END,
+      ',"messageId":"', lpad(lower(to_hex(hash(xor(eid::UBIGINT, h(0, 1))))), 16, '0'), '"',
+      CASE WHEN has_uid THEN concat(',"userId":"user_', lpad((u + 1)::VARCHAR, 7, '0'), '"')
+           WHEN r(eid, 72) < 0.2 THEN ',"userId":null' END,
+      ',"anonymousId":"', lpad(lower(to_hex(hash(xor(h(0, 3), (
+           CASE WHEN two_devices AND has_uid AND NOT {fam_in(8, 9)} AND r(eid, 71) < 0.4
+                THEN u + 1099511627776 ELSE u END)::UBIGINT)))), 16, '0'), '"',
+      CASE WHEN tmode < 0.003 THEN concat(',"originalTimestamp":"', {stamp('ts')}, 'Z"')
+           WHEN tmode < 0.023 THEN concat(',"timestamp":"',
+             {stamp(f'ts + {off_mins}[oi] * {_MS_MIN}')}, {off_names}[oi], '"')
+           ELSE concat(',"timestamp":"', {stamp('ts')}, 'Z"') END,
+      ',"sentAt":"', {stamp('ts + (recv0 - ts) * 4 // 5')}, 'Z","receivedAt":"',
+      {stamp('recv0 + CASE WHEN dup = 1 THEN redelivery ELSE 0 END')}, 'Z"',
+      CASE
+        WHEN {fam_in(0, 1, 2, 6, 10, 3, 7)} THEN concat(
+          ',"properties":{{', {lk['heads']}[{pidx}], ',"price":',
+          CASE WHEN r(eid, 79) < 0.01 THEN concat('"', {lk['prices']}[{pidx}], '"')
+               ELSE {lk['prices']}[{pidx}] END,
+          CASE WHEN {fam_in(3, 7)} THEN ',"quantity":1' END, ',"currency":"{CURRENCY}"}}')
+        WHEN {fam_in(4, 5)} THEN concat(',"properties":', props)
+        WHEN fam = 11 THEN concat(
+          ',"properties":{{"experiment_id":"{EXPERIMENT}","experiment_name":"{EXPERIMENT_NAME}"',
+          ',"variation_id":"', {variant}, '","variation_name":"', {variant}, '"}}')
+        WHEN fam = 12 THEN concat(',"properties":', {lk['page_props']}[(ci + 1)::INT])
+        WHEN fam = 8 THEN concat(
+          ',"traits":{{"email":"', lower({first}), '.', lower({last}), u + 1,
+          '@example.com","phone":"', {phone(92)}, '","name":"', {first}, ' ', {last}, '"}}')
+        ELSE concat(',"traits":{{"email":null,"phone":"', {phone(93)}, '"}}')
+      END,
+      ',"context":', CASE WHEN r(u, 70) < 0.2 THEN '{ios}' ELSE '{web}' END, '}}') AS line
     FROM f"""
 
 
@@ -575,33 +586,40 @@ def _bad_lines(n: int, seed: int) -> list[str]:
     return out
 
 
-def _gzip_member(data: bytes) -> bytes:
-    comp = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)  # gzip wrapper, mtime 0
+def _gzip_level(size: int) -> int:
+    """Small files (the committed sample) are compressed hard, big ones fast."""
+    return 9 if size <= 128 << 20 else 6 if size <= 512 << 20 else 1
+
+
+def _gzip_member(data: bytes, level: int) -> bytes:
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31)  # gzip wrapper, mtime 0: reproducible
     return comp.compress(data) + comp.flush()
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while block := fh.read(_GZIP_CHUNK):
-            yield block
-
-
 def _compress_file(src: Path, dst: Path) -> None:
-    """Gzip ``src`` into ``dst`` as fixed-size members compressed in parallel (same bytes
-    whatever the thread count: members depend only on the fixed chunk size)."""
+    """Gzip ``src`` into ``dst`` as members of a fixed size compressed in parallel.
+
+    zlib releases the GIL, so threads use every core; the bytes depend only on the chunk size
+    and the level, never on the number of workers.
+    """
+    level = _gzip_level(src.stat().st_size)
     workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool, dst.open("wb") as out:
-        pending: list[Future[bytes]] = []
-        for block in _chunks(src):
-            pending.append(pool.submit(_gzip_member, block))
+    with ThreadPoolExecutor(workers) as pool, src.open("rb") as fh, dst.open("wb") as out:
+        pending: deque[Future[bytes]] = deque()
+        while block := fh.read(_GZIP_CHUNK):
+            pending.append(pool.submit(_gzip_member, block, level))
             if len(pending) > workers:
-                out.write(pending.pop(0).result())
-        for fut in pending:
-            out.write(fut.result())
+                out.write(pending.popleft().result())
+        while pending:
+            out.write(pending.popleft().result())
 
 
-def _build(con: Any, events: int, seed: int) -> tuple[int, int]:
-    """Create table ``final`` with exactly ``events`` rows; return (events, duplicates)."""
+def _count(con: Any, sql: str) -> int:
+    return int(con.execute(sql).fetchone()[0])
+
+
+def _build(con: Any, events: int, seed: int) -> int:
+    """Create table ``final``: exactly ``events`` rows; returns the number of duplicates."""
     n_dups = round(events * _DUPLICATE_RATE)
     base = events - n_dups
     for stmt in _setup_sql(seed):
@@ -610,30 +628,27 @@ def _build(con: Any, events: int, seed: int) -> tuple[int, int]:
     while True:
         for stmt in _core_sql(n_users):
             con.execute(stmt)
-        n_core = con.execute("SELECT count(*) FROM core").fetchone()[0]
+        n_core = _count(con, "SELECT count(*) FROM core")
         if n_core <= base:
             break
-        if n_users == 1:  # tiny request: keep the earliest messages
+        if n_users == 1:  # a handful of events: keep the earliest messages
             con.execute(f"CREATE OR REPLACE TABLE core AS SELECT * FROM core "
                         f"ORDER BY ts, eid LIMIT {base}")
+            n_core = base
             break
         n_users = max(1, min(n_users - 1, int(n_users * base / n_core * 0.97)))
-    lk = _lookup_sql(seed)
-    if con.execute("SELECT count(*) FROM core WHERE fam NOT IN (8, 9)").fetchone()[0] == 0:
-        # Nothing to hang pages on (0 or a handful of events): anchor them on user 0.
-        t0 = _epoch_ms(START_DATE)
-        con.execute(f"INSERT INTO core VALUES ({t0 + _MS_HOUR}, 14, 0, 0, 0, 0, NULL, NULL)")
-        con.execute("DELETE FROM core WHERE eid = 14") if base == 0 else None
-    for stmt in _fill_sql(base, n_dups, lk):
+    con.execute(_anchors_sql())
+    n_anchors = _count(con, "SELECT count(*) FROM anchors")
+    for stmt in _fill_sql(base - n_core, n_anchors, n_dups):
         con.execute(stmt)
-    return con.execute("SELECT count(*) FROM final").fetchone()[0], n_dups
+    return n_dups
 
 
 def _generate(out: Path, events: int, seed: int, threads: int | None = None) -> SeedStats:
     import duckdb
 
     if events < 0:
-        raise ValueError("events must be >= 0")
+        raise ValueError(f"events must be >= 0, got {events}")
     started = time.perf_counter()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -643,27 +658,31 @@ def _generate(out: Path, events: int, seed: int, threads: int | None = None) -> 
     try:
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
-        con.execute("SET preserve_insertion_order = true")
+        con.execute("SET preserve_insertion_order = true")  # COPY writes in table order
         con.execute("SET enable_progress_bar = false")
-        n_events, n_dups = _build(con, events, seed)
-        lk = _lookup_sql(seed)
+        n_dups = _build(con, events, seed)
+        n_events = _count(con, "SELECT count(*) FROM final")
         target = str(plain).replace("'", "''")
         con.execute(
-            f"COPY ({_json_sql(seed, lk)}) TO '{target}' "
+            f"COPY ({_json_sql()}) TO '{target}' "
             "(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', COMPRESSION none)"
         )
     finally:
         con.close()
     bad = _bad_lines(0 if events == 0 else max(5, round(events * _BAD_LINES_PER_EVENT)), seed)
     bad_bytes = "".join(line + "\n" for line in bad).encode()
-    if gz:
-        _compress_file(plain, out)
-        plain.unlink()
-        with out.open("ab") as fh:  # second gzip member: readers concatenate members
-            fh.write(_gzip_member(bad_bytes))
-    else:
-        with out.open("ab") as fh:
-            fh.write(bad_bytes)
+    try:
+        if gz:
+            _compress_file(plain, out)
+            if bad_bytes:  # a second gzip member: gzip readers concatenate members
+                with out.open("ab") as fh:
+                    fh.write(_gzip_member(bad_bytes, 9))
+        elif bad_bytes:
+            with out.open("ab") as fh:
+                fh.write(bad_bytes)
+    finally:
+        if gz:
+            plain.unlink(missing_ok=True)
     return SeedStats(
         events=n_events,
         lines=n_events + len(bad),
@@ -675,5 +694,8 @@ def _generate(out: Path, events: int, seed: int, threads: int | None = None) -> 
 
 
 def generate(out: Path, events: int = 100_000, seed: int = 42) -> SeedStats:
-    """Write ``events`` Segment messages (plus a few bad lines) to ``out`` (gzip if ``.gz``)."""
+    """Write ``events`` Segment messages (plus a few bad lines) to ``out`` (gzip if ``.gz``).
+
+    ``events`` counts the valid messages, duplicates included; the bad lines come on top.
+    """
     return _generate(out, events, seed)
