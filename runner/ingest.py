@@ -32,7 +32,8 @@ create table if not exists raw_events (
     load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
     record_number bigint, message_id varchar, message_type varchar, event varchar,
     user_id varchar, anonymous_id varchar, event_ts timestamp, received_at timestamp,
-    sent_at timestamp, original_ts timestamp, properties json, traits json, context json
+    sent_at timestamp, original_ts timestamp, properties json, traits json, context json,
+    content_id varchar
 );
 create table if not exists raw_rejected (
     load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
@@ -53,15 +54,18 @@ create or replace temp macro _num_problem(v) as (
             case when not isfinite(v::double) then 'is not a finite number'
                  when v::double < 0 then 'is negative' end
         when json_type(v) = 'VARCHAR' then
-            case when try_cast(trim(v ->> '$') as double) is null
-                      or not isfinite(try_cast(trim(v ->> '$') as double))
-                      or contains(v ->> '$', '_') then 'is not a number'
+            case when not regexp_full_match(trim(v ->> '$'),
+                                            '[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?')
+                      or not isfinite(try_cast(trim(v ->> '$') as double)) then 'is not a number'
                  when try_cast(trim(v ->> '$') as double) < 0 then 'is negative' end
         else 'is not a number'
     end
 );
+-- ISO 8601 date or date-time with an optional offset; anything looser is not a time
 create or replace temp macro _ts(v) as (
-    try_cast(v as timestamptz) at time zone 'UTC'
+    case when regexp_full_match(trim(v),
+        '\d{4}-\d{2}-\d{2}([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?')
+    then try_cast(replace(upper(trim(v)), ',', '.') as timestamptz) at time zone 'UTC' end
 );
 """
 
@@ -117,6 +121,8 @@ with src as (
 select line_number, record_number, raw, message_type, event, message_id, user_id, anonymous_id,
     event_ts, _ts(rat_raw) as received_at, _ts(sat_raw) as sent_at, _ts(ots_raw) as original_ts,
     properties, traits, context,
+    -- messages without a messageId are identified by their exact text
+    case when message_id is null then 'md5:' || md5(raw) end as content_id,
     case
         when bad_utf8 then 'not valid UTF-8'
         when not is_json then 'not valid JSON'
@@ -408,7 +414,7 @@ class Loader:
             """insert into raw_events select ?, ?, ?, line_number, record_number, message_id,
                    coalesce(message_type, case when event is not null then 'track' end), event,
                    user_id, anonymous_id, event_ts, received_at, sent_at, original_ts,
-                   properties, traits, context
+                   properties, traits, context, content_id
                from _parsed where reason is null""",
             [load_id, loaded_at, source_file],
         )

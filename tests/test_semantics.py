@@ -121,10 +121,11 @@ def test_numeric_strings_are_parsed(impl):
 
 def test_dedupe_by_message_id(impl):
     (res,) = build(impl, "dedupe_messages.ndjson")
-    assert (res.lines_read, res.loaded, res.rejected) == (9, 9, 0)
+    assert (res.lines_read, res.loaded, res.rejected) == (10, 10, 0)
     events = impl.rows("stg_events")
-    # m1, m2, m3 once each; the two byte-identical id-less pages are one, the third differs
-    assert len(events) == 5
+    # m1, m2, m3 once each; of the four id-less pages the two byte-identical ones are one, the
+    # others differ (by a second, by a receivedAt): 3 + 3
+    assert len(events) == 6
     assert sorted(e["event_id"] for e in events if e["event_id"] in ("m1", "m2", "m3")) == [
         "m1", "m2", "m3"]
     views = by_key(impl.rows("fct_product_views"), "event_id")
@@ -344,6 +345,13 @@ def test_funnel_window_with_reentry(impl):
     assert row["median_time_to_convert_s"] == approx((259200 + 345600) / 2)  # 0, 3d, 4d, 7d
 
 
+def test_time_to_convert_keeps_milliseconds(impl):
+    build(impl, "time_to_convert_ms.ndjson")
+    (row,) = impl.rows("category_funnel")
+    # 10:00:00.001 -> 10:00:00.005: exactly 0.004 s (epoch seconds as doubles lose this)
+    assert row["median_time_to_convert_s"] == approx(0.004, rel=1e-9)
+
+
 def test_reentry_off(impl):
     build(impl, "funnel_reentry.ndjson")
     (row,) = impl.rows("category_funnel")
@@ -446,6 +454,22 @@ def test_opportunities(impl):
     assert (hs["low_conversion"], hs["high_price"]) == (True, True)
     assert (games["low_conversion"], games["high_price"]) == (False, False)
     assert (hs["rank"], games["rank"]) == (1, 2)
+
+
+def test_opportunity_ties_and_target_by_name(impl):
+    build(impl, "target_tie.ndjson")
+    opps = impl.rows("category_opportunities", order_by="category")
+    # nothing was bought: no price, so no revenue at stake; the nulls tie at rank 1
+    assert [(o["category"], o["rank"], o["revenue_at_stake"], o["high_price"]) for o in opps] == [
+        ("Apple", 1, None, None), ("Zebra", 1, None, None)]
+    # both convert 0 %, which is not below the median of 0 %
+    assert [o["low_conversion"] for o in opps] == [False, False]
+    # tie at rank 1: the target is the smallest name, Apple, whose cohort is u2 (active on
+    # 03-02 and 03-03; Zebra's u1 only on 03-02)
+    cohort_days = arpu_rows(impl, "cohort", grain="day")
+    assert sorted(k[1] for k in cohort_days) == [day("2026-03-02"), day("2026-03-03")]
+    assert all(r["active_users"] == 1 for r in cohort_days.values())
+    assert arpu_rows(impl, "non_cohort")[("day", day("2026-03-02"))]["active_users"] == 2
 
 
 def test_cohort_without_promo_start(impl):

@@ -4,7 +4,7 @@ description: >
   then load order, wins), with event time in UTC and the stitched identity `user_key`: the userId,
   else the userId of the latest message carrying both this anonymousId and a userId, else the
   anonymousId. `context` stays in raw_events (it is large and no model reads it).
-  Messages without a messageId get `md5:` + a hash of their content as event_id.
+  Messages without a messageId get `md5:` + the hash of their raw text as event_id.
 materialized: table
 unique_key: event_id
 tags: [staging]
@@ -12,12 +12,7 @@ tags: [staging]
 with keyed as (
     -- narrow rows for the dedupe window; the payload joins back to the winners only
     select
-        coalesce(
-            message_id,
-            'md5:' || md5(concat_ws('|', message_type, event, user_id, anonymous_id,
-                                    cast(event_ts as varchar), cast(properties as varchar),
-                                    cast(traits as varchar)))
-        ) as event_id,
+        coalesce(message_id, content_id) as event_id,
         load_id,
         record_number,
         received_at

@@ -184,8 +184,8 @@ def diff_relation(relation: str, product: list[dict], reference: list[dict],
         cols = [c for c in columns if c != "event_id"]
 
         def strip(rows: list[dict]) -> list[tuple]:
-            return sorted((tuple(repr(normalize(r[c])) for c in cols) for r in rows
-                           if r["event_id"] not in real))
+            return sorted(tuple(repr(normalize(r[c])) for c in cols) for r in rows
+                           if r["event_id"] not in real)
         if strip(product) != strip(reference):
             problems.append(f"{relation}: messages without messageId differ:\n"
                             f"  product   {strip(product)}\n  reference {strip(reference)}")

@@ -12,10 +12,11 @@ product is compared with. Readings of points SPEC leaves open (agreed with the r
   v <= p <= v + window; the entry is then the latest in-range view <= p;
 - the cohort with promo_start: views and purchases strictly before promo_start;
 - medians are continuous (mean of the two middle values);
-- experiments: exposures in range; control = control_variant if the experiment has it, else
-  "control", else the smallest variant; p-values and CI null on the control row and when the
-  standard error is 0 or undefined (sample variance needs n >= 2 per arm; the pooled conversion
-  test needs n >= 1 per arm).
+- experiments: exposures in range; arpu_uplift = arpu / control_arpu - 1, so 0 on the control
+  row and null wherever the control's ARPU is 0 or null; control = control_variant if the
+  experiment has it, else "control", else the smallest variant; p-values and CI null on the
+  control row and when the standard error is 0 or undefined (sample variance needs n >= 2 per
+  arm; the pooled conversion test needs n >= 1 per arm).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from .ingest import Message, dedupe, load, parse_iso, text_value
 
@@ -91,6 +93,11 @@ class Vars:
 def _recency(m: Message) -> tuple:
     """Order of 'latest' among messages: event time, then receivedAt (none first), then id."""
     return (m.event_ts, m.received_at is not None, m.received_at or datetime.min, m.event_id)
+
+
+def _earliness(m: Message) -> tuple:
+    """Order of 'earliest' among copies of an order: event time, receivedAt (none last), id."""
+    return (m.event_ts, m.received_at is None, m.received_at or datetime.min, m.event_id)
 
 
 def median(values: Iterable[float]) -> float | None:
@@ -196,9 +203,7 @@ def compute(lines_by_file: dict[str, list[str]], vars: dict | None = None) -> di
         if _is_track(m, "Order Completed"):
             order_id = text_value(m.properties.get("order_id")) or m.event_id
             cur = counted.get(order_id)
-            key = lambda x: (x.event_ts, x.received_at is None,  # noqa: E731
-                             x.received_at or datetime.min, x.event_id)
-            if cur is None or key(m) < key(cur):
+            if cur is None or _earliness(m) < _earliness(cur):
                 counted[order_id] = m
     orders, lines = [], []
     for order_id, m in counted.items():
@@ -445,7 +450,8 @@ def _experiments(msgs: list[Message], orders: list[dict], v: Vars) -> list[dict]
             continue
         (variant,) = variants
         x = first[(exp, user)]
-        window = [o for o in orders_by_user[user] if x <= o["ordered_at"] <= x + v.experiment_window]
+        end = x + v.experiment_window
+        window = [o for o in orders_by_user[user] if x <= o["ordered_at"] <= end]
         arms[exp][variant]["revenues"].append(float(sum(o["revenue"] for o in window)))
         arms[exp][variant]["bought"].append(bool(window))
 
@@ -474,12 +480,11 @@ def _experiments(msgs: list[Message], orders: list[dict], v: Vars) -> list[dict]
                 arpu_uplift=None, arpu_p_value=None, conversion_p_value=None,
                 arpu_ci_low=None, arpu_ci_high=None,
             )
+            if arpu is not None and c_arpu:  # null when the control's ARPU is 0 or null
+                row["arpu_uplift"] = arpu / c_arpu - 1
             if variant == control:
-                row["arpu_uplift"] = 0.0 if arpu is not None else None
                 rows.append(row)
                 continue
-            if arpu is not None and c_arpu:
-                row["arpu_uplift"] = arpu / c_arpu - 1
             if n >= 2 and nc >= 2:
                 se = math.sqrt(_sample_var(a["revenues"]) / n + _sample_var(c["revenues"]) / nc)
                 if se > 0:
