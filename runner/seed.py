@@ -1,9 +1,9 @@
 """Deterministic generator of the sample Segment e-commerce event stream.
 
-Everything is generated in DuckDB SQL from hash-based pseudo-randomness
-(``hash(seed, key, stream)``), so the same ``(events, seed)`` always gives the same bytes,
-whatever the number of threads. The data plants the story of the Mixpanel ARPU recipe
-(see ``seeds/README.md``): eight categories priced alike, Home Supplies and Entertainment
+Everything is generated in DuckDB SQL (no per-event Python) from hash-based pseudo-randomness,
+``h(key, stream) = hash(hash(seed, stream, key))``, so the same ``(events, seed)`` always gives
+the same bytes, whatever the number of threads. The data plants the story of the Mixpanel ARPU
+recipe (see ``seeds/README.md``): eight categories priced alike, Home Supplies and Entertainment
 converting worst, a promotion on Home Supplies from ``PROMO_START`` that lifts the
 non-converted cohort, and an A/B test ``home_supplies_promo`` with a real ARPU lift.
 """
@@ -21,7 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 START_DATE = "2026-01-05"  # first day with data (a Monday)
 END_DATE = "2026-04-06"  # first day without data: events fall in [START_DATE, END_DATE)
@@ -554,7 +557,7 @@ def _bad_lines(n: int, seed: int) -> list[str]:
         recv_s = recv.strftime("%Y-%m-%dT%H:%M:%S.") + f"{recv.microsecond // 1000:03d}Z"
         _, _, pid, sku, name, cat, price = rng.choice(prods)
         msg: dict[str, Any] = {
-            "type": "track", "event": "Product Viewed", "messageId": f"{rng.getrandbits(128):032x}",
+            "type": "track", "event": "Product Viewed", "messageId": f"{rng.getrandbits(64):016x}",
             "anonymousId": f"{rng.getrandbits(64):016x}", "timestamp": stamp, "sentAt": stamp,
             "receivedAt": recv_s,
             "properties": {"product_id": pid, "sku": sku, "category": cat, "name": name,
@@ -572,7 +575,6 @@ def _bad_lines(n: int, seed: int) -> list[str]:
             continue
         if kind == 2:  # negative price in an order's product
             msg["event"] = "Order Completed"
-            msg["userId"] = f"user_{rng.randrange(1, 10**7):07d}"
             msg["properties"] = {
                 "order_id": f"ord-bad-{k:06d}", "currency": CURRENCY,
                 "products": [{"product_id": pid, "sku": sku, "category": cat, "name": name,
@@ -614,11 +616,13 @@ def _compress_file(src: Path, dst: Path) -> None:
             out.write(pending.popleft().result())
 
 
-def _count(con: Any, sql: str) -> int:
-    return int(con.execute(sql).fetchone()[0])
+def _count(con: DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-def _build(con: Any, events: int, seed: int) -> int:
+def _build(con: DuckDBPyConnection, events: int, seed: int) -> int:
     """Create table ``final``: exactly ``events`` rows; returns the number of duplicates."""
     n_dups = round(events * _DUPLICATE_RATE)
     base = events - n_dups
