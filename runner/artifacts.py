@@ -23,6 +23,8 @@ class ModelResult:
     error: str | None = None
     compiled_path: str | None = None
     materialized: str | None = None
+    validation_seconds: float = 0.0
+    expectations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -33,6 +35,12 @@ class BuildResult:
     messages_loaded: int = 0
     duplicates_removed: int = 0
     seeded: bool = False
+    validated: bool = False
+    validation_seconds: float = 0.0
+
+    @property
+    def expectations(self) -> list[dict[str, Any]]:
+        return [e for r in self.results for e in r.expectations]
 
     @property
     def success(self) -> bool:
@@ -81,6 +89,8 @@ def write_run_results(target_dir: Path, result: BuildResult, dialect: str) -> Pa
         "elapsed_seconds": round(result.seconds, 3),
         "messages_loaded": result.messages_loaded,
         "duplicates_removed": result.duplicates_removed,
+        "validated": result.validated,
+        "validation_seconds": round(result.validation_seconds, 3),
         "results": [asdict(r) for r in result.results],
     }
     target_dir.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,9 @@ app = typer.Typer(
 cohort_app = typer.Typer(help="Work with the non-converted cohort.", no_args_is_help=True)
 app.add_typer(cohort_app, name="cohort")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs) gets 120 columns instead of rich's 80, so tables stay readable.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 _state: dict[str, Any] = {"debug": False, "project_dir": Path(".")}
 
 SelectOpt = typer.Option(None, "--select", "-s", help="Models: m, m+, +m, tag:x (repeatable).")
@@ -80,11 +81,12 @@ def main_options(
     _state["project_dir"] = project_dir
 
 
-def _build(select: list[str] | None, vars_text: str | None, target: str | None) -> None:
+def _build(select: list[str] | None, vars_text: str | None, target: str | None,
+           mode: str = "build") -> None:
     from runner import report
 
     with _context(target, vars_text) as ctx:
-        result = report.build_with_progress(ctx, select, console)
+        result = report.build_with_progress(ctx, select, console, mode)
     report.print_build_summary(result, console)
     if not result.success:
         raise typer.Exit(1)
@@ -109,7 +111,18 @@ def run(
     target: str | None = TargetOpt,
 ) -> None:
     """Run the models in dependency order (without validation)."""
-    _build(select, vars, target)
+    _build(select, vars, target, mode="run")
+
+
+@app.command("test")
+@_handled
+def test_(
+    select: list[str] | None = SelectOpt,
+    vars: str | None = VarsOpt,
+    target: str | None = TargetOpt,
+) -> None:
+    """Validate the relations in the warehouse now, without building them."""
+    _build(select, vars, target, mode="test")
 
 
 @app.command()

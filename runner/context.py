@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from runner.engines.base import Engine
     from runner.ingest import IngestResult
     from runner.project import Model
+    from runner.validate import Validator
 
 Callback = Callable[[str, str, Any], None]
 
@@ -117,44 +118,124 @@ class Context:
         self,
         select: list[str] | None = None,
         on_event: Callback | None = None,
+        validate: bool = True,
     ) -> BuildResult:
-        """Compile, then run the selected models in dependency order; a failed model skips
-        everything downstream of it."""
+        """Compile, then run the selected models in dependency order, validating each right
+        after it is built; a failed model or `error` expectation skips everything downstream."""
         started = time.perf_counter()
         notify = on_event or (lambda *_: None)
         compiler = self.compiler()
         names = compiler.graph.select(select)
-        result = BuildResult(target=self.target_name)
+        result = BuildResult(target=self.target_name, validated=validate)
         seeded = self.ensure_sources()
         if seeded is not None:
             result.seeded = True
             notify("seeded", str(self.config.seed_path), seeded)
         engine = self.engine()
         write_manifest(self.target_dir, compiler)
+        validator = self._validator(names, fast=True) if validate else None
         broken: set[str] = set()
-        for name in names:
-            model = compiler.models[name]
-            upstream_broken = broken & compiler.graph.ancestors(name)
-            if upstream_broken:
-                res = ModelResult(name, "skipped", materialized=model.materialized,
-                                  error=f"upstream failed: {', '.join(sorted(upstream_broken))}")
-                broken.add(name)
+        try:
+            for name in names:
+                model = compiler.models[name]
+                upstream_broken = broken & compiler.graph.ancestors(name)
+                if upstream_broken:
+                    res = ModelResult(name, "skipped", materialized=model.materialized,
+                                      error=f"upstream failed: {', '.join(sorted(upstream_broken))}")
+                    broken.add(name)
+                    result.results.append(res)
+                    notify("done", name, res)
+                    continue
+                notify("start", name, None)
+                res = self._run_model(compiler, engine, model)
+                if res.status == "success" and validator is not None:
+                    self._check(validator, model, res)
+                if res.status != "success":
+                    broken.add(name)
                 result.results.append(res)
                 notify("done", name, res)
-                continue
-            notify("start", name, None)
-            res = self._run_model(compiler, engine, model)
-            if res.status != "success":
-                broken.add(name)
-            result.results.append(res)
-            notify("done", name, res)
+        finally:
+            if validator is not None:
+                validator.close()
+        result.validation_seconds = sum(r.validation_seconds for r in result.results)
         if engine.relation_exists("stg_events") and engine.relation_exists("raw_events"):
             raw = int(engine.scalar("select count(*) from raw_events"))
             kept = int(engine.scalar("select count(*) from stg_events"))
             result.messages_loaded, result.duplicates_removed = raw, raw - kept
         result.seconds = time.perf_counter() - started
-        write_run_results(self.target_dir, result, compiler.target.dialect)
+        self._write_results(result, compiler.target.dialect)
         return result
+
+    def test(self, select: list[str] | None = None, on_event: Callback | None = None
+             ) -> BuildResult:
+        """Validate what is in the warehouse now, without building (`arpu test`)."""
+        started = time.perf_counter()
+        notify = on_event or (lambda *_: None)
+        compiler = self.compiler()
+        names = compiler.graph.select(select)
+        result = BuildResult(target=self.target_name, validated=True)
+        validator = self._validator(names)
+        try:
+            for name in names:
+                model = compiler.models[name]
+                notify("start", name, None)
+                res = ModelResult(name, "success", materialized=model.materialized)
+                self._check(validator, model, res)
+                result.results.append(res)
+                notify("done", name, res)
+        finally:
+            validator.close()
+        result.validation_seconds = sum(r.validation_seconds for r in result.results)
+        result.seconds = time.perf_counter() - started
+        self._write_results(result, compiler.target.dialect)
+        return result
+
+    def _validator(self, names: list[str], fast: bool = False) -> Validator:
+        from runner.validate import Validator
+
+        compiler = self.compiler()
+        validator = Validator(self.project_dir, self.engine(), compiler.relation,
+                              self.config.vars.model_dump(), graph=compiler.graph,
+                              macros_dir=self.project_dir / self.config.macros_path, fast=fast)
+        try:
+            for name in names:  # bad declarations fail before anything is built
+                validator.suite_for(compiler.models[name])
+        except BaseException:
+            validator.close()
+            raise
+        return validator
+
+    @staticmethod
+    def _check(validator: Validator, model: Model, res: ModelResult) -> None:
+        t0 = time.perf_counter()
+        outcomes = validator.validate(model)
+        res.validation_seconds = round(time.perf_counter() - t0, 4)
+        res.expectations = [
+            {"expectation": o.expectation, "severity": o.severity, "success": o.success,
+             "observed": o.observed, "failing_examples": o.failing_examples,
+             "exception": o.exception}
+            for o in outcomes
+        ]
+        failed = [o for o in outcomes if o.is_error]
+        if failed:
+            res.status = "error"
+            first = failed[0]
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            res.error = (f"expectation failed on {model.name}: {first.expectation}, "
+                         f"observed {first.observed}{more}")
+
+    def _write_results(self, result: BuildResult, dialect: str) -> None:
+        write_run_results(self.target_dir, result, dialect)
+        if result.validated:
+            from runner.validate import ExpectationResult, write_junit
+
+            write_junit(self.target_dir / "junit.xml", [
+                ExpectationResult(r.model, e["expectation"], e["severity"], e["success"],
+                                  e["observed"], e["failing_examples"],
+                                  r.validation_seconds / max(len(r.expectations), 1),
+                                  e["exception"])
+                for r in result.results for e in r.expectations
+            ])
 
     def _run_model(self, compiler: Compiler, engine: Engine, model: Model) -> ModelResult:
         t0 = time.perf_counter()
@@ -167,8 +248,8 @@ class Context:
             res.status, res.error = "error", str(exc)
         except Exception as exc:  # the warehouse's own error: keep the model and file with it
             res.status = "error"
-            res.error = f"model {model.name} ({res.compiled_path}): {type(exc).__name__}: " \
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            res.error = f"model {model.name} ({res.compiled_path}): {type(exc).__name__}: {first}"
         res.seconds = round(time.perf_counter() - t0, 4)
         return res
 

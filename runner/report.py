@@ -22,35 +22,69 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"success": "green", "error": "red", "skipped": "yellow"}
 
 
-def build_with_progress(ctx: Context, select: list[str] | None, console: Console) -> BuildResult:
+def build_with_progress(ctx: Context, select: list[str] | None, console: Console,
+                        mode: str = "build") -> BuildResult:
+    """mode: `build` (run and validate), `run` (no validation) or `test` (validate only)."""
     total = len(ctx.compiler().graph.select(select))
+    verb = {"build": "Building", "run": "Running", "test": "Testing"}[mode]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total}"), TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(f"Building on {ctx.target_name}", total=total)
+        task = bar.add_task(f"{verb} on {ctx.target_name}", total=total)
 
         def on_event(kind: str, name: str, payload: Any) -> None:
             if kind == "seeded":
                 console.print(f"Fresh project: loaded the bundled sample {name} "
                               f"({payload.loaded:,} messages, {payload.rejected:,} rejected)")
             elif kind == "start":
-                bar.update(task, description=f"Building {name}")
+                bar.update(task, description=f"{verb} {name}")
             elif kind == "done":
                 bar.advance(task)
                 style = STATUS_STYLE.get(payload.status, "white")
                 rows = f"{payload.rows:,} rows" if payload.rows is not None else ""
+                checks = payload.expectations
+                passed = sum(e["success"] for e in checks)
+                warned = sum(not e["success"] and e["severity"] == "warn" for e in checks)
+                tally = f"{passed}/{len(checks)} checks" if checks else ""
+                if warned:
+                    tally += f", {warned} warn"
+                seconds = payload.seconds + payload.validation_seconds
                 console.print(f"  [{style}]{payload.status:<7}[/{style}] {name:<32} "
-                              f"{rows:>14}  {payload.seconds:6.2f} s", highlight=False)
+                              f"{rows:>14} {tally:>20}  {seconds:6.2f} s", highlight=False)
                 if payload.error:
                     console.print(f"           [{style}]{payload.error}[/{style}]",
                                   highlight=False, soft_wrap=True)
 
-        return ctx.build(select, on_event=on_event)
+        if mode == "test":
+            return ctx.test(select, on_event=on_event)
+        return ctx.build(select, on_event=on_event, validate=mode == "build")
+
+
+def print_expectations(result: BuildResult, console: Console) -> None:
+    """The failed and warned expectations, one row each, with what was observed."""
+    rows = [(r.model, e) for r in result.results for e in r.expectations if not e["success"]]
+    if not rows:
+        return
+    table = Table("relation", "severity", "expectation", "observed", title="Expectations")
+    for model, e in rows:
+        style = "red" if e["severity"] == "error" else "yellow"
+        table.add_row(model, f"[{style}]{e['severity']}[/{style}]", e["expectation"],
+                      str(e["observed"]))
+    console.print(table)
 
 
 def print_build_summary(result: BuildResult, console: Console) -> None:
+    print_expectations(result, console)
+    checks = result.expectations
+    if result.validated:
+        failed = sum(not e["success"] and e["severity"] == "error" for e in checks)
+        warned = sum(not e["success"] and e["severity"] == "warn" for e in checks)
+        console.print(f"Expectations: {len(checks) - failed - warned} passed, {failed} failed, "
+                      f"{warned} warned ({result.validation_seconds:.2f} s); "
+                      "target/junit.xml written.", highlight=False)
     counts = {s: sum(r.status == s for r in result.results) for s in STATUS_STYLE}
+    done = "built" if result.results and result.results[0].compiled_path else "checked"
     console.print(
-        f"Done in {result.seconds:.2f} s on {result.target}: {counts['success']} built, "
+        f"Done in {result.seconds:.2f} s on {result.target}: {counts['success']} {done}, "
         f"{counts['error']} failed, {counts['skipped']} skipped. "
         f"{result.messages_loaded:,} messages loaded, {result.duplicates_removed:,} duplicates "
         "removed.", highlight=False)

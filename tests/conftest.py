@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from runner.ingest import IngestResult
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
+# Segment's and Mixpanel's published payloads, in shared/ beside the project (CI has it there).
+SEGMENT_EXAMPLES = Path(
+    os.environ.get("ARPU_SEGMENT_EXAMPLES", ROOT.parent / "shared/reference/segment_examples"))
 
 
 class ProjectHarness:
@@ -55,3 +59,14 @@ def arpu_project(tmp_path: Path) -> ProjectHarness:
 @pytest.fixture
 def sample_project(tmp_path: Path) -> ProjectHarness:
     return ProjectHarness(tmp_path / "project", with_sample=True)
+
+
+@pytest.fixture
+def segment_examples() -> list[Path]:
+    """The reference payloads; missing is a failure in CI and a skip on a laptop."""
+    files = sorted(SEGMENT_EXAMPLES.glob("*.json"))
+    if not files:
+        if os.environ.get("CI"):
+            pytest.fail(f"{SEGMENT_EXAMPLES} is missing (set ARPU_SEGMENT_EXAMPLES)")
+        pytest.skip(f"{SEGMENT_EXAMPLES} not present")
+    return files

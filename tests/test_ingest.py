@@ -9,7 +9,6 @@ from pathlib import Path
 from conftest import ProjectHarness
 
 DATA = Path(__file__).parent / "data"
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "segment_examples"
 
 
 def test_bad_lines_are_rejected_with_file_line_and_reason(arpu_project: ProjectHarness) -> None:
@@ -66,8 +65,10 @@ def test_batch_and_array_documents(arpu_project: ProjectHarness) -> None:
         ("c2", "page", 3)]
 
 
-def test_every_reference_example_is_accounted_for(arpu_project: ProjectHarness) -> None:
-    files = sorted(EXAMPLES.glob("*.json"))
+def test_every_reference_example_is_accounted_for(
+    arpu_project: ProjectHarness, segment_examples: list[Path]
+) -> None:
+    files = segment_examples
     assert len(files) >= 39
     res = arpu_project.ingest(*files)
     assert res.lines_read == res.loaded + res.rejected

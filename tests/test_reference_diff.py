@@ -31,7 +31,6 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
     )
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SEGMENT_EXAMPLES = Path(__file__).resolve().parents[2] / "shared/reference/segment_examples"
 RELATIONS = tuple(COLUMNS)
 
 
@@ -328,10 +327,8 @@ def test_hand_fixtures_together_match_reference(arpu_project, vars):
     assert_invariants(product)
 
 
-def test_segment_examples_match_reference(arpu_project):
-    if not SEGMENT_EXAMPLES.is_dir():
-        pytest.skip(f"{SEGMENT_EXAMPLES} not present")
-    paths = sorted(SEGMENT_EXAMPLES.glob("*.json"))
+def test_segment_examples_match_reference(arpu_project, segment_examples):
+    paths = segment_examples
     res = arpu_project.ingest(*paths)
     assert res.lines_read == res.loaded + res.rejected
     assert arpu_project.build().success

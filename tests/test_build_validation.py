@@ -1,0 +1,133 @@
+"""Validation gates `arpu build` like `dbt build`; `arpu test` checks a warehouse in place."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import ProjectHarness
+
+from runner.context import Context
+
+
+def _arpu(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
+    project = ProjectHarness(tmp_path_factory.mktemp("gate") / "project", with_sample=True)
+    assert project.build().success
+    return project
+
+
+def test_fast_precheck_agrees_with_great_expectations(sample: ProjectHarness) -> None:
+    """Every suite passes both in the SQL pre-check and in GX on the sample."""
+    from runner.sqlcheck import all_pass
+    from runner.validate import Validator
+
+    with sample.context() as ctx:
+        compiler = ctx.compiler()
+        with Validator(ctx.project_dir, ctx.engine(), compiler.relation,
+                       ctx.config.vars.model_dump(), graph=compiler.graph) as gx:
+            for name in compiler.graph.order:
+                model = compiler.models[name]
+                specs = gx.suite_for(model)
+                assert all_pass(ctx.engine(), compiler.relation(name), specs), name
+                assert all(r.success for r in gx.validate(model)), name
+
+
+def test_fast_precheck_fails_where_gx_fails(sample: ProjectHarness) -> None:
+    from runner.sqlcheck import all_pass
+    from runner.validate import Validator
+
+    with sample.context() as ctx:
+        engine, compiler = ctx.engine(), ctx.compiler()
+        engine.execute("create or replace table fct_orders_backup as select * from fct_orders")
+        engine.execute("insert into fct_orders select * from fct_orders limit 1")
+        try:
+            with Validator(ctx.project_dir, engine, compiler.relation,
+                           ctx.config.vars.model_dump(), graph=compiler.graph) as gx:
+                model = compiler.models["fct_orders"]
+                assert not all_pass(engine, compiler.relation("fct_orders"), gx.suite_for(model))
+                failed = [r for r in gx.validate(model) if not r.success]
+                assert [r.expectation for r in failed][:1] == [
+                    "expect_column_values_to_be_unique(order_id)"]
+        finally:
+            engine.execute("create or replace table fct_orders as select * from "
+                           "fct_orders_backup")
+            engine.execute("drop table fct_orders_backup")
+
+
+def test_error_expectation_fails_build_and_skips_descendants(tmp_path: Path) -> None:
+    project = ProjectHarness(tmp_path / "project", with_sample=True)
+    funnel = project.root / "models" / "marts" / "category_funnel.sql"
+    # a bug that doubles the conversion rate: rates above 1 break an error expectation
+    funnel.write_text(funnel.read_text().replace(
+        "{{ safe_div('purchasers', 'viewers') }} as conversion_rate",
+        "2 * {{ safe_div('purchasers', 'viewers') }} as conversion_rate"))
+    proc = _arpu(project.root, "build")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = json.loads((project.root / "target" / "run_results.json").read_text())
+    status = {r["model"]: r for r in results["results"]}
+    assert status["category_funnel"]["status"] == "error"
+    assert "expect_column_values_to_be_between(conversion_rate" in \
+        status["category_funnel"]["error"]
+    for skipped in ("category_opportunities", "int_user_segments", "arpu_timeseries",
+                    "category_conversion_timeseries"):
+        assert status[skipped]["status"] == "skipped", skipped
+        assert "category_funnel" in status[skipped]["error"]
+    for unrelated in ("fct_orders", "cohort_non_converted", "experiment_results"):
+        assert status[unrelated]["status"] == "success", unrelated
+    failing = [e for e in status["category_funnel"]["expectations"] if not e["success"]]
+    assert failing and failing[0]["failing_examples"], failing
+    assert "Traceback" not in proc.stderr
+
+
+def test_warn_expectation_is_reported_and_build_goes_on(tmp_path: Path) -> None:
+    project = ProjectHarness(tmp_path / "project", with_sample=True)
+    yml = project.root / "models" / "marts" / "fct_orders.yml"
+    yml.write_text(yml.read_text() + "  - type: expect_table_row_count_to_be_between\n"
+                   "    max_value: 10\n    severity: warn\n")
+    proc = _arpu(project.root, "build")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 warned" in proc.stdout.replace("\n", " ")
+    junit = ET.parse(project.root / "target" / "junit.xml").getroot()
+    assert junit.get("skipped") == "1" and junit.get("failures") == "0"
+
+
+def test_arpu_test_names_relation_expectation_and_observed(sample: ProjectHarness) -> None:
+    with sample.context() as ctx:
+        ctx.engine().execute("create table dim_users_copy as select * from dim_users")
+        ctx.engine().execute("insert into dim_users select * from dim_users limit 1")
+    try:
+        proc = _arpu(sample.root, "test", "--select", "dim_users")
+        out = " ".join((proc.stdout + proc.stderr).split())
+        assert proc.returncode == 1, out
+        assert "dim_users" in out and "expect_column_values_to_be_unique(user_key)" in out
+        assert "1 unexpected" in out or "unexpected_count" in out or "observed" in out
+        junit = ET.parse(sample.root / "target" / "junit.xml").getroot()
+        cases = junit.findall(".//testcase")
+        assert int(junit.get("tests", "0")) == len(cases) > 0
+        failures = [c for c in cases if c.find("failure") is not None]
+        # the duplicate breaks the key and the "one row per user of stg_events" reconciliation
+        assert int(junit.get("failures", "0")) == len(failures) == 2
+        names = sorted(c.get("name", "") for c in failures)
+        assert names[0] == "expect_column_values_to_be_unique(user_key)"
+        assert names[1].startswith("unexpected_rows(one row per user_key")
+    finally:
+        with sample.context() as ctx:
+            ctx.engine().execute("create or replace table dim_users as "
+                                 "select * from dim_users_copy")
+            ctx.engine().execute("drop table dim_users_copy")
+
+
+def test_run_skips_validation(sample: ProjectHarness) -> None:
+    with Context(sample.root) as ctx:
+        result = ctx.build(["fct_orders"], validate=False)
+    assert result.success and result.expectations == []
