@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from runner.errors import CompileError, ConfigError
 from runner.project import Graph, Model, load_models
 
 SOURCE_DIALECT = "duckdb"
+logging.getLogger("sqlglot").setLevel(logging.ERROR)  # gaps are handled by macros, not warnings
 DIALECTS = {
     "duckdb": "duckdb",
     "postgres": "postgres",

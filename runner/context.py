@@ -87,27 +87,34 @@ class Context:
 
     def ingest(self, paths: list[str | Path], progress: Callable[[int], None] | None = None
                ) -> IngestResult:
+        """Load message files into the target's raw tables. DuckDB validates and types them
+        in bulk; for another target the result is copied over in one transaction per load."""
+        import duckdb
+
         from runner.ingest import Loader, expand_paths
 
         files = expand_paths([p if Path(p).is_absolute() or not (self.project_dir / p).exists()
                               else self.project_dir / p for p in paths])
         engine = self.engine()
-        con = getattr(engine, "con", None)
-        if con is None:
-            raise ArpuError(f"ingest into target '{self.target_name}' is not supported yet")
-        return Loader(con).load(files, progress)
+        if engine.dialect == "duckdb":
+            return Loader(engine.con).load(files, progress)  # type: ignore[attr-defined]
+        engine.ensure_raw_tables()
+        offset = int(engine.scalar("select coalesce(max(load_id), 0) from raw_loads"))
+        local = duckdb.connect()
+        try:
+            result = Loader(local).load(files, progress)
+            engine.append_raw(local, offset)
+        finally:
+            local.close()
+        return result
 
     def ensure_sources(self) -> IngestResult | None:
         """Create the raw tables; on a fresh project with nothing ingested, load the sample."""
-        from runner.ingest import Loader
-
-        engine = self.engine()
-        con = getattr(engine, "con", None)
-        if con is None or self.config.source.format != "messages":
+        if self.config.source.format != "messages":
             return None
-        Loader(con)  # creates raw tables if missing
-        loaded = engine.scalar("select count(*) from raw_loads")
-        if loaded:
+        engine = self.engine()
+        engine.ensure_raw_tables()
+        if engine.scalar("select count(*) from raw_loads"):
             return None
         sample = self.project_dir / self.config.seed_path
         if not sample.exists():
@@ -134,15 +141,14 @@ class Context:
         engine = self.engine()
         write_manifest(self.target_dir, compiler)
         validator = self._validator(names, fast=True) if validate else None
-        broken: set[str] = set()
+        failed: set[str] = set()  # models that failed; their descendants are skipped
         try:
             for name in names:
                 model = compiler.models[name]
-                upstream_broken = broken & compiler.graph.ancestors(name)
-                if upstream_broken:
+                upstream_failed = failed & compiler.graph.ancestors(name)
+                if upstream_failed:
                     res = ModelResult(name, "skipped", materialized=model.materialized,
-                                      error=f"upstream failed: {', '.join(sorted(upstream_broken))}")
-                    broken.add(name)
+                                      error=f"upstream failed: {', '.join(sorted(upstream_failed))}")
                     result.results.append(res)
                     notify("done", name, res)
                     continue
@@ -151,7 +157,7 @@ class Context:
                 if res.status == "success" and validator is not None:
                     self._check(validator, model, res)
                 if res.status != "success":
-                    broken.add(name)
+                    failed.add(name)
                 result.results.append(res)
                 notify("done", name, res)
         finally:

@@ -328,8 +328,9 @@ def _read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 class Loader:
     """Loads files into one DuckDB connection's raw tables."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0) -> None:
         self.con = con
+        self.load_id_offset = load_id_offset
         con.execute("set TimeZone = 'UTC'")
         con.execute(RAW_TABLES)
         con.execute(CHECK_MACROS)
@@ -353,7 +354,7 @@ class Loader:
         except OSError as exc:
             raise IngestError(f"cannot read: {exc.strerror}", location=str(path)) from None
         load_id = int(self.con.execute("select coalesce(max(load_id), 0) + 1 from raw_loads")
-                      .fetchall()[0][0])
+                      .fetchall()[0][0]) + self.load_id_offset
         loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         res = FileResult(str(path), bytes=size)
 

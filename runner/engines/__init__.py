@@ -18,6 +18,14 @@ def connect(project_dir: Path, config: Config, target_name: str, read_only: bool
         from runner.engines.duckdb import DuckDBEngine
 
         return DuckDBEngine(project_dir, target, read_only=read_only)
+    if target.type == "postgres":
+        from runner.engines.postgres import PostgresEngine
+
+        return PostgresEngine(project_dir, target)
+    if target.type == "spark":
+        from runner.engines.spark import SparkEngine
+
+        return SparkEngine(project_dir, target)
     raise ConfigError(
         f"target '{target_name}' ({target.type}) is compile-only here: use `arpu compile --target "
         f"{target_name}`",

@@ -26,6 +26,19 @@ class Engine(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def ensure_raw_tables(self) -> None:
+        """Create raw_events, raw_rejected and raw_loads if missing (DDL of runner/ingest.py)."""
+        import sqlglot
+
+        from runner.ingest import RAW_TABLES
+
+        for statement in sqlglot.transpile(RAW_TABLES, read="duckdb", write=self.dialect):
+            self.execute(statement)
+
+    def append_raw(self, local: Any, load_id_offset: int) -> None:
+        """Copy the raw tables of a local DuckDB connection (one ingest) into this target."""
+        raise NotImplementedError(f"ingest into {self.dialect} is not supported")
+
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
 

@@ -1,0 +1,111 @@
+"""PostgreSQL through psycopg 3. The password comes only from the environment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from runner.config import PostgresTarget
+from runner.engines.base import Engine
+from runner.errors import ArpuError
+
+_PARAM = re.compile(r"\?")
+
+
+class PostgresEngine(Engine):
+    dialect = "postgres"
+
+    def __init__(self, project_dir: Path, target: PostgresTarget) -> None:
+        import psycopg
+
+        self.target = target
+        self.schema = target.schema_
+        try:
+            self.con = psycopg.connect(
+                host=target.host, port=target.port, dbname=target.database, user=target.user,
+                password=target.password, connect_timeout=10, autocommit=True,
+                options="-c timezone=UTC",
+            )
+        except psycopg.Error as exc:
+            # psycopg's message names host, port and user, never the password
+            raise ArpuError(f"cannot connect to PostgreSQL: {_first_line(exc)}",
+                            location=f"{target.host}:{target.port}/{target.database}") from None
+        self.con.execute(f"create schema if not exists {self.quote(self.schema)}")
+        self.con.execute(f"set search_path to {self.quote(self.schema)}")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """For Great Expectations' SQL datasource (password from the environment, in memory)."""
+        from urllib.parse import quote
+
+        t = self.target
+        secret = f":{quote(t.password, safe='')}" if t.password else ""
+        return f"postgresql+psycopg://{quote(t.user, safe='')}{secret}@{t.host}:{t.port}/" \
+               f"{t.database}?options=-csearch_path%3D{self.schema}"
+
+    def _sql(self, sql: str) -> str:
+        return _PARAM.sub("%s", sql.replace("%", "%%")) if "?" in sql else sql
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        import psycopg
+
+        try:
+            self.con.execute(self._sql(sql) if params else sql, params)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise ArpuError(_first_line(exc), location="postgres") from exc
+
+    def fetch(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        import psycopg
+
+        try:
+            cur = self.con.execute(self._sql(sql) if params else sql, params)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise ArpuError(_first_line(exc), location="postgres") from exc
+        columns = [d.name for d in cur.description or []]
+        return columns, cur.fetchall()
+
+    def materialize(self, name: str, select_sql: str, kind: str) -> int | None:
+        """Replace the relation in one transaction: readers see the old or the new one."""
+        q = f"{self.quote(self.schema)}.{self.quote(name)}"
+        existing = self.con.execute(
+            "select table_type from information_schema.tables where table_schema = %s "
+            "and table_name = %s", (self.schema, name)).fetchone()
+        with self.con.transaction():
+            if existing:
+                kind_sql = "view" if existing[0] == "VIEW" else "table"
+                self.con.execute(f"drop {kind_sql} {q} cascade")
+            if kind == "view":
+                self.con.execute(f"create view {q} as {select_sql}")
+                return None
+            self.con.execute(f"create table {q} as {select_sql}")
+            row = self.con.execute(f"select count(*) from {q}").fetchone()
+        return int(row[0]) if row else 0
+
+    def append_raw(self, local: Any, load_id_offset: int) -> None:
+        """COPY each raw table's rows in, in one transaction with the load's accounting row."""
+        with self.con.transaction():
+            for table in ("raw_events", "raw_rejected", "raw_loads"):
+                cur = local.execute(f"select * exclude (load_id), load_id + {load_id_offset} "
+                                    f"as load_id from {table}")
+                columns = [d[0] for d in cur.description]
+                target = f"{self.quote(self.schema)}.{self.quote(table)}"
+                cols = ", ".join(self.quote(c) for c in columns)
+                with self.con.cursor().copy(f"copy {target} ({cols}) from stdin") as copy:
+                    while batch := cur.fetchmany(10_000):
+                        for row in batch:
+                            copy.write_row(row)
+
+    def relation_exists(self, name: str) -> bool:
+        row = self.con.execute(
+            "select count(*) from information_schema.tables where table_schema = %s "
+            "and table_name = %s", (self.schema, name)).fetchone()
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
