@@ -14,9 +14,17 @@
              then src.properties -> '{{ key }}' else cast('[]' as json) end
     ) with ordinality as e(element, position)
 ) as {{ alias }}
+{%- elif target.dialect in ('spark', 'databricks') %}
+(
+    {#- JSON is text in Spark: the elements are JSON strings, positions count from 0 #}
+    select src.*, e.element, e.position + 1 as position
+    from {{ relation }} as src
+    cross join unnest(cast(json_extract(src.properties, '{{ array_path }}') as varchar[]))
+        with ordinality as e(element, position)
+) as {{ alias }}
 {%- else %}
 (
-    select src.*, e.element, e.position{{ ' + 1 as position' if target.dialect in ('spark', 'databricks', 'bigquery', 'snowflake') else '' }}
+    select src.*, e.element, e.position{{ ' + 1 as position' if target.dialect in ('bigquery', 'snowflake') else '' }}
     from {{ relation }} as src
     cross join unnest(cast(json_extract(src.properties, '{{ array_path }}') as json[]))
         with ordinality as e(element, position)

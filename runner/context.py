@@ -266,13 +266,22 @@ class Context:
         engine = self.engine()
         if not engine.relation_exists(name):
             raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")
-        relation = compiler.relation(name)
-        return engine.fetch(f"select * from {relation} limit {int(limit)}")
+        return engine.fetch(self._sql(f"select * from {compiler.relation(name)} "
+                                      f"limit {int(limit)}"))
+
+    def _sql(self, sql: str) -> str:
+        """A query written in the models' dialect (DuckDB), for the target's engine."""
+        dialect = self.compiler().target.dialect
+        if dialect == "duckdb":
+            return sql
+        import sqlglot
+
+        return sqlglot.transpile(sql, read="duckdb", write=dialect)[0]
 
     def rows(self, name: str, order_by: str | None = None) -> list[dict[str, Any]]:
         """Every row of a relation as dicts (tests and exports)."""
         engine = self.engine()
         relation = self.compiler().relation(name)
         sql = f"select * from {relation}" + (f" order by {order_by}" if order_by else "")
-        columns, rows = engine.fetch(sql)
+        columns, rows = engine.fetch(self._sql(sql))
         return [dict(zip(columns, row, strict=True)) for row in rows]

@@ -95,7 +95,9 @@ def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> boo
     queries += tail
     for kind, payload in queries:
         if kind == "columns":
-            columns = set(engine.fetch(f"select * from {relation} limit 0")[0])
+            probe = transpile(f"select * from {relation} limit 0", read=SOURCE,
+                              write=engine.dialect)[0]
+            columns = set(engine.fetch(probe)[0])
             wanted = set(payload["column_set"])
             ok = wanted <= columns if payload.get("exact_match") is False else wanted == columns
             if not ok:

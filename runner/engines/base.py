@@ -33,6 +33,9 @@ class Engine(ABC):
         from runner.ingest import RAW_TABLES
 
         for statement in sqlglot.transpile(RAW_TABLES, read="duckdb", write=self.dialect):
+            if self.dialect == "spark":  # Spark's JSON is text; its tables are Parquet
+                statement = (statement.replace("TIMESTAMP_NTZ", "TIMESTAMP")
+                             .replace(" JSON", " STRING") + " USING PARQUET")
             self.execute(statement)
 
     def append_raw(self, local: Any, load_id_offset: int) -> None:

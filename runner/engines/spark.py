@@ -1,0 +1,128 @@
+"""Spark SQL through pyspark: local mode by default, or a cluster URL (spark://, sc://)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from runner.config import SparkTarget
+from runner.engines.base import Engine
+from runner.errors import ArpuError
+
+
+# Spark's own logging, quiet: arpu reports errors itself, one line each.
+LOG4J2 = """rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+"""
+
+
+class SparkEngine(Engine):
+    dialect = "spark"
+
+    def __init__(self, project_dir: Path, target: SparkTarget) -> None:
+        os.environ.setdefault("PYSPARK_PYTHON", "python3")
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        logging.getLogger("py4j").setLevel(logging.ERROR)
+        logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", category=FutureWarning, module="pyspark")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pyspark")
+        from pyspark.sql import SparkSession
+
+        self.database = target.database
+        warehouse = Path(target.warehouse_dir)
+        if not warehouse.is_absolute():
+            warehouse = project_dir / warehouse
+        warehouse.mkdir(parents=True, exist_ok=True)
+        self.warehouse = warehouse
+        builder = SparkSession.builder.appName("arpu").config("spark.sql.session.timeZone", "UTC")
+        if target.master.startswith("sc://"):
+            builder = builder.remote(target.master)
+        else:
+            metastore = warehouse.parent / "spark-metastore"
+            log_config = warehouse.parent / "spark-log4j2.properties"
+            log_config.write_text(LOG4J2)
+            builder = (
+                builder.master(target.master)
+                .config("spark.sql.warehouse.dir", str(warehouse))
+                .config("spark.ui.enabled", "false")
+                .config("spark.ui.showConsoleProgress", "false")
+                .config("spark.sql.shuffle.partitions", "8")
+                .config("spark.driver.memory", os.environ.get("ARPU_SPARK_DRIVER_MEMORY", "2g"))
+                .config("spark.sql.ansi.enabled", "false")
+                .config("spark.hadoop.javax.jdo.option.ConnectionURL",
+                        f"jdbc:derby:;databaseName={metastore};create=true")
+                .config("spark.driver.extraJavaOptions",
+                        f"-Dderby.system.home={warehouse.parent} "
+                        f"-Dlog4j2.configurationFile=file:{log_config}")
+                .config("spark.log.structuredLogging.enabled", "false")
+                .enableHiveSupport()
+            )
+        try:
+            self.spark = builder.getOrCreate()
+        except Exception as exc:  # JVM or cluster not reachable
+            raise ArpuError(f"cannot start Spark: {str(exc).splitlines()[0]}",
+                            location=target.master) from None
+        self.spark.sparkContext.setLogLevel("ERROR")
+        if not self.spark.catalog.databaseExists(self.database):
+            self.spark.sql(f"create database {self.quote(self.database)}")
+        self.spark.sql(f"use {self.quote(self.database)}")
+
+    def quote(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    def _run(self, sql: str, params: list[Any] | None = None) -> Any:
+        try:
+            return self.spark.sql(sql, args=params) if params else self.spark.sql(sql)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise ArpuError(text[0] if text else type(exc).__name__, location="spark") from exc
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        self._run(sql, params).collect()
+
+    def fetch(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        frame = self._run(sql, params)
+        rows = frame.collect()
+        return list(frame.columns), [tuple(r) for r in rows]
+
+    def materialize(self, name: str, select_sql: str, kind: str) -> int | None:
+        q = f"{self.quote(self.database)}.{self.quote(name)}"
+        if self.relation_exists(name):
+            is_view = self.spark.catalog.getTable(f"{self.database}.{name}").tableType == "VIEW"
+            self._run(f"drop {'view' if is_view else 'table'} {q}")
+        if kind == "view":
+            self._run(f"create view {q} as {select_sql}")
+            return None
+        self._run(f"create table {q} using parquet as {select_sql}")
+        return int(self._run(f"select count(*) from {q}").collect()[0][0])
+
+    def relation_exists(self, name: str) -> bool:
+        return bool(self.spark.catalog.tableExists(name, self.database))
+
+    def append_raw(self, local: Any, load_id_offset: int) -> None:
+        """Each raw table of the local DuckDB goes through a Parquet file into the Spark table."""
+        with tempfile.TemporaryDirectory(dir=self.warehouse.parent) as tmp:
+            for table in ("raw_events", "raw_rejected", "raw_loads"):
+                path = Path(tmp) / f"{table}.parquet"
+                columns = [r[0] for r in local.execute(f"describe {table}").fetchall()]
+                select = ", ".join(
+                    f"load_id + {load_id_offset} as load_id" if c == "load_id"
+                    else f"cast({c} as varchar) as {c}" if c in ("properties", "traits", "context")
+                    else c for c in columns)
+                local.execute(f"copy (select {select} from {table}) to '{path}' (format parquet)")
+                frame = self.spark.read.parquet(str(path))
+                target_columns = self.spark.table(f"{self.database}.{table}").columns
+                frame.select(*target_columns).write.insertInto(f"{self.database}.{table}")
+
+    def close(self) -> None:
+        # The session stays up for the process (Spark's start-up is the expensive part).
+        pass
