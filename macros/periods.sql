@@ -1,6 +1,12 @@
 {# The three grains of the over-time relations; weeks are ISO weeks starting on Monday. #}
+{# BigQuery's WEEK starts on Sunday; ISOWEEK is its Monday week. Every other target's
+   'week' already starts on Monday. #}
 {% macro period_start(grain, column) -%}
+{%- if grain == 'week' and target.dialect == 'bigquery' -%}
+cast(date_trunc('isoweek', {{ column }}) as date)
+{%- else -%}
 cast(date_trunc('{{ grain }}', {{ column }}) as date)
+{%- endif -%}
 {%- endmacro %}
 
 {# Rows of `relation` once per grain, with `grain` and `period_start` of `column`. #}

@@ -14,6 +14,24 @@
              then src.properties -> '{{ key }}' else cast('[]' as json) end
     ) with ordinality as e(element, position)
 ) as {{ alias }}
+{%- elif target.dialect == 'redshift' %}
+(
+    {#- Redshift has no set-returning JSON function: positions 1..1000 from digits, and the
+        element by index (ingest rejects larger arrays) #}
+    select
+        src.*,
+        json_extract_array_element_text(json_extract_path_text(src.properties, '{{ key }}'),
+                                        n.position - 1) as element,
+        n.position
+    from {{ relation }} as src
+    inner join (
+        select hundreds.d * 100 + tens.d * 10 + ones.d + 1 as position
+        from {{ digits() }} as hundreds
+        cross join {{ digits() }} as tens
+        cross join {{ digits() }} as ones
+    ) as n
+        on n.position <= json_array_length(json_extract_path_text(src.properties, '{{ key }}'))
+) as {{ alias }}
 {%- elif target.dialect in ('spark', 'databricks') %}
 (
     {#- JSON is text in Spark: the elements are JSON strings, positions count from 0 #}
@@ -30,4 +48,10 @@
         with ordinality as e(element, position)
 ) as {{ alias }}
 {%- endif %}
+{%- endmacro %}
+
+
+{% macro digits() -%}
+(select 0 as d union all select 1 union all select 2 union all select 3 union all select 4
+ union all select 5 union all select 6 union all select 7 union all select 8 union all select 9)
 {%- endmacro %}

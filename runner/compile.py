@@ -181,6 +181,7 @@ class Compiler:
             ) from None
         if len(statements) != 1 or not isinstance(statements[0], exp.Query):
             raise CompileError("a model must be exactly one SELECT statement", path=model.path)
+        _check_portable(model, sql, statements[0])
         return statements[0]
 
     def compile(self, model: Model, out_dir: Path | None = None) -> CompiledModel:
@@ -193,6 +194,28 @@ class Compiler:
         header = f"-- {model.name}: compiled for {self.target.dialect} from {model.path.name}"
         path.write_text(f"{header}\n{sql}\n")
         return CompiledModel(model, sql, path)
+
+
+def _check_portable(model: Model, sql: str, tree: exp.Query) -> None:
+    """Refuse what sqlglot passes through unchanged but engines read differently: GROUP BY ALL
+    (PostgreSQL and Trino take ALL as a set quantifier), FILTER on window functions and RANGE
+    frames (missing or different on several engines)."""
+    problems: list[tuple[str, exp.Expression]] = []
+    for group in tree.find_all(exp.Group):
+        if group.args.get("all"):
+            problems.append(("GROUP BY ALL is not portable: name the columns", group))
+    for window in tree.find_all(exp.Window):
+        if window.find(exp.Filter):
+            problems.append(("FILTER in a window function is not portable: use CASE", window))
+        spec = window.args.get("spec")
+        if spec is not None and str(spec.args.get("kind", "")).upper() == "RANGE":
+            problems.append(("RANGE frames are not portable: use ROWS", window))
+    if problems:
+        message, node = problems[0]
+        text = node.sql(SOURCE_DIALECT)[:40]
+        line = next((i for i, ln in enumerate(sql.splitlines(), 1)
+                     if text.split()[0].lower() in ln.lower()), None)
+        raise CompileError(message, path=model.path, line=line)
 
 
 def _snippet(sql: str, line: int | None, col: int | None) -> str:

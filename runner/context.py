@@ -147,8 +147,9 @@ class Context:
                 model = compiler.models[name]
                 upstream_failed = failed & compiler.graph.ancestors(name)
                 if upstream_failed:
+                    why = f"upstream failed: {', '.join(sorted(upstream_failed))}"
                     res = ModelResult(name, "skipped", materialized=model.materialized,
-                                      error=f"upstream failed: {', '.join(sorted(upstream_failed))}")
+                                      error=why)
                     result.results.append(res)
                     notify("done", name, res)
                     continue

@@ -63,8 +63,8 @@ create or replace temp macro _num_problem(v) as (
 );
 -- ISO 8601 date or date-time with an optional offset; anything looser is not a time
 create or replace temp macro _ts(v) as (
-    case when regexp_full_match(trim(v),
-        '\d{4}-\d{2}-\d{2}([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?')
+    case when regexp_full_match(trim(v), '\d{4}-\d{2}-\d{2}'
+        || '([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?')
     then try_cast(replace(upper(trim(v)), ',', '.') as timestamptz) at time zone 'UTC' end
 );
 """

@@ -70,3 +70,31 @@ def segment_examples() -> list[Path]:
             pytest.fail(f"{SEGMENT_EXAMPLES} is missing (set ARPU_SEGMENT_EXAMPLES)")
         pytest.skip(f"{SEGMENT_EXAMPLES} not present")
     return files
+
+
+SPEC_KEYS = {
+    "stg_events": "event_id",
+    "fct_orders": "order_id",
+    "fct_product_purchases": "order_id, line_number",
+    "fct_product_views": "event_id",
+    "dim_users": "user_key",
+    "category_funnel": "category",
+    "category_price_stats": "category",
+    "category_opportunities": "category",
+    "cohort_non_converted": "category, user_key",
+    "arpu_timeseries": "grain, period_start, segment",
+    "category_conversion_timeseries": "grain, period_start, segment, category",
+    "experiment_results": "experiment, variant",
+    "rejected_events": "source_file, line_number",
+}
+
+
+def use_isolated_targets(project: ProjectHarness, name: str) -> None:
+    """Point the postgres and spark targets of a project copy at their own schema/database."""
+    import yaml
+
+    path = project.root / "arpu.yml"
+    config = yaml.safe_load(path.read_text())
+    config["targets"]["postgres"]["schema"] = f"arpu_test_{name}_{os.getpid()}"
+    config["targets"]["spark"]["database"] = f"arpu_test_{name}_{os.getpid()}"
+    path.write_text(yaml.safe_dump(config))

@@ -13,7 +13,6 @@ from runner.config import SparkTarget
 from runner.engines.base import Engine
 from runner.errors import ArpuError
 
-
 # Spark's own logging, quiet: arpu reports errors itself, one line each.
 LOG4J2 = """rootLogger.level = error
 rootLogger.appenderRef.stderr.ref = console

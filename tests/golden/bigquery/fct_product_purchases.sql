@@ -1,0 +1,34 @@
+-- fct_product_purchases: compiled for bigquery from fct_product_purchases.sql
+/*
+description: >
+  One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
+  Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
+  and line_revenue.
+unique_key: [order_id, line_number]
+tags: [facts]
+*/
+WITH lines AS (
+  SELECT
+    l.order_id,
+    CAST(l.position AS INT64) AS line_number,
+    l.user_key,
+    l.ordered_at AS purchased_at,
+    JSON_EXTRACT_SCALAR(l.element, '$.product_id') AS product_id,
+    JSON_EXTRACT_SCALAR(l.element, '$.sku') AS sku,
+    JSON_EXTRACT_SCALAR(l.element, '$.category') AS category,
+    JSON_EXTRACT_SCALAR(l.element, '$.name') AS name,
+    SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS FLOAT64) AS price,
+    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity
+  FROM (
+    SELECT
+      src.*,
+      element,
+      position + 1 AS position
+    FROM `int_orders` AS src
+    CROSS JOIN UNNEST(CAST(JSON_EXTRACT(src.properties, '$.products') AS ARRAY<JSON>)) AS element WITH OFFSET AS position
+  ) AS l
+)
+SELECT
+  *,
+  price * quantity AS line_revenue
+FROM lines

@@ -1,0 +1,134 @@
+-- fct_product_purchases: compiled for redshift from fct_product_purchases.sql
+/*
+description: >
+  One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
+  Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
+  and line_revenue.
+unique_key: [order_id, line_number]
+tags: [facts]
+*/
+WITH lines AS (
+  SELECT
+    l.order_id,
+    CAST(l.position AS INTEGER) AS line_number,
+    l.user_key,
+    l.ordered_at AS purchased_at,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'product_id') AS product_id,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'sku') AS sku,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'category') AS category,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'name') AS name,
+    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'price')) AS DOUBLE PRECISION) AS price,
+    COALESCE(
+      TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')) AS DOUBLE PRECISION),
+      1
+    ) AS quantity
+  FROM (
+    SELECT
+      src.*,
+      JSON_EXTRACT_ARRAY_ELEMENT_TEXT(JSON_EXTRACT_PATH_TEXT(src.properties, 'products'), n.position - 1) AS element,
+      n.position
+    FROM "int_orders" AS src
+    INNER JOIN (
+      SELECT
+        hundreds.d * 100 + tens.d * 10 + ones.d + 1 AS position
+      FROM (
+        SELECT
+          0 AS d
+        UNION ALL
+        SELECT
+          1
+        UNION ALL
+        SELECT
+          2
+        UNION ALL
+        SELECT
+          3
+        UNION ALL
+        SELECT
+          4
+        UNION ALL
+        SELECT
+          5
+        UNION ALL
+        SELECT
+          6
+        UNION ALL
+        SELECT
+          7
+        UNION ALL
+        SELECT
+          8
+        UNION ALL
+        SELECT
+          9
+      ) AS hundreds
+      CROSS JOIN (
+        SELECT
+          0 AS d
+        UNION ALL
+        SELECT
+          1
+        UNION ALL
+        SELECT
+          2
+        UNION ALL
+        SELECT
+          3
+        UNION ALL
+        SELECT
+          4
+        UNION ALL
+        SELECT
+          5
+        UNION ALL
+        SELECT
+          6
+        UNION ALL
+        SELECT
+          7
+        UNION ALL
+        SELECT
+          8
+        UNION ALL
+        SELECT
+          9
+      ) AS tens
+      CROSS JOIN (
+        SELECT
+          0 AS d
+        UNION ALL
+        SELECT
+          1
+        UNION ALL
+        SELECT
+          2
+        UNION ALL
+        SELECT
+          3
+        UNION ALL
+        SELECT
+          4
+        UNION ALL
+        SELECT
+          5
+        UNION ALL
+        SELECT
+          6
+        UNION ALL
+        SELECT
+          7
+        UNION ALL
+        SELECT
+          8
+        UNION ALL
+        SELECT
+          9
+      ) AS ones
+    ) AS n
+      ON n.position <= JSON_ARRAY_LENGTH(JSON_EXTRACT_PATH_TEXT(src.properties, 'products'))
+  ) AS l
+)
+SELECT
+  *,
+  price * quantity AS line_revenue
+FROM lines

@@ -1,0 +1,38 @@
+-- int_orders: compiled for redshift from int_orders.sql
+/*
+description: >
+  `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
+  then event_id, counts), with their products array. An order without order_id is keyed by its
+  event_id.
+unique_key: order_id
+tags: [facts]
+*/
+WITH completed AS (
+  SELECT
+    COALESCE(JSON_EXTRACT_PATH_TEXT(properties, 'order_id'), event_id) AS order_id,
+    event_id,
+    user_key,
+    event_ts AS ordered_at,
+    received_at,
+    properties
+  FROM "stg_events"
+  WHERE
+    message_type = 'track' AND event_name = 'Order Completed'
+), ranked AS (
+  SELECT
+    *,
+    ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY ordered_at, received_at, event_id) AS copy_rank
+  FROM completed
+)
+SELECT
+  order_id,
+  event_id,
+  user_key,
+  ordered_at,
+  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'revenue')) AS DOUBLE PRECISION) AS stated_revenue,
+  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'total')) AS DOUBLE PRECISION) AS stated_total,
+  JSON_EXTRACT_PATH_TEXT(properties, 'currency') AS currency,
+  properties
+FROM ranked
+WHERE
+  copy_rank = 1

@@ -1,0 +1,29 @@
+-- rejected_events: compiled for redshift from rejected_events.sql
+/*
+description: >
+  Every input line that could not be loaded, with the file, physical line number, raw text and
+  reason. A line rejected again by re-ingesting the same file is kept once (its first load).
+unique_key: [source_file, line_number]
+tags: [quality]
+*/
+WITH ranked AS (
+  SELECT
+    source_file,
+    line_number,
+    "raw",
+    reason,
+    loaded_at,
+    load_id,
+    ROW_NUMBER() OVER (PARTITION BY source_file, line_number, "raw" ORDER BY load_id) AS copy_rank
+  FROM "raw_rejected"
+)
+SELECT
+  source_file,
+  line_number,
+  "raw",
+  reason,
+  loaded_at,
+  load_id
+FROM ranked
+WHERE
+  copy_rank = 1

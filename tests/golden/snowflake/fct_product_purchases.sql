@@ -1,0 +1,34 @@
+-- fct_product_purchases: compiled for snowflake from fct_product_purchases.sql
+/*
+description: >
+  One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
+  Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
+  and line_revenue.
+unique_key: [order_id, line_number]
+tags: [facts]
+*/
+WITH lines AS (
+  SELECT
+    l.order_id,
+    CAST(l.position AS INT) AS line_number,
+    l.user_key,
+    l.ordered_at AS purchased_at,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'product_id') AS product_id,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'sku') AS sku,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'category') AS category,
+    JSON_EXTRACT_PATH_TEXT(l.element, 'name') AS name,
+    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'price')) AS DOUBLE) AS price,
+    COALESCE(TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')) AS DOUBLE), 1) AS quantity
+  FROM (
+    SELECT
+      src.*,
+      e.element,
+      e.position + 1 AS position
+    FROM "int_orders" AS src
+    CROSS JOIN TABLE(FLATTEN(INPUT => CAST(GET_PATH(PARSE_JSON(src.properties), 'products') AS ARRAY(VARIANT)))) AS e(seq, key, path, position, element, this)
+  ) AS l
+)
+SELECT
+  *,
+  price * quantity AS line_revenue
+FROM lines

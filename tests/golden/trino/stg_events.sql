@@ -1,0 +1,78 @@
+-- stg_events: compiled for trino from stg_events.sql
+/*
+description: >
+  One row per Segment message, deduplicated by messageId (the copy with the earliest receivedAt,
+  then load order, wins), with event time in UTC and the stitched identity `user_key`: the userId,
+  else the userId of the latest message carrying both this anonymousId and a userId, else the
+  anonymousId. `context` stays in raw_events (it is large and no model reads it).
+  Messages without a messageId get `md5:` + the hash of their raw text as event_id.
+materialized: table
+unique_key: event_id
+tags: [staging]
+*/
+WITH keyed AS (
+  /* narrow rows for the dedupe window; the payload joins back to the winners only */
+  SELECT
+    COALESCE(message_id, content_id) AS event_id,
+    load_id,
+    record_number,
+    received_at
+  FROM "raw_events"
+), winners AS (
+  SELECT
+    event_id,
+    load_id,
+    record_number
+  FROM (
+    SELECT
+      *,
+      ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at ASC, load_id, record_number) AS copy_rank
+    FROM keyed
+  ) AS ranked
+  WHERE
+    copy_rank = 1
+), deduped AS (
+  SELECT
+    w.event_id,
+    r.*
+  FROM "raw_events" AS r
+  INNER JOIN winners AS w
+    ON r.load_id = w.load_id AND r.record_number = w.record_number
+), anonymous_to_user AS (
+  SELECT
+    anonymous_id,
+    user_id AS stitched_user_id
+  FROM (
+    SELECT
+      anonymous_id,
+      user_id,
+      ROW_NUMBER() OVER (PARTITION BY anonymous_id ORDER BY event_ts DESC, received_at DESC, event_id DESC) AS recency
+    FROM deduped
+    WHERE
+      NOT anonymous_id IS NULL AND NOT user_id IS NULL
+  ) AS latest
+  WHERE
+    recency = 1
+), stitched AS (
+  SELECT
+    d.event_id,
+    d.message_type,
+    CASE WHEN d.message_type = 'track' THEN d.event ELSE d.message_type END AS event_name,
+    COALESCE(d.user_id, a.stitched_user_id, d.anonymous_id) AS user_key,
+    d.user_id,
+    d.anonymous_id,
+    d.event_ts,
+    d.received_at,
+    d.sent_at,
+    d.properties,
+    d.traits,
+    d.load_id,
+    d.source_file,
+    d.line_number
+  FROM deduped AS d
+  LEFT JOIN anonymous_to_user AS a
+    ON d.user_id IS NULL AND d.anonymous_id = a.anonymous_id
+)
+SELECT
+  *
+FROM stitched
