@@ -105,7 +105,7 @@ class Compiler:
             undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
         )
         env.globals.update(var=self._var, target=self.target, ref=self._ref,
-                           source=self._source)
+                           source=self._source, source_format=self.config.source.format)
         # All macro files form one module, so macros may call each other across files.
         macros_dir = self.project_dir / self.config.macros_path
         files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
@@ -143,7 +143,8 @@ class Compiler:
             self._capture[1].append((source_name, table))
         schema = self.config.source.schema_
         if self.config.source.format == "segment_warehouse" and schema:
-            return f'"{schema}"."{table}"'
+            return ".".join(exp.to_identifier(part, quoted=True).sql(SOURCE_DIALECT)
+                            for part in (schema, table))
         return self.relation(table)
 
     def _capture_dependencies(self, model: Model) -> None:

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import json
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,15 @@ def build_with_progress(ctx: Context, select: list[str] | None, console: Console
     """mode: `build` (run and validate), `run` (no validation) or `test` (validate only)."""
     total = len(ctx.compiler().graph.select(select))
     verb = {"build": "Building", "run": "Running", "test": "Testing"}[mode]
+    target = ctx.config.targets[ctx.target_name]
+    started = time.perf_counter()
+    with console.status(f"Connecting to {ctx.target_name} ({target.type})"
+                        + (f", starting Spark on {target.master}" if target.type == "spark"
+                           else "")):
+        ctx.engine()
+    if target.type != "duckdb":
+        console.print(f"Connected to {ctx.target_name} ({target.type}) in "
+                      f"{time.perf_counter() - started:.1f} s", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"{verb} on {ctx.target_name}", total=total)

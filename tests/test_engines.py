@@ -39,8 +39,9 @@ def relations(project: ProjectHarness, target: str) -> dict[str, list[dict[str, 
 
 
 def assert_same(expected: dict[str, list[dict[str, Any]]],
-                actual: dict[str, list[dict[str, Any]]], engine: str) -> None:
-    for name in SPEC_KEYS:
+                actual: dict[str, list[dict[str, Any]]], engine: str,
+                only: set[str] | None = None) -> None:
+    for name in sorted(only or SPEC_KEYS):
         left, right = expected[name], actual[name]
         assert len(left) == len(right), f"{engine}: {name} has {len(right)} rows, not {len(left)}"
         for row_a, row_b in zip(left, right, strict=True):

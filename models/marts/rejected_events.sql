@@ -5,6 +5,16 @@ description: >
 unique_key: [source_file, line_number]
 tags: [quality]
 */
+{% if source_format == 'segment_warehouse' -%}
+-- Segment's warehouse destination keeps no rejected lines: the relation exists, empty.
+with ranked as (
+    select
+        cast(null as varchar) as source_file, cast(null as bigint) as line_number,
+        cast(null as varchar) as raw, cast(null as varchar) as reason,
+        cast(null as timestamp) as loaded_at, cast(null as bigint) as load_id, 1 as copy_rank
+    where false
+)
+{%- else -%}
 with ranked as (
     select
         source_file,
@@ -18,6 +28,7 @@ with ranked as (
         ) as copy_rank
     from {{ source('segment', 'raw_rejected') }}
 )
+{%- endif %}
 
 select source_file, line_number, raw, reason, loaded_at, load_id
 from ranked

@@ -9,14 +9,18 @@ materialized: table
 unique_key: event_id
 tags: [staging]
 */
-with keyed as (
+with raw as (
+    {{ raw_messages() }}
+),
+
+keyed as (
     -- narrow rows for the dedupe window; the payload joins back to the winners only
     select
         coalesce(message_id, content_id) as event_id,
         load_id,
         record_number,
         received_at
-    from {{ source('segment', 'raw_events') }}
+    from raw
 ),
 
 winners as (
@@ -35,7 +39,7 @@ winners as (
 
 deduped as (
     select w.event_id, r.*
-    from {{ source('segment', 'raw_events') }} as r
+    from raw as r
     inner join winners as w on r.load_id = w.load_id and r.record_number = w.record_number
 ),
 

@@ -10,14 +10,32 @@ materialized: table
 unique_key: event_id
 tags: [staging]
 */
-WITH keyed AS (
+WITH raw AS (
+  SELECT
+    message_id,
+    content_id,
+    load_id,
+    record_number,
+    message_type,
+    event,
+    user_id,
+    anonymous_id,
+    event_ts,
+    received_at,
+    sent_at,
+    properties,
+    traits,
+    source_file,
+    line_number
+  FROM "raw_events"
+), keyed AS (
   /* narrow rows for the dedupe window; the payload joins back to the winners only */
   SELECT
     COALESCE(message_id, content_id) AS event_id,
     load_id,
     record_number,
     received_at
-  FROM "raw_events"
+  FROM raw
 ), winners AS (
   SELECT
     event_id,
@@ -35,7 +53,7 @@ WITH keyed AS (
   SELECT
     w.event_id,
     r.*
-  FROM "raw_events" AS r
+  FROM raw AS r
   INNER JOIN winners AS w
     ON r.load_id = w.load_id AND r.record_number = w.record_number
 ), anonymous_to_user AS (
