@@ -57,6 +57,8 @@ class CompileOnlyTarget(_Strict):
     type: Literal["snowflake", "bigquery", "redshift", "trino", "databricks", "clickhouse"]
 
 
+TARGET_TYPES = {"duckdb", "postgres", "spark", "snowflake", "bigquery", "redshift", "trino",
+                "databricks", "clickhouse"}
 Target = Annotated[
     DuckDBTarget | PostgresTarget | SparkTarget | CompileOnlyTarget, Field(discriminator="type")
 ]
@@ -125,8 +127,16 @@ def _location(path: Path, text: str, loc: tuple[Any, ...]) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
+def _loc(err: Any) -> tuple[Any, ...]:
+    """The error's key path without pydantic's union tags (targets.<name>.<type>.<key>)."""
+    loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+    if len(loc) > 3 and loc[0] == "targets" and loc[2] in TARGET_TYPES:
+        loc = loc[:2] + loc[3:]
+    return loc
+
+
 def _format_error(err: Any) -> str:
-    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    key = ".".join(str(p) for p in _loc(err))
     kinds = {"extra_forbidden": "unknown key", "missing": "missing key"}
     msg = kinds.get(err["type"], err["msg"])
     return f"{key}: {msg}" if key else msg
@@ -149,7 +159,7 @@ def load_config(project_dir: Path, overrides: dict[str, Any] | None = None) -> C
         config = Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(_format_error(err), location=_location(path, text, err["loc"])) from None
+        raise ConfigError(_format_error(err), location=_location(path, text, _loc(err))) from None
     if config.target not in config.targets:
         raise ConfigError(f"target: '{config.target}' is not defined under targets",
                           location=str(path))
