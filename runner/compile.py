@@ -78,6 +78,26 @@ class CompiledModel:
     path: Path  # target/compiled/<dialect>/<model>.sql
 
 
+def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
+    """A Jinja environment with `functions` and every macro of `macros_dir` as globals. All
+    macro files form one module, so macros may call each other across files."""
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    env.globals.update(functions)
+    files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
+    for path in files:
+        try:
+            env.parse(path.read_text())
+        except jinja2.TemplateSyntaxError as exc:
+            raise CompileError(exc.message or "bad macro", path=path, line=exc.lineno) from None
+    module = env.from_string("\n".join(p.read_text() for p in files)).module
+    for name in dir(module):
+        if not name.startswith("_"):
+            env.globals[name] = getattr(module, name)
+    return env
+
+
 class Compiler:
     def __init__(self, project_dir: Path, config: Config, target_name: str) -> None:
         self.project_dir = project_dir
@@ -101,24 +121,11 @@ class Compiler:
 
     # -- Jinja -------------------------------------------------------------------------------
     def _environment(self) -> jinja2.Environment:
-        env = jinja2.Environment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+        return macro_environment(
+            self.project_dir / self.config.macros_path,
+            var=self._var, target=self.target, ref=self._ref, source=self._source,
+            source_format=self.config.source.format,
         )
-        env.globals.update(var=self._var, target=self.target, ref=self._ref,
-                           source=self._source, source_format=self.config.source.format)
-        # All macro files form one module, so macros may call each other across files.
-        macros_dir = self.project_dir / self.config.macros_path
-        files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
-        for path in files:
-            try:
-                env.parse(path.read_text())
-            except jinja2.TemplateSyntaxError as exc:
-                raise CompileError(exc.message or "bad macro", path=path, line=exc.lineno) from None
-        module = env.from_string("\n".join(p.read_text() for p in files)).module
-        for name in dir(module):
-            if not name.startswith("_"):
-                env.globals[name] = getattr(module, name)
-        return env
 
     def _var(self, name: str) -> SqlValue:
         values = self.config.vars.model_dump()

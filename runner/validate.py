@@ -336,25 +336,15 @@ class Validator:
         return sql.strip().rstrip(";").replace("{", "{{").replace("}", "}}")
 
     def _environment(self) -> jinja2.Environment:
-        if self._env is not None:
-            return self._env
-        from runner.compile import TargetInfo
+        if self._env is None:
+            from runner.compile import TargetInfo, macro_environment
 
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                 keep_trailing_newline=True)
-        env.globals.update(
-            var=self._var, ref=self._ref,
-            source=lambda _source, table: self.relation_name(table),
-            target=TargetInfo("", self.engine.dialect, None),
-        )
-        files = sorted(self.macros_dir.glob("**/*.sql")) if self.macros_dir.exists() else []
-        if files:
-            module = env.from_string("\n".join(p.read_text() for p in files)).module
-            for name in dir(module):
-                if not name.startswith("_"):
-                    env.globals[name] = getattr(module, name)
-        self._env = env
-        return env
+            self._env = macro_environment(
+                self.macros_dir, var=self._var, ref=self._ref,
+                source=lambda _source, table: self.relation_name(table),
+                target=TargetInfo("", self.engine.dialect, None), source_format="messages",
+            )
+        return self._env
 
     def _ref(self, name: str) -> str:
         self._refs.append(name)
