@@ -234,7 +234,8 @@ class Context:
     def _write_results(self, result: BuildResult, dialect: str) -> None:
         write_run_results(self.target_dir, result, dialect)
         if result.validated:
-            from runner.validate import ExpectationResult, write_junit
+            from runner.junit import write_junit
+            from runner.validate import ExpectationResult
 
             write_junit(self.target_dir / "junit.xml", [
                 ExpectationResult(r.model, e["expectation"], e["severity"], e["success"],

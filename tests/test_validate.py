@@ -17,7 +17,8 @@ from conftest import ROOT, ProjectHarness
 
 from runner.context import Context
 from runner.errors import ConfigError
-from runner.validate import ExpectationResult, Validator, write_junit
+from runner.junit import write_junit
+from runner.validate import ExpectationResult, Validator
 
 SPEC_RELATIONS = [
     "stg_events", "fct_orders", "fct_product_purchases", "fct_product_views", "dim_users",
