@@ -37,7 +37,7 @@ def _iso(value: Any) -> Any:
 
 
 def export_cohort(ctx: Context, category: str | None, fmt: str, out: TextIO) -> ExportSummary:
-    engine = ctx.engine()
+    engine = ctx.reader()
     relation = ctx.compiler().relation
     for name in ("cohort_non_converted", "category_opportunities", "dim_users"):
         if not engine.relation_exists(name):

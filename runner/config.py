@@ -22,7 +22,9 @@ class _Strict(BaseModel):
 
 class DuckDBTarget(_Strict):
     type: Literal["duckdb"] = "duckdb"
-    path: str = Field("arpu.duckdb", description="Database file, relative to the project.")
+    path: str = Field("arpu.duckdb", description="The published database BI tools read.")
+    work_path: str | None = Field(
+        None, description="Where ingest and build work (default: <path stem>.work.duckdb).")
     threads: int | None = Field(None, description="DuckDB worker threads (default: all cores).")
     memory_limit: str | None = Field(None, description="e.g. '4GB'; larger data spills to disk.")
     temp_directory: str | None = Field(None, description="Where DuckDB spills.")

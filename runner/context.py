@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from runner.artifacts import BuildResult, ModelResult, write_manifest, write_run_results
 from runner.config import Config, load_config
 from runner.errors import ArpuError, ConfigError
+from runner.faults import fault_point
 
 if TYPE_CHECKING:
     from runner.compile import CompiledModel, Compiler
@@ -41,6 +42,7 @@ class Context:
             )
         self._compilers: dict[str, Compiler] = {}
         self._engine: Engine | None = None
+        self._reader: Engine | None = None
 
     @property
     def target_dir(self) -> Path:
@@ -54,17 +56,30 @@ class Context:
             self._compilers[name] = Compiler(self.project_dir, self.config, name)
         return self._compilers[name]
 
-    def engine(self, read_only: bool = False) -> Engine:
+    def engine(self) -> Engine:
+        """Where arpu ingests and builds."""
         if self._engine is None:
             from runner.engines import connect
 
-            self._engine = connect(self.project_dir, self.config, self.target_name, read_only)
+            self._engine = connect(self.project_dir, self.config, self.target_name)
         return self._engine
 
+    def reader(self) -> Engine:
+        """What BI tools read: the published relations (DuckDB: the published file)."""
+        if self.config.targets[self.target_name].type != "duckdb":
+            return self.engine()
+        if self._reader is None:
+            from runner.engines import connect
+
+            self._reader = connect(self.project_dir, self.config, self.target_name,
+                                   published=True)
+        return self._reader
+
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        for engine in (self._engine, self._reader):
+            if engine is not None:
+                engine.close()
+        self._engine = self._reader = None
 
     def __enter__(self) -> Context:
         return self
@@ -155,6 +170,7 @@ class Context:
                     continue
                 notify("start", name, None)
                 res = self._run_model(compiler, engine, model)
+                fault_point(f"model:{name}")
                 if res.status == "success" and validator is not None:
                     self._check(validator, model, res)
                 if res.status != "success":
@@ -165,6 +181,9 @@ class Context:
             if validator is not None:
                 validator.close()
         result.validation_seconds = sum(r.validation_seconds for r in result.results)
+        if result.success:
+            self._close_reader()  # our own read connection must not pin the old file
+            engine.publish([n for n in compiler.graph.order if engine.relation_exists(n)])
         if engine.relation_exists("stg_events") and engine.relation_exists("raw_events"):
             raw = int(engine.scalar("select count(*) from raw_events"))
             kept = int(engine.scalar("select count(*) from stg_events"))
@@ -181,7 +200,7 @@ class Context:
         compiler = self.compiler()
         names = compiler.graph.select(select)
         result = BuildResult(target=self.target_name, validated=True)
-        validator = self._validator(names)
+        validator = self._validator(names, published=True)
         try:
             for name in names:
                 model = compiler.models[name]
@@ -197,11 +216,18 @@ class Context:
         self._write_results(result, compiler.target.dialect)
         return result
 
-    def _validator(self, names: list[str], fast: bool = False) -> Validator:
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _validator(self, names: list[str], fast: bool = False, published: bool = False
+                   ) -> Validator:
         from runner.validate import Validator
 
         compiler = self.compiler()
-        validator = Validator(self.project_dir, self.engine(), compiler.relation,
+        engine = self.reader() if published else self.engine()
+        validator = Validator(self.project_dir, engine, compiler.relation,
                               self.config.vars.model_dump(), graph=compiler.graph,
                               macros_dir=self.project_dir / self.config.macros_path, fast=fast)
         try:
@@ -265,11 +291,15 @@ class Context:
         compiler = self.compiler()
         if name not in compiler.models and name not in ("raw_events", "raw_rejected", "raw_loads"):
             raise ConfigError(f"no model named '{name}' (see `arpu ls`)", location="arpu show")
-        engine = self.engine()
+        engine = self._reader_for(name)
         if not engine.relation_exists(name):
             raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")
         return engine.fetch(self._sql(f"select * from {compiler.relation(name)} "
                                       f"limit {int(limit)}"))
+
+    def _reader_for(self, name: str) -> Engine:
+        """Raw tables live where arpu works; models are read where they are published."""
+        return self.engine() if name.startswith("raw_") else self.reader()
 
     def _sql(self, sql: str) -> str:
         """A query written in the models' dialect (DuckDB), for the target's engine."""
@@ -282,7 +312,7 @@ class Context:
 
     def rows(self, name: str, order_by: str | None = None) -> list[dict[str, Any]]:
         """Every row of a relation as dicts (tests and exports)."""
-        engine = self.engine()
+        engine = self._reader_for(name)
         relation = self.compiler().relation(name)
         sql = f"select * from {relation}" + (f" order by {order_by}" if order_by else "")
         columns, rows = engine.fetch(self._sql(sql))

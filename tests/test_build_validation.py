@@ -8,6 +8,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import duckdb
 import pytest
 from conftest import ProjectHarness
 
@@ -102,9 +103,10 @@ def test_warn_expectation_is_reported_and_build_goes_on(tmp_path: Path) -> None:
 
 
 def test_arpu_test_names_relation_expectation_and_observed(sample: ProjectHarness) -> None:
-    with sample.context() as ctx:
-        ctx.engine().execute("create table dim_users_copy as select * from dim_users")
-        ctx.engine().execute("insert into dim_users select * from dim_users limit 1")
+    published = duckdb.connect(str(sample.root / "arpu.duckdb"))  # what BI tools read
+    published.execute("create table dim_users_copy as select * from dim_users")
+    published.execute("insert into dim_users select * from dim_users limit 1")
+    published.close()
     try:
         proc = _arpu(sample.root, "test", "--select", "dim_users")
         out = " ".join((proc.stdout + proc.stderr).split())
@@ -121,10 +123,10 @@ def test_arpu_test_names_relation_expectation_and_observed(sample: ProjectHarnes
         assert names[0] == "expect_column_values_to_be_unique(user_key)"
         assert names[1].startswith("unexpected_rows(one row per user_key")
     finally:
-        with sample.context() as ctx:
-            ctx.engine().execute("create or replace table dim_users as "
-                                 "select * from dim_users_copy")
-            ctx.engine().execute("drop table dim_users_copy")
+        published = duckdb.connect(str(sample.root / "arpu.duckdb"))
+        published.execute("create or replace table dim_users as select * from dim_users_copy")
+        published.execute("drop table dim_users_copy")
+        published.close()
 
 
 def test_run_skips_validation(sample: ProjectHarness) -> None:

@@ -12,12 +12,15 @@ if TYPE_CHECKING:
     from runner.engines.base import Engine
 
 
-def connect(project_dir: Path, config: Config, target_name: str, read_only: bool = False) -> Engine:
+def connect(project_dir: Path, config: Config, target_name: str, published: bool = False
+            ) -> Engine:
+    """The target's connection; `published` asks for what BI tools read (for DuckDB, the
+    published file, read-only), otherwise where arpu builds."""
     target = config.targets[target_name]
     if target.type == "duckdb":
         from runner.engines.duckdb import DuckDBEngine
 
-        return DuckDBEngine(project_dir, target, read_only=read_only)
+        return DuckDBEngine(project_dir, target, read_only=published, published=published)
     if target.type == "postgres":
         from runner.engines.postgres import PostgresEngine
 

@@ -42,6 +42,10 @@ class Engine(ABC):
         """Copy the raw tables of a local DuckDB connection (one ingest) into this target."""
         raise NotImplementedError(f"ingest into {self.dialect} is not supported")
 
+    def publish(self, names: list[str]) -> None:
+        """Make the built relations visible to readers; engines that replace each relation in
+        place (PostgreSQL in one transaction per model, Spark) have nothing more to do."""
+
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
 

@@ -1,7 +1,16 @@
-"""DuckDB, the embedded default target."""
+"""DuckDB, the embedded default target.
+
+Two files: the work database (raw tables, incremental state, every model as built) that only
+arpu opens, and the published database at the target's `path` that BI tools, `arpu show` and
+`arpu test` read. A successful build writes a complete copy of its relations to a new file and
+renames it over the published one: readers never wait on arpu's lock, a reader that is already
+connected keeps the snapshot it opened, and a build that fails or is killed leaves the last
+published file as it was.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +19,26 @@ import duckdb
 from runner.config import DuckDBTarget
 from runner.engines.base import Engine
 from runner.errors import ArpuError
+from runner.faults import fault_point
 
 
 class DuckDBEngine(Engine):
     dialect = "duckdb"
 
-    def __init__(self, project_dir: Path, target: DuckDBTarget, read_only: bool = False) -> None:
-        self.path = Path(target.path)
-        if not self.path.is_absolute():
-            self.path = project_dir / self.path
+    def __init__(self, project_dir: Path, target: DuckDBTarget, read_only: bool = False,
+                 published: bool = False) -> None:
+        self.published_path = Path(target.path)
+        if not self.published_path.is_absolute():
+            self.published_path = project_dir / self.published_path
+        if target.work_path:
+            work = Path(target.work_path)
+            self.work_path = work if work.is_absolute() else project_dir / work
+        else:
+            self.work_path = self.published_path.with_name(
+                self.published_path.stem + ".work" + self.published_path.suffix)
+        self.path = self.published_path if published else self.work_path
+        if published and not self.path.exists():
+            raise ArpuError("nothing is published yet: run `arpu build`", location=str(self.path))
         options: dict[str, Any] = {}
         if target.threads:
             options["threads"] = target.threads
@@ -64,6 +84,34 @@ class DuckDBEngine(Engine):
                             f"and {column} = ?", [name])
         if found:
             self.con.execute(f"drop {kind} {self.quote(name)}")
+
+    def publish(self, names: list[str]) -> None:
+        """Copy `names` (every relation of the work database they are in) into a new file and
+        rename it over the published database: all relations change at once."""
+        target = self.published_path
+        for stale in target.parent.glob(target.name + ".publishing-*"):
+            stale.unlink(missing_ok=True)  # left by a build that was killed while publishing
+        tmp = target.with_name(f"{target.name}.publishing-{os.getpid()}")
+        self.con.execute(f"attach '{tmp}' as publishing")
+        try:
+            for name in names:
+                q = self.quote(name)
+                self.con.execute(f"create table publishing.{q} as select * from main.{q}")
+            self.con.execute("checkpoint publishing")
+        finally:
+            self.con.execute("detach publishing")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fault_point("publish")
+        os.replace(tmp, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def relation_exists(self, name: str) -> bool:
         return bool(self.scalar(

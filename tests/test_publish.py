@@ -1,0 +1,150 @@
+"""Atomic, BI-safe publishing: readers always get a complete, consistent set of relations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import ProjectHarness
+
+from runner.context import Context
+
+READER = r"""
+import json, sys, time, duckdb
+path, seconds = sys.argv[1], float(sys.argv[2])
+errors, queries, snapshots = [], 0, set()
+con = duckdb.connect(path, read_only=True)  # a BI tool's connection, held across builds
+deadline = time.time() + seconds
+while time.time() < deadline:
+    try:
+        if queries % 20 == 19:  # and new connections now and then, as a dashboard makes them
+            con.close()
+            con = duckdb.connect(path, read_only=True)
+        lines, count_sum, viewers = con.execute(
+            "select (select count(*) from fct_product_purchases), "
+            "(select sum(product_count) from fct_orders), "
+            "(select sum(viewers) from category_funnel)").fetchall()[0]
+        if lines != count_sum:
+            errors.append(f"inconsistent snapshot: {lines} lines, {count_sum} in orders")
+        snapshots.add(viewers)
+        queries += 1
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+print(json.dumps({"errors": errors[:5], "error_count": len(errors), "queries": queries,
+                  "snapshots": sorted(snapshots)}))
+"""
+
+
+def arpu(project: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("ARPU_FAULT", None)
+    if fault:
+        env["ARPU_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def published(project: ProjectHarness) -> dict[str, object]:
+    """What a reader sees: a few numbers from several relations, checked for consistency."""
+    con = duckdb.connect(str(project.root / "arpu.duckdb"), read_only=True)
+    try:
+        lines, count_sum, orders, viewers, arpu_rows = con.execute(
+            "select (select count(*) from fct_product_purchases), "
+            "(select sum(product_count) from fct_orders), (select count(*) from fct_orders), "
+            "(select sum(viewers) from category_funnel), "
+            "(select count(*) from arpu_timeseries)").fetchall()[0]
+    finally:
+        con.close()
+    assert lines == count_sum
+    return {"orders": orders, "viewers": viewers, "arpu_rows": arpu_rows}
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> ProjectHarness:
+    project = ProjectHarness(tmp_path / "project", with_sample=True)
+    proc = arpu(project.root, "build")
+    assert proc.returncode == 0, proc.stderr
+    return project
+
+
+def test_publish_writes_the_target_path_and_keeps_work_apart(sample: ProjectHarness) -> None:
+    assert (sample.root / "arpu.duckdb").exists() and (sample.root / "arpu.work.duckdb").exists()
+    con = duckdb.connect(str(sample.root / "arpu.duckdb"), read_only=True)
+    tables = {r[0] for r in con.execute("select table_name from information_schema.tables")
+              .fetchall()}
+    con.close()
+    assert {"stg_events", "fct_orders", "arpu_timeseries", "experiment_results"} <= tables
+    assert not any(t.startswith("raw_") for t in tables)  # raw data stays in the work file
+    assert not list(sample.root.glob("arpu.duckdb.publishing-*"))
+
+
+def test_reader_never_errs_while_builds_run(sample: ProjectHarness, tmp_path: Path) -> None:
+    script = tmp_path / "reader.py"
+    script.write_text(READER)
+    reader = subprocess.Popen([sys.executable, str(script), str(sample.root / "arpu.duckdb"),
+                               "25"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    builds = []
+    for window in (3, 7, 1, 7):  # different windows: the published numbers change
+        vars_ = json.dumps({"conversion_window_days": window})
+        builds.append(arpu(sample.root, "build", "--vars", vars_).returncode)
+    out, _ = reader.communicate(timeout=120)
+    report = json.loads(out)
+    assert builds == [0, 0, 0, 0]  # a held read-only connection does not block a build
+    assert report["error_count"] == 0, report["errors"]
+    assert report["queries"] > 100
+    assert len(report["snapshots"]) >= 1
+
+
+@pytest.mark.parametrize("fault", ["model:stg_events", "model:fct_orders",
+                                   "model:category_opportunities", "model:arpu_timeseries",
+                                   "publish"])
+def test_killed_build_leaves_the_published_relations_intact(sample: ProjectHarness,
+                                                            fault: str) -> None:
+    before = published(sample)
+    proc = arpu(sample.root, "build", "--vars", '{"conversion_window_days": 1}', fault=fault)
+    assert proc.returncode == -9  # SIGKILL
+    assert published(sample) == before  # old numbers, consistent, readable
+    proc = arpu(sample.root, "build", "--vars", '{"conversion_window_days": 1}')
+    assert proc.returncode == 0, proc.stderr  # recovers without manual cleanup
+    after = published(sample)
+    assert after["viewers"] == before["viewers"] and after["orders"] == before["orders"]
+    assert not list(sample.root.glob("arpu.duckdb.publishing-*"))
+    with Context(sample.root) as ctx:
+        funnel = {r["category"]: r for r in ctx.rows("category_funnel")}
+    assert funnel["Home Supplies"]["purchasers"] < before["viewers"]  # the 1-day window is live
+
+
+def test_failed_build_publishes_nothing(sample: ProjectHarness) -> None:
+    before = published(sample)
+    funnel = sample.root / "models" / "marts" / "category_funnel.sql"
+    # rates above 1 break an error expectation: the build fails after building this model
+    funnel.write_text(funnel.read_text().replace(
+        "{{ safe_div('purchasers', 'viewers') }} as conversion_rate",
+        "2 * {{ safe_div('purchasers', 'viewers') }} as conversion_rate"))
+    proc = arpu(sample.root, "build")
+    assert proc.returncode == 1
+    assert published(sample) == before
+
+
+def test_late_event_lands_in_its_own_period(sample: ProjectHarness, tmp_path: Path) -> None:
+    late = tmp_path / "late.ndjson"
+    late.write_text(json.dumps({
+        "type": "track", "event": "Order Completed", "messageId": "late-order-1",
+        "userId": "late-user", "timestamp": "2025-06-15T12:00:00Z",
+        "receivedAt": "2026-04-20T00:00:00Z",
+        "properties": {"order_id": "late-1", "revenue": 123.45, "products": []}}) + "\n")
+    assert arpu(sample.root, "ingest", str(late)).returncode == 0
+    assert arpu(sample.root, "build").returncode == 0
+    with Context(sample.root) as ctx:
+        rows = [r for r in ctx.rows("arpu_timeseries")
+                if r["grain"] == "month" and r["segment"] == "all"
+                and r["period_start"].isoformat() == "2025-06-01"]
+    assert len(rows) == 1
+    assert (rows[0]["revenue"], rows[0]["active_users"], rows[0]["purchasers"]) == (123.45, 1, 1)
