@@ -33,6 +33,8 @@ _state: dict[str, Any] = {"debug": False, "project_dir": Path(".")}
 SelectOpt = typer.Option(None, "--select", "-s", help="Models: m, m+, +m, tag:x (repeatable).")
 VarsOpt = typer.Option(None, "--vars", help="Vars for this run, JSON or YAML: '{\"k\": 1}'.")
 TargetOpt = typer.Option(None, "--target", "-t", help="Target name from arpu.yml.")
+FullRefreshOpt = typer.Option(False, "--full-refresh",
+                              help="Rebuild incremental models from all loaded data.")
 
 
 def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,11 +84,11 @@ def main_options(
 
 
 def _build(select: list[str] | None, vars_text: str | None, target: str | None,
-           mode: str = "build") -> None:
+           mode: str = "build", full_refresh: bool = False) -> None:
     from runner import report
 
     with _context(target, vars_text) as ctx:
-        result = report.build_with_progress(ctx, select, console, mode)
+        result = report.build_with_progress(ctx, select, console, mode, full_refresh)
     report.print_build_summary(result, console)
     if not result.success:
         raise typer.Exit(1)
@@ -98,9 +100,10 @@ def build(
     select: list[str] | None = SelectOpt,
     vars: str | None = VarsOpt,
     target: str | None = TargetOpt,
+    full_refresh: bool = FullRefreshOpt,
 ) -> None:
     """Compile, run every model in dependency order and validate it."""
-    _build(select, vars, target)
+    _build(select, vars, target, full_refresh=full_refresh)
 
 
 @app.command()
@@ -109,9 +112,10 @@ def run(
     select: list[str] | None = SelectOpt,
     vars: str | None = VarsOpt,
     target: str | None = TargetOpt,
+    full_refresh: bool = FullRefreshOpt,
 ) -> None:
     """Run the models in dependency order (without validation)."""
-    _build(select, vars, target, mode="run")
+    _build(select, vars, target, mode="run", full_refresh=full_refresh)
 
 
 @app.command("test")

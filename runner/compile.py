@@ -72,6 +72,16 @@ class TargetInfo:
 
 
 @dataclass
+class Increment:
+    """An incremental model's state while it renders: `is_incremental()`, `watermark()` (the
+    last load it processed) and `batch_load_id()` (the last load this build processes)."""
+
+    active: bool = False
+    watermark: int = 0
+    batch: int = 0
+
+
+@dataclass
 class CompiledModel:
     model: Model
     sql: str  # in the target's dialect
@@ -114,6 +124,8 @@ class Compiler:
         self.target = TargetInfo(target_name, DIALECTS[target.type], schema)
         self.models = load_models(project_dir / config.models_path)
         self._capture: tuple[list[str], list[tuple[str, str]]] | None = None
+        # what the model being rendered may know of its incremental state
+        self._increment = Increment()
         self.env = self._environment()
         for model in self.models.values():
             self._capture_dependencies(model)
@@ -125,6 +137,9 @@ class Compiler:
             self.project_dir / self.config.macros_path,
             var=self._var, target=self.target, ref=self._ref, source=self._source,
             source_format=self.config.source.format,
+            is_incremental=lambda: self._increment.active,
+            watermark=lambda: self._increment.watermark,
+            batch_load_id=lambda: self._increment.batch,
         )
 
     def _var(self, name: str) -> SqlValue:
@@ -163,9 +178,10 @@ class Compiler:
         finally:
             self._capture = None
 
-    def render(self, model: Model) -> str:
+    def render(self, model: Model, increment: Increment | None = None) -> str:
+        self._increment = increment or Increment()
         try:
-            return self.env.from_string(model.template).render()
+            return self.env.from_string(model.template).render(this=self.relation(model.name))
         except jinja2.TemplateSyntaxError as exc:
             raise CompileError(exc.message or "template syntax error", path=model.path,
                                line=exc.lineno) from None
@@ -192,13 +208,17 @@ class Compiler:
         _check_portable(model, sql, statements[0])
         return statements[0]
 
-    def compile(self, model: Model, out_dir: Path | None = None) -> CompiledModel:
-        rendered = self.render(model)
+    def compile(self, model: Model, out_dir: Path | None = None,
+                increment: Increment | None = None) -> CompiledModel:
+        """The model's SELECT for the target; with an active `increment`, the select of the
+        rows that change since the model's watermark (written to `<model>.incremental.sql`)."""
+        rendered = self.render(model, increment)
         tree = self.parse(model, rendered)
         sql = tree.sql(dialect=self.target.dialect, pretty=True)
         out_dir = out_dir or self.project_dir / "target" / "compiled" / self.target.dialect
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{model.name}.sql"
+        suffix = ".incremental.sql" if increment is not None and increment.active else ".sql"
+        path = out_dir / f"{model.name}{suffix}"
         header = f"-- {model.name}: compiled for {self.target.dialect} from {model.path.name}"
         path.write_text(f"{header}\n{sql}\n")
         return CompiledModel(model, sql, path)

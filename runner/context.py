@@ -141,6 +141,7 @@ class Context:
         select: list[str] | None = None,
         on_event: Callback | None = None,
         validate: bool = True,
+        full_refresh: bool = False,
     ) -> BuildResult:
         """Compile, then run the selected models in dependency order, validating each right
         after it is built; a failed model or `error` expectation skips everything downstream."""
@@ -156,6 +157,7 @@ class Context:
         engine = self.engine()
         write_manifest(self.target_dir, compiler)
         validator = self._validator(names, fast=True) if validate else None
+        batch = self._batch_load_id(engine)
         failed: set[str] = set()  # models that failed; their descendants are skipped
         try:
             for name in names:
@@ -169,7 +171,7 @@ class Context:
                     notify("done", name, res)
                     continue
                 notify("start", name, None)
-                res = self._run_model(compiler, engine, model)
+                res = self._run_model(compiler, engine, model, batch, full_refresh)
                 fault_point(f"model:{name}")
                 if res.status == "success" and validator is not None:
                     self._check(validator, model, res)
@@ -271,13 +273,38 @@ class Context:
                 for r in result.results for e in r.expectations
             ])
 
-    def _run_model(self, compiler: Compiler, engine: Engine, model: Model) -> ModelResult:
+    def _batch_load_id(self, engine: Engine) -> int | None:
+        """The last load this build processes; None when loads are not tracked (Segment's
+        warehouse tables, Spark), where incremental models are built whole."""
+        if self.config.source.format != "messages" or not engine.supports_merge:
+            return None
+        if not engine.relation_exists("raw_loads"):
+            return None
+        return int(engine.scalar("select coalesce(max(load_id), 0) from raw_loads"))
+
+    def _run_model(self, compiler: Compiler, engine: Engine, model: Model,
+                   batch: int | None = None, full_refresh: bool = False) -> ModelResult:
+        from runner.compile import Increment
+
         t0 = time.perf_counter()
         res = ModelResult(model.name, "success", materialized=model.materialized)
+        increment, after = None, []
+        kind = model.materialized
+        if kind == "incremental":
+            kind = "table"
+            if batch is not None:
+                mark = None if full_refresh else engine.watermark(model.name)
+                active = mark is not None and engine.relation_exists(model.name)
+                increment = Increment(active, mark or 0, batch)
+                after = engine.watermark_statements(model.name, batch)
         try:
-            compiled = compiler.compile(model)
+            compiled = compiler.compile(model, increment=increment)
             res.compiled_path = str(compiled.path.relative_to(self.project_dir))
-            res.rows = engine.materialize(model.name, compiled.sql, model.materialized)
+            if increment is not None and increment.active:
+                keys = model.config.merge_key or model.config.unique_key
+                res.rows = engine.merge(model.name, compiled.sql, keys, after)
+            else:
+                res.rows = engine.materialize(model.name, compiled.sql, kind, after)
         except ArpuError as exc:
             res.status, res.error = "error", str(exc)
         except Exception as exc:  # the warehouse's own error: keep the model and file with it

@@ -30,6 +30,9 @@ class ModelConfig(BaseModel):
     description: str = ""
     materialized: Literal["view", "table", "incremental"] | None = None
     unique_key: list[str] = Field(default_factory=list)
+    # incremental models: rows of the new batch replace the rows with the same merge_key
+    # (default: unique_key), e.g. all lines of a re-processed order
+    merge_key: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     expectations: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -64,8 +67,9 @@ def parse_header(path: Path, text: str) -> ModelConfig:
         ) from None
     if isinstance(data, str):
         data = {"description": data}
-    if isinstance(data.get("unique_key"), str):
-        data["unique_key"] = [data["unique_key"]]
+    for key in ("unique_key", "merge_key"):
+        if isinstance(data.get(key), str):
+            data[key] = [data[key]]
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:

@@ -24,7 +24,7 @@ STATUS_STYLE = {"success": "green", "error": "red", "skipped": "yellow"}
 
 
 def build_with_progress(ctx: Context, select: list[str] | None, console: Console,
-                        mode: str = "build") -> BuildResult:
+                        mode: str = "build", full_refresh: bool = False) -> BuildResult:
     """mode: `build` (run and validate), `run` (no validation) or `test` (validate only)."""
     total = len(ctx.compiler().graph.select(select))
     verb = {"build": "Building", "run": "Running", "test": "Testing"}[mode]
@@ -66,7 +66,8 @@ def build_with_progress(ctx: Context, select: list[str] | None, console: Console
 
         if mode == "test":
             return ctx.test(select, on_event=on_event)
-        return ctx.build(select, on_event=on_event, validate=mode == "build")
+        return ctx.build(select, on_event=on_event, validate=mode == "build",
+                         full_refresh=full_refresh)
 
 
 def print_expectations(result: BuildResult, console: Console) -> None:

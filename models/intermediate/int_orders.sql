@@ -3,6 +3,7 @@ description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
   then event_id, counts), with their products array. An order without order_id is keyed by its
   event_id.
+materialized: incremental
 unique_key: order_id
 tags: [facts]
 */
@@ -17,6 +18,19 @@ with completed as (
     from {{ ref('stg_events') }}
     where message_type = 'track' and event_name = 'Order Completed'
 ),
+{%- if is_incremental() %}
+
+-- orders with a message written since the last build: all their copies are re-ranked
+completed_now as (
+    select * from completed
+    where order_id in (
+        select coalesce({{ json_str('properties', '$.order_id') }}, event_id)
+        from {{ ref('stg_events') }}
+        where message_type = 'track' and event_name = 'Order Completed'
+            and updated_load > {{ watermark() }}
+    )
+),
+{%- endif %}
 
 ranked as (
     select
@@ -24,7 +38,7 @@ ranked as (
         row_number() over (
             partition by order_id order by ordered_at, received_at nulls last, event_id
         ) as copy_rank
-    from completed
+    from {{ 'completed_now' if is_incremental() else 'completed' }}
 )
 
 select
@@ -35,6 +49,7 @@ select
     {{ json_num('properties', '$.revenue') }} as stated_revenue,
     {{ json_num('properties', '$.total') }} as stated_total,
     {{ json_str('properties', '$.currency') }} as currency,
-    properties
+    properties,
+    {{ batch_load_id() }} as updated_load
 from ranked
 where copy_rank = 1

@@ -2,6 +2,7 @@
 description: >
   One row per completed order. revenue = properties.revenue, else properties.total, else the sum
   of price * quantity over its products (0 when none has a price).
+materialized: incremental
 unique_key: order_id
 tags: [facts]
 */
@@ -11,6 +12,9 @@ with line_totals as (
         count(*) as product_count,
         sum(line_revenue) as lines_revenue
     from {{ ref('fct_product_purchases') }}
+    {%- if is_incremental() %}
+    where updated_load > {{ watermark() }}
+    {%- endif %}
     group by order_id
 ),
 
@@ -22,9 +26,13 @@ orders as (
         coalesce(o.stated_revenue, o.stated_total, l.lines_revenue, 0) as revenue,
         o.currency,
         coalesce(l.product_count, 0) as product_count,
-        o.event_id
+        o.event_id,
+        {{ batch_load_id() }} as updated_load
     from {{ ref('int_orders') }} as o
     left join line_totals as l on o.order_id = l.order_id
+    {%- if is_incremental() %}
+    where o.updated_load > {{ watermark() }}
+    {%- endif %}
 )
 
 select * from orders

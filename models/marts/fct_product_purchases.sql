@@ -3,7 +3,9 @@ description: >
   One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
+materialized: incremental
 unique_key: [order_id, line_number]
+merge_key: order_id  # a re-processed order replaces all its lines
 tags: [facts]
 */
 with lines as (
@@ -19,9 +21,13 @@ with lines as (
         {{ json_num('l.element', '$.price') }} as price,
         coalesce({{ json_num('l.element', '$.quantity') }}, 1) as quantity
     from {{ json_array_rows(ref('int_orders'), '$.products', 'l') }}
+    {%- if is_incremental() %}
+    where l.updated_load > {{ watermark() }}
+    {%- endif %}
 )
 
 select
     *,
-    price * quantity as line_revenue
+    price * quantity as line_revenue,
+    {{ batch_load_id() }} as updated_load
 from lines

@@ -1,5 +1,6 @@
 /*
 description: One row per deduplicated `Product Viewed`, with the viewed product's fields.
+materialized: incremental
 unique_key: event_id
 tags: [facts]
 */
@@ -12,9 +13,13 @@ with views as (
         {{ json_str('properties', '$.sku') }} as sku,
         {{ json_str('properties', '$.category') }} as category,
         {{ json_str('properties', '$.name') }} as name,
-        {{ json_num('properties', '$.price') }} as price
+        {{ json_num('properties', '$.price') }} as price,
+        {{ batch_load_id() }} as updated_load
     from {{ ref('stg_events') }}
     where message_type = 'track' and event_name = 'Product Viewed'
+    {%- if is_incremental() %}
+        and updated_load > {{ watermark() }}
+    {%- endif %}
 )
 
 select * from views

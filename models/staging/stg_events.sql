@@ -5,13 +5,37 @@ description: >
   else the userId of the latest message carrying both this anonymousId and a userId, else the
   anonymousId. `context` stays in raw_events (it is large and no model reads it).
   Messages without a messageId get `md5:` + the hash of their raw text as event_id.
-materialized: table
+  Incremental: a build re-decides only the messages whose messageId arrived in a new load (all
+  their copies are still in raw_events) and re-stitches the anonymous messages whose
+  anonymousId appeared with a userId in a new load; updated_load marks the rows it wrote.
+materialized: incremental
 unique_key: event_id
 tags: [staging]
 */
 with raw as (
     {{ raw_messages() }}
 ),
+{%- if is_incremental() %}
+
+-- messages with a copy in a new load, and anonymous messages whose identity may change
+new_copies as (
+    select coalesce(message_id, content_id) as event_id, anonymous_id, user_id
+    from raw
+    where load_id > {{ watermark() }}
+),
+
+affected as (
+    select event_id from new_copies
+    union
+    select e.event_id
+    from {{ this }} as e
+    where e.user_id is null
+        and e.anonymous_id in (
+            select anonymous_id from new_copies
+            where anonymous_id is not null and user_id is not null
+        )
+),
+{%- endif %}
 
 keyed as (
     -- narrow rows for the dedupe window; the payload joins back to the winners only
@@ -21,6 +45,9 @@ keyed as (
         record_number,
         received_at
     from raw
+    {%- if is_incremental() %}
+    where coalesce(message_id, content_id) in (select event_id from affected)
+    {%- endif %}
 ),
 
 winners as (
@@ -43,6 +70,22 @@ deduped as (
     inner join winners as w on r.load_id = w.load_id and r.record_number = w.record_number
 ),
 
+identified as (
+    -- every deduplicated message carrying both ids (for an increment: the messages written
+    -- now, and the kept ones with the same anonymousIds)
+    select anonymous_id, user_id, event_ts, received_at, event_id
+    from deduped
+    where anonymous_id is not null and user_id is not null
+    {%- if is_incremental() %}
+    union all
+    select e.anonymous_id, e.user_id, e.event_ts, e.received_at, e.event_id
+    from {{ this }} as e
+    where e.anonymous_id is not null and e.user_id is not null
+        and e.anonymous_id in (select anonymous_id from deduped)
+        and e.event_id not in (select event_id from deduped)
+    {%- endif %}
+),
+
 anonymous_to_user as (
     select anonymous_id, user_id as stitched_user_id
     from (
@@ -53,8 +96,7 @@ anonymous_to_user as (
                 partition by anonymous_id
                 order by event_ts desc, received_at desc nulls last, event_id desc
             ) as recency
-        from deduped
-        where anonymous_id is not null and user_id is not null
+        from identified
     ) as latest
     where recency = 1
 ),
@@ -73,8 +115,10 @@ stitched as (
         d.properties,
         d.traits,
         d.load_id,
+        d.record_number,
         d.source_file,
-        d.line_number
+        d.line_number,
+        {{ batch_load_id() }} as updated_load
     from deduped as d
     left join anonymous_to_user as a
         on d.user_id is null and d.anonymous_id = a.anonymous_id

@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+WATERMARKS = "arpu_watermarks"
+
 
 class Engine(ABC):
     dialect: str
@@ -17,8 +19,50 @@ class Engine(ABC):
         """Columns and rows of a query."""
 
     @abstractmethod
-    def materialize(self, name: str, select_sql: str, kind: str) -> int | None:
-        """Create or replace `name` as a table or view of `select_sql`; rows when known."""
+    def materialize(self, name: str, select_sql: str, kind: str,
+                    after: list[str] | None = None) -> int | None:
+        """Create or replace `name` as a table or view of `select_sql`, running the `after`
+        statements in the same transaction; rows when known."""
+
+    supports_merge = False
+
+    def merge(self, name: str, select_sql: str, keys: list[str],
+              after: list[str] | None = None) -> int:
+        """Replace the rows of `name` whose `keys` appear in `select_sql` by its rows, in one
+        transaction with the `after` statements; the number of rows merged."""
+        raise NotImplementedError
+
+    def _merge_statements(self, name: str, new: str, select_sql: str,
+                          keys: list[str]) -> list[str]:
+        q, n = self.quote(name), self.quote(new)
+        match = " and ".join(f"{q}.{self.quote(k)} = n.{self.quote(k)}" for k in keys)
+        return [f"create temp table {n} as {select_sql}",
+                f"delete from {q} using {n} as n where {match}",
+                f"insert into {q} by name select * from {n}" if self.dialect == "duckdb"
+                else f"insert into {q} select * from {n}"]
+
+    def watermark(self, model: str) -> int | None:
+        """The last load an incremental model processed, or None (build it whole)."""
+        if not self.relation_exists(WATERMARKS):
+            return None
+        value = self.scalar(f"select max(load_id) from {WATERMARKS} where model = ?", [model])
+        return None if value is None else int(value)
+
+    def watermark_statements(self, model: str, load_id: int) -> list[str]:
+        """Record `load_id` as processed by `model` (run in the model's own transaction)."""
+        import sqlglot
+        from sqlglot import exp
+
+        name = exp.Literal.string(model).sql("duckdb")
+        ddl = sqlglot.transpile(f"create table if not exists {WATERMARKS} (model varchar, "
+                                "load_id bigint, built_at timestamp)", read="duckdb",
+                                write=self.dialect)[0]
+        return [ddl, f"delete from {WATERMARKS} where model = {name}",
+                f"insert into {WATERMARKS} values ({name}, {int(load_id)}, current_timestamp)"]
+
+    def forget_watermarks(self) -> None:
+        if self.relation_exists(WATERMARKS):
+            self.execute(f"drop table {WATERMARKS}")
 
     @abstractmethod
     def relation_exists(self, name: str) -> bool: ...
@@ -45,6 +89,7 @@ class Engine(ABC):
     def publish(self, names: list[str]) -> None:
         """Make the built relations visible to readers; engines that replace each relation in
         place (PostgreSQL in one transaction per model, Spark) have nothing more to do."""
+        return None
 
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'

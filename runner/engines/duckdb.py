@@ -67,15 +67,44 @@ class DuckDBEngine(Engine):
         columns = [d[0] for d in cur.description or []]
         return columns, cur.fetchall()
 
-    def materialize(self, name: str, select_sql: str, kind: str) -> int | None:
+    supports_merge = True
+
+    def materialize(self, name: str, select_sql: str, kind: str,
+                    after: list[str] | None = None) -> int | None:
         q = self.quote(name)
-        if kind == "view":
-            self._drop_other(name, "table")
-            self.con.execute(f"create or replace view {q} as {select_sql}")
-            return None
-        self._drop_other(name, "view")
-        self.con.execute(f"create or replace table {q} as {select_sql}")
-        return int(self.scalar(f"select count(*) from {q}"))
+        self.con.execute("begin transaction")
+        try:
+            if kind == "view":
+                self._drop_other(name, "table")
+                self.con.execute(f"create or replace view {q} as {select_sql}")
+            else:
+                self._drop_other(name, "view")
+                self.con.execute(f"create or replace table {q} as {select_sql}")
+            for statement in after or []:
+                self.con.execute(statement)
+            self.con.execute("commit")
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+        return None if kind == "view" else int(self.scalar(f"select count(*) from {q}"))
+
+    def merge(self, name: str, select_sql: str, keys: list[str],
+              after: list[str] | None = None) -> int:
+        new = f"__arpu_new_{name}"
+        self.con.execute("begin transaction")
+        try:
+            for statement in self._merge_statements(name, new, select_sql, keys):
+                self.con.execute(statement)
+            rows = int(self.con.execute(f"select count(*) from {self.quote(new)}")
+                       .fetchall()[0][0])
+            self.con.execute(f"drop table {self.quote(new)}")
+            for statement in after or []:
+                self.con.execute(statement)
+            self.con.execute("commit")
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+        return rows
 
     def _drop_other(self, name: str, kind: str) -> None:
         catalog, column = ("duckdb_views()", "view_name") if kind == "view" else (

@@ -65,7 +65,22 @@ class PostgresEngine(Engine):
         columns = [d.name for d in cur.description or []]
         return columns, cur.fetchall()
 
-    def materialize(self, name: str, select_sql: str, kind: str) -> int | None:
+    supports_merge = True
+
+    def merge(self, name: str, select_sql: str, keys: list[str],
+              after: list[str] | None = None) -> int:
+        new = f"__arpu_new_{name}"
+        with self.con.transaction():
+            for statement in self._merge_statements(name, new, select_sql, keys):
+                self.con.execute(statement)
+            row = self.con.execute(f"select count(*) from {self.quote(new)}").fetchone()
+            self.con.execute(f"drop table {self.quote(new)}")
+            for statement in after or []:
+                self.con.execute(statement)
+        return int(row[0]) if row else 0
+
+    def materialize(self, name: str, select_sql: str, kind: str,
+                    after: list[str] | None = None) -> int | None:
         """Replace the relation in one transaction: readers see the old or the new one."""
         q = f"{self.quote(self.schema)}.{self.quote(name)}"
         existing = self.con.execute(
@@ -77,8 +92,12 @@ class PostgresEngine(Engine):
                 self.con.execute(f"drop {kind_sql} {q} cascade")
             if kind == "view":
                 self.con.execute(f"create view {q} as {select_sql}")
+            else:
+                self.con.execute(f"create table {q} as {select_sql}")
+            for statement in after or []:
+                self.con.execute(statement)
+            if kind == "view":
                 return None
-            self.con.execute(f"create table {q} as {select_sql}")
             row = self.con.execute(f"select count(*) from {q}").fetchone()
         return int(row[0]) if row else 0
 

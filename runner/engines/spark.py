@@ -93,7 +93,15 @@ class SparkEngine(Engine):
         rows = frame.collect()
         return list(frame.columns), [tuple(r) for r in rows]
 
-    def materialize(self, name: str, select_sql: str, kind: str) -> int | None:
+    def materialize(self, name: str, select_sql: str, kind: str,
+                    after: list[str] | None = None) -> int | None:
+        """Spark's Parquet tables have no transactions: the watermark follows the data."""
+        rows = self._materialize(name, select_sql, kind)
+        for statement in after or []:
+            self._run(statement)
+        return rows
+
+    def _materialize(self, name: str, select_sql: str, kind: str) -> int | None:
         q = f"{self.quote(self.database)}.{self.quote(name)}"
         if self.relation_exists(name):
             is_view = self.spark.catalog.getTable(f"{self.database}.{name}").tableType == "VIEW"
