@@ -4,6 +4,7 @@ description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
   then event_id, counts), with their products array. An order without order_id is keyed by its
   event_id.
+materialized: incremental
 unique_key: order_id
 tags: [facts]
 */
@@ -35,7 +36,8 @@ SELECT
   SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.revenue')) AS FLOAT64) AS stated_revenue,
   SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.total')) AS FLOAT64) AS stated_total,
   JSON_EXTRACT_SCALAR(properties, '$.currency') AS currency,
-  properties
+  properties,
+  0 AS updated_load
 FROM ranked
 WHERE
   copy_rank = 1

@@ -1,6 +1,7 @@
 -- fct_product_views: compiled for redshift from fct_product_views.sql
 /*
 description: One row per deduplicated `Product Viewed`, with the viewed product's fields.
+materialized: incremental
 unique_key: event_id
 tags: [facts]
 */
@@ -13,7 +14,8 @@ WITH views AS (
     JSON_EXTRACT_PATH_TEXT(properties, 'sku') AS sku,
     JSON_EXTRACT_PATH_TEXT(properties, 'category') AS category,
     JSON_EXTRACT_PATH_TEXT(properties, 'name') AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'price')) AS DOUBLE PRECISION) AS price
+    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'price')) AS DOUBLE PRECISION) AS price,
+    0 AS updated_load
   FROM "stg_events"
   WHERE
     message_type = 'track' AND event_name = 'Product Viewed'

@@ -6,7 +6,10 @@ description: >
   else the userId of the latest message carrying both this anonymousId and a userId, else the
   anonymousId. `context` stays in raw_events (it is large and no model reads it).
   Messages without a messageId get `md5:` + the hash of their raw text as event_id.
-materialized: table
+  Incremental: a build re-decides only the messages whose messageId arrived in a new load (all
+  their copies are still in raw_events) and re-stitches the anonymous messages whose
+  anonymousId appeared with a userId in a new load; updated_load marks the rows it wrote.
+materialized: incremental
 unique_key: event_id
 tags: [staging]
 */
@@ -56,6 +59,18 @@ WITH "raw" AS (
   FROM "raw" AS r
   INNER JOIN winners AS w
     ON r.load_id = w.load_id AND r.record_number = w.record_number
+), identified AS (
+  /* every deduplicated message carrying both ids (for an increment: the messages written */
+  /* now, and the kept ones with the same anonymousIds) */
+  SELECT
+    anonymous_id,
+    user_id,
+    event_ts,
+    received_at,
+    event_id
+  FROM deduped
+  WHERE
+    NOT anonymous_id IS NULL AND NOT user_id IS NULL
 ), anonymous_to_user AS (
   SELECT
     anonymous_id,
@@ -68,9 +83,7 @@ WITH "raw" AS (
         PARTITION BY anonymous_id
         ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, event_id DESC NULLS LAST
       ) AS recency
-    FROM deduped
-    WHERE
-      NOT anonymous_id IS NULL AND NOT user_id IS NULL
+    FROM identified
   ) AS latest
   WHERE
     recency = 1
@@ -88,8 +101,10 @@ WITH "raw" AS (
     d.properties,
     d.traits,
     d.load_id,
+    d.record_number,
     d.source_file,
-    d.line_number
+    d.line_number,
+    0 AS updated_load
   FROM deduped AS d
   LEFT JOIN anonymous_to_user AS a
     ON d.user_id IS NULL AND d.anonymous_id = a.anonymous_id

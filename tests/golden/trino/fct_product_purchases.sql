@@ -4,7 +4,9 @@ description: >
   One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
+materialized: incremental
 unique_key: [order_id, line_number]
+merge_key: order_id  # a re-processed order replaces all its lines
 tags: [facts]
 */
 WITH lines AS (
@@ -30,5 +32,6 @@ WITH lines AS (
 )
 SELECT
   *,
-  price * quantity AS line_revenue
+  price * quantity AS line_revenue,
+  0 AS updated_load
 FROM lines

@@ -4,6 +4,7 @@ description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
   then event_id, counts), with their products array. An order without order_id is keyed by its
   event_id.
+materialized: incremental
 unique_key: order_id
 tags: [facts]
 */
@@ -32,7 +33,8 @@ SELECT
   TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.revenue')) AS DOUBLE) AS stated_revenue,
   TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.total')) AS DOUBLE) AS stated_total,
   JSON_EXTRACT_SCALAR(properties, '$.currency') AS currency,
-  properties
+  properties,
+  0 AS updated_load
 FROM ranked
 WHERE
   copy_rank = 1
