@@ -89,6 +89,11 @@ def _message(message_id: str, event: str, ts: str, received: str, **fields: Any)
                        "timestamp": ts, "receivedAt": received, **fields})
 
 
+def _order(order_id: str, price: float) -> dict[str, Any]:
+    return {"order_id": order_id, "revenue": price,
+            "products": [{"category": "Toys", "price": price}]}
+
+
 def test_late_duplicate_and_late_identity(tmp_path: Path) -> None:
     """A duplicate with an earlier receivedAt arriving later replaces the copy already built; an
     order keeps its earliest Order Completed across loads; an identify arriving later stitches
@@ -97,8 +102,7 @@ def test_late_duplicate_and_late_identity(tmp_path: Path) -> None:
         _message("m1", "Product Viewed", "2026-03-02T10:00:00Z", "2026-03-02T10:05:00Z",
                  anonymousId="anon-1", properties={"category": "Toys", "price": 10}),
         _message("o1-b", "Order Completed", "2026-03-02T12:00:00Z", "2026-03-02T12:00:01Z",
-                 anonymousId="anon-1", properties={"order_id": "o1", "revenue": 20,
-                                                   "products": [{"category": "Toys", "price": 20}]}),
+                 anonymousId="anon-1", properties=_order("o1", 20)),
     ]
     second = [
         # the same message m1, received earlier: this copy wins (its price differs)
@@ -106,8 +110,7 @@ def test_late_duplicate_and_late_identity(tmp_path: Path) -> None:
                  anonymousId="anon-1", properties={"category": "Toys", "price": 11}),
         # an earlier Order Completed of o1 arrives late: it counts
         _message("o1-a", "Order Completed", "2026-03-02T11:00:00Z", "2026-03-03T00:00:00Z",
-                 anonymousId="anon-1", properties={"order_id": "o1", "revenue": 15,
-                                                   "products": [{"category": "Toys", "price": 15}]}),
+                 anonymousId="anon-1", properties=_order("o1", 15)),
         json.dumps({"type": "identify", "messageId": "i1", "userId": "user-1",
                     "anonymousId": "anon-1", "timestamp": "2026-03-05T00:00:00Z",
                     "traits": {"email": "u1@example.com"}}),
