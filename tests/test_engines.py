@@ -103,3 +103,35 @@ def test_hand_fixtures_are_the_same_on_every_engine(tmp_path: Path) -> None:
     assert duck["category_funnel"] and duck["experiment_results"]
     assert_same(duck, relations(project, "postgres"), "postgres")
     assert_same(duck, relations(project, "spark"), "spark")
+
+
+@pytest.mark.postgres
+def test_incremental_builds_on_postgres_match_one_duckdb_build(tmp_path: Path) -> None:
+    """Two loads with a build after each on PostgreSQL (merges in transactions) give the
+    relations of one DuckDB build of both loads."""
+    files = sorted(FIXTURES.glob("*.ndjson"))
+    half = len(files) // 2
+    whole = ProjectHarness(tmp_path / "whole")
+    with Context(whole.root) as ctx:
+        ctx.ingest(files)
+        assert ctx.build().success
+    split = ProjectHarness(tmp_path / "split")
+    use_isolated_targets(split, "split")
+    for part in (files[:half], files[half:]):
+        with Context(split.root, target="postgres") as ctx:
+            ctx.ingest(part)
+            result = ctx.build()
+        assert result.success, [(r.model, r.error) for r in result.results if r.error]
+    with Context(split.root, target="postgres") as ctx:
+        assert ctx.engine().watermark("stg_events") == len(files)  # one load per file
+    expected, actual = relations(whole, "duckdb"), relations(split, "postgres")
+    # which load and line a message came from differs by construction
+    for rows in (expected["stg_events"], actual["stg_events"]):
+        for row in rows:
+            for column in ("source_file", "line_number", "record_number"):
+                row.pop(column, None)
+    for rows in (expected["rejected_events"], actual["rejected_events"]):
+        rows.sort(key=lambda r: (r["raw"], r["reason"]))
+        for row in rows:
+            row.pop("line_number", None)
+    assert_same(expected, actual, "postgres incremental")
