@@ -38,7 +38,7 @@ def _iso(value: Any) -> Any:
 
 def export_cohort(ctx: Context, category: str | None, fmt: str, out: TextIO) -> ExportSummary:
     engine = ctx.reader()
-    relation = ctx.compiler().relation
+    relation = ctx.compiler().published_relation
     for name in ("cohort_non_converted", "category_opportunities", "dim_users"):
         if not engine.relation_exists(name):
             raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")

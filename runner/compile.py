@@ -88,6 +88,18 @@ class CompiledModel:
     path: Path  # target/compiled/<dialect>/<model>.sql
 
 
+def work_schema(schema: str | None) -> str | None:
+    """PostgreSQL builds in `<schema>__work` and publishes to `<schema>` (runner/engines)."""
+    return f"{schema}__work" if schema else None
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    quoted = exp.to_identifier(name, quoted=True).sql(SOURCE_DIALECT)
+    if schema:
+        return exp.to_identifier(schema, quoted=True).sql(SOURCE_DIALECT) + "." + quoted
+    return quoted
+
+
 def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
     """A Jinja environment with `functions` and every macro of `macros_dir` as globals. All
     macro files form one module, so macros may call each other across files."""
@@ -121,6 +133,9 @@ class Compiler:
         schema = getattr(target, "schema_", None) or getattr(target, "database", None)
         if target.type == "duckdb":
             schema = None
+        self.published_schema = schema
+        if target.type == "postgres":  # models are built beside, then swapped in (publish)
+            schema = work_schema(schema)
         self.target = TargetInfo(target_name, DIALECTS[target.type], schema)
         self.models = load_models(project_dir / config.models_path)
         self._capture: tuple[list[str], list[tuple[str, str]]] | None = None
@@ -149,11 +164,12 @@ class Compiler:
         return SqlValue(values[name])
 
     def relation(self, name: str) -> str:
-        quoted = exp.to_identifier(name, quoted=True).sql(SOURCE_DIALECT)
-        if self.target.schema:
-            schema = exp.to_identifier(self.target.schema, quoted=True).sql(SOURCE_DIALECT)
-            return f"{schema}.{quoted}"
-        return quoted
+        """Where the build writes `name` (in the models' dialect)."""
+        return _qualified(self.target.schema, name)
+
+    def published_relation(self, name: str) -> str:
+        """Where readers find `name` once published."""
+        return _qualified(self.published_schema, name)
 
     def _ref(self, name: str) -> str:
         if self._capture is not None:

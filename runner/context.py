@@ -65,8 +65,9 @@ class Context:
         return self._engine
 
     def reader(self) -> Engine:
-        """What BI tools read: the published relations (DuckDB: the published file)."""
-        if self.config.targets[self.target_name].type != "duckdb":
+        """What BI tools read: the published relations (DuckDB: the published file;
+        PostgreSQL: the target's schema)."""
+        if self.config.targets[self.target_name].type not in ("duckdb", "postgres"):
             return self.engine()
         if self._reader is None:
             from runner.engines import connect
@@ -229,7 +230,8 @@ class Context:
 
         compiler = self.compiler()
         engine = self.reader() if published else self.engine()
-        validator = Validator(self.project_dir, engine, compiler.relation,
+        relation = compiler.published_relation if published else compiler.relation
+        validator = Validator(self.project_dir, engine, relation,
                               self.config.vars.model_dump(), graph=compiler.graph,
                               macros_dir=self.project_dir / self.config.macros_path, fast=fast)
         try:
@@ -321,8 +323,13 @@ class Context:
         engine = self._reader_for(name)
         if not engine.relation_exists(name):
             raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")
-        return engine.fetch(self._sql(f"select * from {compiler.relation(name)} "
+        return engine.fetch(self._sql(f"select * from {self._read_relation(name)} "
                                       f"limit {int(limit)}"))
+
+    def _read_relation(self, name: str) -> str:
+        compiler = self.compiler()
+        return compiler.relation(name) if name.startswith("raw_") else \
+            compiler.published_relation(name)
 
     def _reader_for(self, name: str) -> Engine:
         """Raw tables live where arpu works; models are read where they are published."""
@@ -340,7 +347,7 @@ class Context:
     def rows(self, name: str, order_by: str | None = None) -> list[dict[str, Any]]:
         """Every row of a relation as dicts (tests and exports)."""
         engine = self._reader_for(name)
-        relation = self.compiler().relation(name)
+        relation = self._read_relation(name)
         sql = f"select * from {relation}" + (f" order by {order_by}" if order_by else "")
         columns, rows = engine.fetch(self._sql(sql))
         return [dict(zip(columns, row, strict=True)) for row in rows]

@@ -148,3 +148,43 @@ def test_late_event_lands_in_its_own_period(sample: ProjectHarness, tmp_path: Pa
                 and r["period_start"].isoformat() == "2025-06-01"]
     assert len(rows) == 1
     assert (rows[0]["revenue"], rows[0]["active_users"], rows[0]["purchasers"]) == (123.45, 1, 1)
+
+
+@pytest.mark.postgres
+def test_postgres_publishes_by_schema_swap(tmp_path: Path) -> None:
+    import psycopg
+    from conftest import use_isolated_targets
+
+    project = ProjectHarness(tmp_path / "pg", with_sample=True)
+    use_isolated_targets(project, "publish")
+    with Context(project.root, target="postgres") as ctx:
+        schema = ctx.compiler().published_schema
+    try:
+        assert arpu(project.root, "build", "--target", "postgres").returncode == 0
+
+        def snapshot() -> tuple[object, ...]:
+            with psycopg.connect("host=127.0.0.1 user=postgres dbname=test") as pg:
+                row = pg.execute(
+                    f'select (select count(*) from "{schema}".fct_product_purchases), '
+                    f'(select sum(product_count) from "{schema}".fct_orders), '
+                    f'(select sum(purchasers) from "{schema}".category_funnel)').fetchone()
+            assert row is not None and row[0] == row[1]
+            return tuple(row)
+
+        before = snapshot()
+        proc = arpu(project.root, "build", "--target", "postgres", "--vars",
+                    '{"conversion_window_days": 1}', fault="publish")
+        assert proc.returncode == -9
+        assert snapshot() == before  # the copy was made beside, the swap never happened
+        assert arpu(project.root, "build", "--target", "postgres", "--vars",
+                    '{"conversion_window_days": 1}').returncode == 0
+        after = snapshot()
+        assert after[0] == before[0] and after[2] < before[2]  # 1-day window, fewer purchasers
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test") as pg:
+            left = pg.execute("select count(*) from pg_namespace where nspname = %s",
+                              (f"{schema}__next",)).fetchone()
+        assert left == (0,)
+    finally:
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
+            for name in (schema, f"{schema}__work", f"{schema}__next"):
+                pg.execute(f'drop schema if exists "{name}" cascade')

@@ -92,3 +92,4 @@ def test_warehouse_tables_give_the_same_marts(tmp_path: Path) -> None:
         with psycopg.connect(PG, autocommit=True) as pg:
             pg.execute(f'drop schema if exists "{segment_schema}" cascade')
             pg.execute(f'drop schema if exists "{arpu_schema}" cascade')
+            pg.execute(f'drop schema if exists "{arpu_schema}__work" cascade')

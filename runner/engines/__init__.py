@@ -24,7 +24,7 @@ def connect(project_dir: Path, config: Config, target_name: str, published: bool
     if target.type == "postgres":
         from runner.engines.postgres import PostgresEngine
 
-        return PostgresEngine(project_dir, target)
+        return PostgresEngine(project_dir, target, published=published)
     if target.type == "spark":
         from runner.engines.spark import SparkEngine
 

@@ -9,6 +9,7 @@ from typing import Any
 from runner.config import PostgresTarget
 from runner.engines.base import Engine
 from runner.errors import ArpuError
+from runner.faults import fault_point
 
 _PARAM = re.compile(r"\?")
 
@@ -16,11 +17,17 @@ _PARAM = re.compile(r"\?")
 class PostgresEngine(Engine):
     dialect = "postgres"
 
-    def __init__(self, project_dir: Path, target: PostgresTarget) -> None:
+    def __init__(self, project_dir: Path, target: PostgresTarget, published: bool = False
+                 ) -> None:
         import psycopg
 
+        from runner.compile import work_schema
+
         self.target = target
-        self.schema = target.schema_
+        self.published_schema = target.schema_
+        # arpu builds in `<schema>__work` (raw tables, incremental state, every model) and
+        # swaps a complete copy into `<schema>` in one transaction (publish)
+        self.schema = target.schema_ if published else str(work_schema(target.schema_))
         try:
             self.con = psycopg.connect(
                 host=target.host, port=target.port, dbname=target.database, user=target.user,
@@ -31,7 +38,8 @@ class PostgresEngine(Engine):
             # psycopg's message names host, port and user, never the password
             raise ArpuError(f"cannot connect to PostgreSQL: {_first_line(exc)}",
                             location=f"{target.host}:{target.port}/{target.database}") from None
-        self.con.execute(f"create schema if not exists {self.quote(self.schema)}")
+        for schema in {self.schema, self.published_schema}:
+            self.con.execute(f"create schema if not exists {self.quote(schema)}")
         self.con.execute(f"set search_path to {self.quote(self.schema)}")
 
     @property
@@ -114,6 +122,23 @@ class PostgresEngine(Engine):
                     while batch := cur.fetchmany(10_000):
                         for row in batch:
                             copy.write_row(row)
+
+    def publish(self, names: list[str]) -> None:
+        """Copy the relations into `<schema>__next`, then swap it for `<schema>` in one short
+        transaction: readers see the old set or the new set, never a mix."""
+        nxt = self.quote(f"{self.published_schema}__next")
+        self.con.execute(f"drop schema if exists {nxt} cascade")  # left by a killed build
+        self.con.execute(f"create schema {nxt}")
+        for name in names:
+            q = self.quote(name)
+            self.con.execute(f"create table {nxt}.{q} as select * from "
+                             f"{self.quote(self.schema)}.{q}")
+        fault_point("publish")
+        with self.con.transaction():
+            self.con.execute(f"drop schema if exists {self.quote(self.published_schema)} "
+                             "cascade")
+            self.con.execute(f"alter schema {nxt} rename to "
+                             f"{self.quote(self.published_schema)}")
 
     def relation_exists(self, name: str) -> bool:
         row = self.con.execute(
