@@ -151,8 +151,8 @@ def test_ingesting_twice_changes_no_output(impl):
     def snapshot():
         out = {}
         for rel in relations:
-            rows = [{k: v for k, v in r.items() if k not in ("loaded_at", "properties", "updated_load")}
-                    for r in impl.rows(rel)]
+            skip = ("loaded_at", "properties", "updated_load")
+            rows = [{k: v for k, v in r.items() if k not in skip} for r in impl.rows(rel)]
             if rel == "stg_events":  # synthetic ids of id-less messages may be load-specific
                 rows = [{k: v for k, v in r.items() if k != "event_id"} for r in rows]
             out[rel] = sorted(repr(sorted(r.items())) for r in rows)
