@@ -37,6 +37,7 @@ class BuildResult:
     seeded: bool = False
     validated: bool = False
     validation_seconds: float = 0.0
+    publish_seconds: float = 0.0
 
     @property
     def expectations(self) -> list[dict[str, Any]]:
@@ -91,6 +92,7 @@ def write_run_results(target_dir: Path, result: BuildResult, dialect: str) -> Pa
         "duplicates_removed": result.duplicates_removed,
         "validated": result.validated,
         "validation_seconds": round(result.validation_seconds, 3),
+        "publish_seconds": round(result.publish_seconds, 3),
         "results": [asdict(r) for r in result.results],
     }
     target_dir.mkdir(parents=True, exist_ok=True)

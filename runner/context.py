@@ -186,7 +186,9 @@ class Context:
         result.validation_seconds = sum(r.validation_seconds for r in result.results)
         if result.success:
             self._close_reader()  # our own read connection must not pin the old file
+            t0 = time.perf_counter()
             engine.publish([n for n in compiler.graph.order if engine.relation_exists(n)])
+            result.publish_seconds = time.perf_counter() - t0
         if engine.relation_exists("stg_events") and engine.relation_exists("raw_events"):
             raw = int(engine.scalar("select count(*) from raw_events"))
             kept = int(engine.scalar("select count(*) from stg_events"))

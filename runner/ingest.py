@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from runner.errors import IngestError
+from runner.faults import fault_point
 
 CHUNK_BYTES = 16 << 20
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
@@ -341,7 +342,8 @@ class Loader:
         started = time.perf_counter()
         result = IngestResult()
         for path in paths:
-            result.files.append(self._load_file(path, progress))
+            result.files.append(self._load_file(path, progress))  # committed file by file
+            fault_point("ingest:file")
         result.seconds = time.perf_counter() - started
         return result
 

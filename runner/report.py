@@ -98,7 +98,8 @@ def print_build_summary(result: BuildResult, console: Console) -> None:
         f"Done in {result.seconds:.2f} s on {result.target}: {counts['success']} {done}, "
         f"{counts['error']} failed, {counts['skipped']} skipped. "
         f"{result.messages_loaded:,} messages loaded, {result.duplicates_removed:,} duplicates "
-        "removed.", highlight=False)
+        "removed." + (f" Published in {result.publish_seconds:.2f} s."
+                      if result.publish_seconds else ""), highlight=False)
 
 
 def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],

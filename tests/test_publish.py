@@ -188,3 +188,28 @@ def test_postgres_publishes_by_schema_swap(tmp_path: Path) -> None:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
             for name in (schema, f"{schema}__work", f"{schema}__next"):
                 pg.execute(f'drop schema if exists "{name}" cascade')
+
+
+def test_ingest_killed_between_files_keeps_what_it_loaded(tmp_path: Path) -> None:
+    data = Path(__file__).parent / "fixtures"
+    files = [str(data / "funnel_window.ndjson"), str(data / "stitching.ndjson")]
+    crashed = ProjectHarness(tmp_path / "crashed")
+    proc = arpu(crashed.root, "ingest", *files, fault="ingest:file")
+    assert proc.returncode == -9  # killed right after the first file was committed
+    loads = crashed.rows("raw_loads")
+    assert [Path(r["source_file"]).name for r in loads] == ["funnel_window.ndjson"]
+    assert loads[0]["lines_read"] == loads[0]["loaded"] + loads[0]["rejected"] > 0
+    # ingesting everything again is idempotent at the message level
+    assert arpu(crashed.root, "ingest", *files).returncode == 0
+    assert arpu(crashed.root, "build").returncode == 0
+    clean = ProjectHarness(tmp_path / "clean")
+    assert arpu(clean.root, "ingest", *files).returncode == 0
+    assert arpu(clean.root, "build").returncode == 0
+    for name in ("fct_orders", "fct_product_views", "dim_users", "category_funnel"):
+        key = {"fct_orders": "order_id", "fct_product_views": "event_id",
+               "dim_users": "user_key", "category_funnel": "category"}[name]
+        drop = {"updated_load"}
+        assert [{k: v for k, v in r.items() if k not in drop}
+                for r in crashed.rows(name, order_by=key)] == \
+            [{k: v for k, v in r.items() if k not in drop}
+             for r in clean.rows(name, order_by=key)], name
