@@ -11,6 +11,8 @@ published file as it was.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,41 +71,37 @@ class DuckDBEngine(Engine):
 
     supports_merge = True
 
-    def materialize(self, name: str, select_sql: str, kind: str,
-                    after: list[str] | None = None) -> int | None:
-        q = self.quote(name)
+    @contextmanager
+    def _transaction(self, after: list[str] | None) -> Iterator[None]:
+        """One transaction around the body and the `after` statements (watermarks)."""
         self.con.execute("begin transaction")
         try:
-            if kind == "view":
-                self._drop_other(name, "table")
-                self.con.execute(f"create or replace view {q} as {select_sql}")
-            else:
-                self._drop_other(name, "view")
-                self.con.execute(f"create or replace table {q} as {select_sql}")
+            yield
             for statement in after or []:
                 self.con.execute(statement)
             self.con.execute("commit")
         except BaseException:
             self.con.execute("rollback")
             raise
+
+    def materialize(self, name: str, select_sql: str, kind: str,
+                    after: list[str] | None = None) -> int | None:
+        q = self.quote(name)
+        with self._transaction(after):
+            self._drop_other(name, "table" if kind == "view" else "view")
+            relation = "view" if kind == "view" else "table"
+            self.con.execute(f"create or replace {relation} {q} as {select_sql}")
         return None if kind == "view" else int(self.scalar(f"select count(*) from {q}"))
 
     def merge(self, name: str, select_sql: str, keys: list[str],
               after: list[str] | None = None) -> int:
-        new = f"__arpu_new_{name}"
-        self.con.execute("begin transaction")
-        try:
-            for statement in self._merge_statements(name, new, select_sql, keys):
+        new = self.quote(f"__arpu_new_{name}")
+        with self._transaction(after):
+            for statement in self._merge_statements(name, f"__arpu_new_{name}", select_sql,
+                                                    keys):
                 self.con.execute(statement)
-            rows = int(self.con.execute(f"select count(*) from {self.quote(new)}")
-                       .fetchall()[0][0])
-            self.con.execute(f"drop table {self.quote(new)}")
-            for statement in after or []:
-                self.con.execute(statement)
-            self.con.execute("commit")
-        except BaseException:
-            self.con.execute("rollback")
-            raise
+            rows = int(self.con.execute(f"select count(*) from {new}").fetchall()[0][0])
+            self.con.execute(f"drop table {new}")
         return rows
 
     def _drop_other(self, name: str, kind: str) -> None:
