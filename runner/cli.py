@@ -240,6 +240,28 @@ def cohort_export(
         console.print(f"Exported {summary.users:,} users of '{summary.category}' to {out}")
 
 
+@app.command()
+@_handled
+def dashboard(
+    out: Path = typer.Option(Path("target/dashboard.html"), "--out", "-o"),
+    open_: bool = typer.Option(False, "--open", help="Open it in a browser."),
+    target: str | None = TargetOpt,
+    vars: str | None = VarsOpt,
+) -> None:
+    """Write one self-contained HTML dashboard of the published relations (works offline)."""
+    from runner.dashboard import render_dashboard
+
+    with _context(target, vars) as ctx:
+        path = out if out.is_absolute() else ctx.project_dir / out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        summary = render_dashboard(ctx, path)
+    console.print(f"Wrote {summary.path} ({len(summary.panels)} panels)")
+    if open_:
+        import webbrowser
+
+        webbrowser.open(summary.path.resolve().as_uri())
+
+
 def main() -> None:
     app()
 

@@ -325,7 +325,7 @@ class Context:
         engine = self._reader_for(name)
         if not engine.relation_exists(name):
             raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")
-        return engine.fetch(self._sql(f"select * from {self._read_relation(name)} "
+        return engine.fetch(self.sql_for_target(f"select * from {self._read_relation(name)} "
                                       f"limit {int(limit)}"))
 
     def _read_relation(self, name: str) -> str:
@@ -337,7 +337,7 @@ class Context:
         """Raw tables live where arpu works; models are read where they are published."""
         return self.engine() if name.startswith("raw_") else self.reader()
 
-    def _sql(self, sql: str) -> str:
+    def sql_for_target(self, sql: str) -> str:
         """A query written in the models' dialect (DuckDB), for the target's engine."""
         dialect = self.compiler().target.dialect
         if dialect == "duckdb":
@@ -351,5 +351,5 @@ class Context:
         engine = self._reader_for(name)
         relation = self._read_relation(name)
         sql = f"select * from {relation}" + (f" order by {order_by}" if order_by else "")
-        columns, rows = engine.fetch(self._sql(sql))
+        columns, rows = engine.fetch(self.sql_for_target(sql))
         return [dict(zip(columns, row, strict=True)) for row in rows]
