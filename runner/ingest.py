@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,7 @@ create or replace temp macro _ts(v) as (
 CLASSIFY = r"""
 create or replace temp table _parsed as
 with src as (
-    select line_number, record_number, rtrim(raw, chr(13)) as raw, bad_utf8
+    select line_number, record_number, rtrim(raw, chr(13)) as raw, forced_reason
     from _chunk
     where starts_with(raw, '{') or trim(raw, E' \t\r\n\f\v') <> ''
 ), valid as (
@@ -89,7 +90,7 @@ with src as (
             '$.properties.total', '$.properties.products']) end as f
     from valid
 ), vals as (
-    select line_number, record_number, raw, bad_utf8, is_json, is_object,
+    select line_number, record_number, raw, forced_reason, is_json, is_object,
         nullif(f[1] ->> '$', '') as message_type,
         f[2] ->> '$' as event,
         nullif(f[3] ->> '$', '') as message_id,
@@ -125,7 +126,8 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
     -- messages without a messageId are identified by their exact text
     case when message_id is null then 'md5:' || md5(raw) end as content_id,
     case
-        when bad_utf8 then 'not valid UTF-8'
+        when forced_reason is not null then forced_reason
+        when strlen(raw) > 32768 then 'message larger than 32 KB (Segment''s limit)'
         when not is_json then 'not valid JSON'
         when not is_object then 'not a JSON object'
         when time_raw is null then 'no event time (timestamp, originalTimestamp, receivedAt)'
@@ -137,6 +139,9 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
         when quantity_problem is not null then 'properties.quantity ' || quantity_problem
         when revenue_problem is not null then 'properties.revenue ' || revenue_problem
         when total_problem is not null then 'properties.total ' || total_problem
+        when products is not null and starts_with(products, '[')
+             and json_array_length(products) > 1000
+            then 'properties.products has more than 1,000 items'
         when product_problem is not null then product_problem
     end as reason,
     -- DuckDB's JSON reader accepts NaN, Infinity and trailing commas; RFC 8259 does not.
@@ -211,44 +216,96 @@ def _open(path: Path) -> Any:
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-def _decode_lines(data: bytes) -> tuple[list[str], list[bool]]:
-    """Split a chunk of whole lines; lines that are not UTF-8 are flagged, not lost."""
+def _decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
+    """Split a chunk of whole lines; a line that is not UTF-8 gets a reason, it is not lost."""
     try:
         lines = data.decode("utf-8").split("\n")
-        return lines, [False] * len(lines)
+        return lines, [None] * len(lines)
     except UnicodeDecodeError:
-        out, flags = [], []
+        out: list[str] = []
+        reasons: list[str | None] = []
         for raw in data.split(b"\n"):
             try:
                 out.append(raw.decode("utf-8"))
-                flags.append(False)
+                reasons.append(None)
             except UnicodeDecodeError:
                 out.append(raw.decode("utf-8", errors="replace"))
-                flags.append(True)
-        return out, flags
+                reasons.append("not valid UTF-8")
+        return out, reasons
 
 
-def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[bool]]]:
-    """(first line number, lines, bad-UTF-8 flags) per chunk of whole lines."""
+class _Truncated(Exception):
+    """A gzip stream ended before its end marker; what came before it was read."""
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    """The file's bytes in blocks, gunzipped as a stream (members one after another), so a
+    truncated or corrupt gzip keeps everything before the break: then `_Truncated` is raised."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            fh.seek(0)
+            while block := fh.read(CHUNK_BYTES):
+                yield block
+            return
+        fh.seek(0)
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = False  # inside a member that has not ended yet
+        while compressed := fh.read(1 << 20):
+            while compressed:
+                try:
+                    out = member.decompress(compressed)
+                except zlib.error as exc:
+                    raise _Truncated(str(exc)) from None
+                pending = True
+                if out:
+                    yield out
+                if member.eof:
+                    compressed, pending = member.unused_data, False
+                    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                else:
+                    compressed = b""
+        if pending:
+            raise _Truncated("the gzip stream ends before its end marker")
+
+
+def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None]]]:
+    """(first line number, lines, forced reasons) per chunk of whole lines. A gzip stream that
+    ends early keeps every whole line before the break; the cut line is rejected."""
     line_no = 1
     rest = b""
-    with _open(path) as fh:
-        while True:
-            block = fh.read(CHUNK_BYTES)
-            if not block:
-                break
-            data = rest + block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
+    truncated: str | None = None
+    pieces: list[bytes] = []
+    size = 0
+    blocks = _blocks(path)
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            block = b""
+        except _Truncated as exc:
+            truncated, block = str(exc), b""
+        if block:
+            pieces.append(block)
+            size += len(block)
+            if size < CHUNK_BYTES:
                 continue
+        data = rest + b"".join(pieces)
+        pieces, size = [], 0
+        cut = data.rfind(b"\n")
+        if cut >= 0:
             rest = data[cut + 1:]
-            lines, flags = _decode_lines(data[:cut])
-            yield line_no, lines, flags
+            lines, reasons = _decode_lines(data[:cut])
+            yield line_no, lines, reasons
             line_no += len(lines)
+        else:
+            rest = data
+        if not block:
+            break
     if rest:
-        lines, flags = _decode_lines(rest)
-        yield line_no, lines, flags
+        lines, reasons = _decode_lines(rest)
+        if truncated:
+            reasons = [f"gzip stream truncated ({truncated}): the line is cut off"] * len(lines)
+        yield line_no, lines, reasons
 
 
 def _document_records(text: str) -> list[tuple[int, str]] | None:
@@ -365,11 +422,11 @@ class Loader:
             chunks = [(records, None)]
         else:
             chunks = _read_ahead((list(zip(range(first, first + len(lines)), lines, strict=True)),
-                                  flags) for first, lines, flags in _ndjson_chunks(path))
+                                  reasons) for first, lines, reasons in _ndjson_chunks(path))
         self.con.execute("begin transaction")
         try:
             record_base = 0
-            for rows, flags in chunks:
+            for rows, reasons in chunks:
                 if not rows:
                     continue
                 line_numbers, raws = zip(*rows, strict=True)
@@ -379,7 +436,8 @@ class Loader:
                     "line_number": line_numbers,
                     "record_number": range(record_base, record_base + len(rows)),
                     "raw": raws,
-                    "bad_utf8": flags if flags is not None else [False] * len(rows),
+                    "forced_reason": pd.array(
+                        reasons if reasons is not None else [None] * len(rows), dtype="string"),
                 })
                 record_base += len(rows)
                 self._load_chunk(frame, str(path), load_id, loaded_at, res)

@@ -1,0 +1,400 @@
+"""Benchmark `arpu build` against the floor: the same compiled SQL run directly in DuckDB.
+
+Usage:
+    python benchmarks/run.py [--sizes 1000000 5000000 20000000] [--workdir /tmp/arpu-bench]
+                             [--out benchmarks/results.md]
+
+For each size: copy the project (models/, macros/, arpu.yml) into a fresh directory, generate
+N Segment messages (`arpu seed --no-load`, plain NDJSON), `arpu ingest` them, keep a copy of the
+work database as it was before the build, time `arpu build` (wall clock and peak RSS of the
+process), then run the compiled SQL of every model (target/compiled/duckdb, manifest order) on the
+copy in one plain DuckDB process: the floor. Also times `arpu --help`, `arpu ls` and a build of the
+bundled sample, checks the targets below, writes a markdown report and exits 1 on any miss.
+
+Targets (a target whose size was not run is n/a, not a miss):
+    arpu --help < 0.3 s; build / floor <= 1.10 at >= 5M events; growth per doubling <= 2.2;
+    peak RSS < 6 GB at >= 20M events; `arpu build` of the bundled sample < 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PARTS = ("models", "macros", "arpu.yml")
+WORK_DB = "arpu.work.duckdb"
+FUNNEL_MODEL = "int_funnel_users"
+
+HELP_MAX_S = 0.3
+RATIO_MAX = 1.10
+RATIO_MIN_EVENTS = 5_000_000
+GROWTH_MAX = 2.2
+RSS_MAX_BYTES = 6 * 10**9
+RSS_MIN_EVENTS = 20_000_000
+SAMPLE_MAX_S = 3.0
+
+
+@dataclass
+class Proc:
+    """One finished subprocess: exit code, wall seconds, peak RSS in bytes, log file."""
+
+    returncode: int
+    seconds: float
+    max_rss: int
+    log: Path
+
+
+@dataclass
+class SizeResult:
+    events: int
+    seed_s: float = 0.0
+    ingest_s: float = 0.0
+    build_s: float = 0.0
+    build_rss: int = 0
+    elapsed_s: float = 0.0
+    validation_s: float = 0.0
+    publish_s: float = 0.0
+    floor_s: float = 0.0
+    floor_rss: int = 0
+    model_s: dict[str, float] = field(default_factory=dict)
+    model_validation_s: dict[str, float] = field(default_factory=dict)
+    floor_model_s: dict[str, float] = field(default_factory=dict)
+    materialized: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.build_s / self.floor_s
+
+    @property
+    def core_s(self) -> float:
+        """Build wall time without validation and publish."""
+        return self.build_s - self.validation_s - self.publish_s
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd: list[str], cwd: Path, log_path: Path) -> Proc:
+    """Run cmd with output to log_path; wall time and this child's own peak RSS (wait4)."""
+    with log_path.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Proc(proc.returncode, seconds, usage.ru_maxrss * 1024, log_path)
+
+
+def arpu(args: list[str], cwd: Path, log_path: Path, check: bool = True) -> Proc:
+    proc = run([sys.executable, "-m", "runner.cli", *args], cwd, log_path)
+    if check and proc.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise SystemExit(f"arpu {' '.join(args)} failed ({proc.returncode}) in {cwd}:\n{tail}")
+    return proc
+
+
+def copy_project(dest: Path, with_seeds: bool = False) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for part in (*PROJECT_PARTS, *(("seeds",) if with_seeds else ())):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part)
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def compiled_models(project: Path) -> list[tuple[str, str, str]]:
+    """(model, materialized, compiled SQL) in the manifest's dependency order."""
+    manifest = json.loads((project / "target" / "manifest.json").read_text())
+    out: list[tuple[str, str, str]] = []
+    for name, node in manifest["nodes"].items():
+        sql = (project / node["compiled_path"]).read_text().strip().rstrip(";")
+        out.append((name, node.get("materialized", "table"), sql))
+    return out
+
+
+def floor_main(db: Path, project: Path, result: Path) -> None:
+    """The floor, in its own process: every compiled model as `create or replace table`."""
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("set enable_progress_bar = false")
+    seconds: dict[str, float] = {}
+    total = time.perf_counter()
+    for name, _, sql in compiled_models(project):
+        start = time.perf_counter()
+        con.execute(f'create or replace table "{name}" as\n{sql}')
+        seconds[name] = time.perf_counter() - start
+    con.close()
+    total_s = time.perf_counter() - total
+    result.write_text(json.dumps({"seconds": seconds, "total": total_s}))
+
+
+def bench_size(events: int, workdir: Path) -> SizeResult:
+    res = SizeResult(events)
+    project = copy_project(workdir / f"events-{events}")
+    logs = project / "bench-logs"
+    logs.mkdir()
+    data = project / "events.ndjson"
+    log(f"{events:,} events: seed -> {data}")
+    p = arpu(["seed", "--events", str(events), "--out", str(data), "--no-load"], project,
+             logs / "seed.log")
+    res.seed_s = p.seconds
+    log(f"  seeded in {p.seconds:.1f} s; ingest")
+    p = arpu(["ingest", str(data)], project, logs / "ingest.log")
+    res.ingest_s = p.seconds
+    data.unlink()  # the raw file is in raw_events now; free the disk
+    before = workdir / f"events-{events}-floor.duckdb"
+    shutil.copy2(project / WORK_DB, before)
+    wal = project / (WORK_DB + ".wal")
+    if wal.exists():
+        shutil.copy2(wal, before.with_name(before.name + ".wal"))
+    log(f"  ingested in {res.ingest_s:.1f} s; arpu build")
+    p = arpu(["build"], project, logs / "build.log")
+    res.build_s, res.build_rss = p.seconds, p.max_rss
+    rr = json.loads((project / "target" / "run_results.json").read_text())
+    res.elapsed_s = float(rr["elapsed_seconds"])
+    res.validation_s = float(rr.get("validation_seconds") or 0.0)
+    res.publish_s = float(rr.get("publish_seconds") or 0.0)
+    for r in rr["results"]:
+        res.model_s[r["model"]] = float(r.get("seconds") or 0.0)
+        res.model_validation_s[r["model"]] = float(r.get("validation_seconds") or 0.0)
+        res.materialized[r["model"]] = r.get("materialized", "")
+    log(f"  build {res.build_s:.1f} s (elapsed {res.elapsed_s:.1f}, validation "
+        f"{res.validation_s:.1f}, publish {res.publish_s:.1f}), peak RSS "
+        f"{gb(res.build_rss)}; floor")
+    out = workdir / f"events-{events}-floor.json"
+    p = run([sys.executable, __file__, "--floor", str(before), str(project), str(out)], project,
+            logs / "floor.log")
+    if p.returncode != 0:
+        raise SystemExit(f"floor failed:\n{p.log.read_text()[-2000:]}")
+    floor = json.loads(out.read_text())
+    res.floor_s, res.floor_rss = float(floor["total"]), p.max_rss
+    res.floor_model_s = {k: float(v) for k, v in floor["seconds"].items()}
+    before.unlink()
+    log(f"  floor {res.floor_s:.1f} s (peak RSS {gb(res.floor_rss)}); build/floor "
+        f"{res.ratio:.2f}")
+    shutil.rmtree(project / "target" / "compiled", ignore_errors=True)
+    for db in project.glob("*.duckdb"):
+        db.unlink()
+    return res
+
+
+def latency(args: list[str], cwd: Path, runs: int = 10) -> float:
+    times = [arpu(args, cwd, cwd / "latency.log").seconds for _ in range(runs)]
+    return statistics.median(times)
+
+
+def sample_build(workdir: Path, runs: int = 3) -> tuple[float, Path]:
+    """Median wall time of `arpu build` on a fresh copy of the project with the bundled sample."""
+    times = []
+    project = workdir / "sample"
+    for _ in range(runs):
+        copy_project(project, with_seeds=True)
+        times.append(arpu(["build"], project, project / "build.log").seconds)
+    return statistics.median(times), project
+
+
+def growth(t1: float, t2: float, n1: int, n2: int) -> float:
+    """Time ratio normalised to a doubling of the input."""
+    return (t2 / t1) ** (1 / math.log2(n2 / n1))
+
+
+def gb(n: float) -> str:
+    return f"{n / 10**9:.2f} GB"
+
+
+def human(n: int) -> str:
+    return f"{n / 10**6:g}M" if n >= 10**6 else f"{n / 10**3:g}k"
+
+
+def machine() -> dict[str, str]:
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("duckdb", "sqlglot", "arpu"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "?"
+    return {"cores": str(os.cpu_count()), "memory": mem, "python": platform.python_version(),
+            **versions}
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def size_table(r: SizeResult) -> list[str]:
+    lines = [
+        f"### {r.events:,} events",
+        "",
+        f"seed {r.seed_s:.1f} s, ingest {r.ingest_s:.1f} s (not part of the build).",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| `arpu build` wall | {r.build_s:.2f} s |",
+        f"| run_results elapsed_seconds | {r.elapsed_s:.2f} s |",
+        f"| validation_seconds | {r.validation_s:.2f} s ({r.validation_s / r.elapsed_s:.1%}) |",
+        f"| publish_seconds | {r.publish_s:.2f} s ({r.publish_s / r.elapsed_s:.1%}) |",
+        f"| build − validation − publish | {r.core_s:.2f} s |",
+        f"| floor (compiled SQL, plain DuckDB) | {r.floor_s:.2f} s |",
+        f"| build / floor | {r.ratio:.2f} |",
+        f"| (build − validation − publish) / floor | {r.core_s / r.floor_s:.2f} |",
+        f"| `arpu build` peak RSS | {gb(r.build_rss)} |",
+        f"| floor process peak RSS | {gb(r.floor_rss)} |",
+        "",
+        "| model | materialized | build s | validation s | floor s | build / floor |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, secs in r.model_s.items():
+        fl = r.floor_model_s.get(name, 0.0)
+        ratio = f"{secs / fl:.2f}" if fl > 0 else "–"
+        lines.append(f"| {name} | {r.materialized.get(name, '')} | {secs:.2f} | "
+                     f"{r.model_validation_s.get(name, 0.0):.2f} | {fl:.2f} | {ratio} |")
+    lines.append(f"| **sum** | | {sum(r.model_s.values()):.2f} | "
+                 f"{sum(r.model_validation_s.values()):.2f} | "
+                 f"{sum(r.floor_model_s.values()):.2f} | |")
+    return lines
+
+
+def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: float
+           ) -> tuple[list[str], bool]:
+    checks: list[tuple[str, str, bool | None]] = [
+        ("`arpu --help` < 0.3 s", f"{help_s:.3f} s", help_s < HELP_MAX_S),
+        ("bundled sample `arpu build` < 3 s", f"{sample_s:.2f} s", sample_s < SAMPLE_MAX_S),
+    ]
+    big = [r for r in results if r.events >= RATIO_MIN_EVENTS]
+    for r in big:
+        checks.append((f"build / floor <= {RATIO_MAX} at {human(r.events)}", f"{r.ratio:.2f}",
+                       r.ratio <= RATIO_MAX))
+    if not big:
+        checks.append((f"build / floor <= {RATIO_MAX} at >= 5M", "no size >= 5M run", None))
+    huge = [r for r in results if r.events >= RSS_MIN_EVENTS]
+    for r in huge:
+        checks.append((f"peak RSS < 6 GB at {human(r.events)}", gb(r.build_rss),
+                       r.build_rss < RSS_MAX_BYTES))
+    if not huge:
+        checks.append(("peak RSS < 6 GB at 20M", "no size >= 20M run", None))
+
+    growth_rows = []
+    for a, b in zip(results, results[1:]):
+        gf = growth(a.model_s.get(FUNNEL_MODEL, 0.0) or 1e-9,
+                    b.model_s.get(FUNNEL_MODEL, 0.0), a.events, b.events)
+        gbuild = growth(a.build_s, b.build_s, a.events, b.events)
+        pair = f"{human(a.events)} → {human(b.events)}"
+        growth_rows.append(f"| {pair} | {b.events / a.events:g} | {gf:.2f} | {gbuild:.2f} |")
+        checks.append((f"growth per doubling <= {GROWTH_MAX}, {FUNNEL_MODEL}, {pair}",
+                       f"{gf:.2f}", gf <= GROWTH_MAX))
+        checks.append((f"growth per doubling <= {GROWTH_MAX}, whole build, {pair}",
+                       f"{gbuild:.2f}", gbuild <= GROWTH_MAX))
+    if not growth_rows:
+        checks.append(("growth per doubling <= 2.2", "needs two sizes", None))
+
+    m = machine()
+    lines = [
+        "# arpu benchmarks",
+        "",
+        "Generated by `python benchmarks/run.py "
+        f"--sizes {' '.join(str(r.events) for r in results)}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Machine: {m['cores']} cores, {m['memory']} memory, {platform.system()} "
+        f"{platform.machine()}; Python {m['python']}, duckdb {m['duckdb']}, "
+        f"sqlglot {m['sqlglot']}, arpu {m['arpu']}.",
+        "",
+        "The *floor* is the same compiled SQL (`target/compiled/duckdb/*.sql`, manifest order) run "
+        "as `create or replace table` with the duckdb Python API in one process on a copy of the "
+        "work database taken after ingest, before the build: no runner, no validation, no "
+        "publish, no incremental bookkeeping. Build times are wall clock of the whole "
+        "`arpu build` process (Python start-up included); peak RSS is the process's maximum "
+        "resident set (wait4).",
+        "",
+        "## Summary",
+        "",
+        "| size | build s | floor s | build / floor | (build − val − pub) / floor | "
+        "validation share | publish share | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {human(r.events)} | {r.build_s:.2f} | {r.floor_s:.2f} | {r.ratio:.2f} | "
+            f"{r.core_s / r.floor_s:.2f} | {r.validation_s / r.elapsed_s:.1%} | "
+            f"{r.publish_s / r.elapsed_s:.1%} | {gb(r.build_rss)} |")
+    lines += ["", f"Latency (median of 10, wall clock): `arpu --help` {help_s:.3f} s, "
+              f"`arpu ls` {ls_s:.3f} s. Bundled sample `arpu build` (fresh copy, median of 3): "
+              f"{sample_s:.2f} s.", ""]
+    if growth_rows:
+        lines += ["## Growth per doubling", "",
+                  "(time ratio between consecutive sizes) ** (1 / log2(size ratio))", "",
+                  f"| sizes | size ratio | {FUNNEL_MODEL} | whole build |",
+                  "|---|---:|---:|---:|", *growth_rows, ""]
+    lines += ["## Targets", "", "| target | figure | result |", "|---|---:|---|"]
+    lines += [f"| {name} | {fig} | {verdict(ok)} |" for name, fig, ok in checks]
+    lines += ["", "## Per size", ""]
+    for r in results:
+        lines += [*size_table(r), ""]
+    missed = any(ok is False for _, _, ok in checks)
+    return lines, missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/arpu-bench"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md")
+    parser.add_argument("--floor", nargs=3, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.floor:
+        floor_main(*args.floor)
+        return 0
+
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    sizes = sorted(set(args.sizes))
+    log(f"arpu benchmarks: sizes {', '.join(f'{s:,}' for s in sizes)} in {workdir}")
+
+    log("bundled sample: fresh copy, arpu build (3 runs)")
+    sample_s, sample_dir = sample_build(workdir)
+    help_s = latency(["--help"], sample_dir)
+    ls_s = latency(["ls"], sample_dir)
+    log(f"  sample build {sample_s:.2f} s; --help {help_s:.3f} s; ls {ls_s:.3f} s")
+
+    results: list[SizeResult] = []
+    for events in sizes:
+        results.append(bench_size(events, workdir))
+
+    lines, missed = report(results, help_s, ls_s, sample_s)
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print()
+    print(text)
+    log(f"written {args.out}; {'a target was MISSED' if missed else 'all targets met'}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
