@@ -300,7 +300,7 @@ def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: floa
         checks.append(("peak RSS < 6 GB at 20M", "no size >= 20M run", None))
 
     growth_rows = []
-    for a, b in zip(results, results[1:]):
+    for a, b in zip(results, results[1:], strict=False):
         gf = growth(a.model_s.get(FUNNEL_MODEL, 0.0) or 1e-9,
                     b.model_s.get(FUNNEL_MODEL, 0.0), a.events, b.events)
         gbuild = growth(a.build_s, b.build_s, a.events, b.events)

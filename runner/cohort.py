@@ -30,6 +30,18 @@ def cohort_trait(category: str) -> str:
     return f"non_converted_{slug}"
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """OWASP's CSV-injection rule: a cell a spreadsheet could read as a formula (leading `=`,
+    `+`, `-`, `@`, tab or carriage return) gets a leading single quote, which spreadsheets show
+    as text. Phone numbers such as `+1-555-...` are quoted too: Excel would compute them."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _iso(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat(timespec="milliseconds") + "Z"
@@ -64,7 +76,7 @@ def export_cohort(ctx: Context, category: str | None, fmt: str, out: TextIO) -> 
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for row in rows:
-            writer.writerow([_iso(v) for v in row[:6]])
+            writer.writerow([csv_safe(_iso(v)) for v in row[:6]])
     else:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         for user_key, email, phone, first, last, views, identified in rows:

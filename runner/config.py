@@ -16,6 +16,10 @@ from runner.errors import ConfigError
 CONFIG_FILE = "arpu.yml"
 
 
+# Schema, database and model names reach SQL as identifiers: plain ones only.
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,55}$"  # room for __work and __next
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,7 +43,8 @@ class PostgresTarget(_Strict):
     password_env: str = Field(
         "ARPU_PG_PASSWORD", description="Name of the environment variable holding the password."
     )
-    schema_: str = Field("arpu", alias="schema", description="Schema the relations are built in.")
+    schema_: str = Field("arpu", alias="schema", pattern=IDENTIFIER,
+                         description="Schema the relations are built in.")
 
     @property
     def password(self) -> str | None:
@@ -49,7 +54,7 @@ class PostgresTarget(_Strict):
 class SparkTarget(_Strict):
     type: Literal["spark"] = "spark"
     master: str = Field("local[*]", description="local[*], spark://host:port or sc://host.")
-    database: str = "arpu"
+    database: str = Field("arpu", pattern=IDENTIFIER)
     warehouse_dir: str = "target/spark-warehouse"
 
 
@@ -76,7 +81,8 @@ class Source(_Strict):
         None, description="A glob of message files read in place; unset: the raw_events table."
     )
     schema_: str | None = Field(
-        None, alias="schema", description="Schema of Segment's warehouse tables."
+        None, alias="schema", pattern=IDENTIFIER,
+        description="Schema of Segment's warehouse tables.",
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import gzip
 import json
 import re
 import threading
@@ -210,12 +209,6 @@ def expand_paths(patterns: list[str | Path]) -> list[Path]:
     return paths
 
 
-def _open(path: Path) -> Any:
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-
-
 def _decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
     """Split a chunk of whole lines; a line that is not UTF-8 gets a reason, it is not lost."""
     try:
@@ -301,6 +294,8 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None
             rest = data
         if not block:
             break
+    if truncated and line_no == 1 and not rest:
+        raise IngestError(f"cannot read: {truncated}", location=str(path))
     if rest:
         lines, reasons = _decode_lines(rest)
         if truncated:
@@ -336,10 +331,22 @@ def _document_records(text: str) -> list[tuple[int, str]] | None:
     return records
 
 
+def _head(path: Path, limit: int) -> bytes:
+    """Up to `limit` bytes of the (gunzipped) file; less when a gzip stream breaks early."""
+    out = b""
+    try:
+        for block in _blocks(path):
+            out += block
+            if len(out) > limit:
+                break
+    except _Truncated:
+        pass
+    return out
+
+
 def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
     """Records of a whole-document JSON file, or None for newline-delimited JSON."""
-    with _open(path) as fh:
-        head = fh.read(1 << 16)
+    head = _head(path, 1 << 16)
     first = next((ln for ln in head.split(b"\n") if ln.strip()), b"").strip()
     try:
         value = json.loads(first.decode("utf-8-sig"))
@@ -349,8 +356,7 @@ def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
         pass
     if path.stat().st_size > DOCUMENT_LIMIT:
         return None
-    with _open(path) as fh:
-        data = fh.read(DOCUMENT_LIMIT + 1)
+    data = _head(path, DOCUMENT_LIMIT)
     if len(data) > DOCUMENT_LIMIT:
         return None
     try:

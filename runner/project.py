@@ -83,6 +83,9 @@ def load_models(models_dir: Path) -> dict[str, Model]:
     models: dict[str, Model] = {}
     for path in sorted(models_dir.rglob("*.sql")):
         name = path.stem
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+            raise ConfigError("a model's file name must be a plain identifier (letters, digits, "
+                              "underscores), as it names the relation", location=str(path))
         if name in models:
             raise ConfigError(
                 f"two models named '{name}': {models[name].path} and {path}", location=str(path)
