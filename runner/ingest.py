@@ -7,6 +7,7 @@ parses, validates and types every line in bulk. Accounting holds for every file:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import glob
 import json
@@ -396,6 +397,7 @@ class Loader:
         self.con = con
         self.load_id_offset = load_id_offset
         con.execute("set TimeZone = 'UTC'")
+        con.execute("set checkpoint_threshold = '1GB'")  # a commit per chunk, not a checkpoint
         con.execute(RAW_TABLES)
         con.execute(CHECK_MACROS)
 
@@ -404,6 +406,10 @@ class Loader:
     ) -> IngestResult:
         started = time.perf_counter()
         result = IngestResult()
+        # rows of a load that never finished (the process died): its file is loaded again whole
+        for table in ("raw_events", "raw_rejected"):
+            self.con.execute(f"delete from {table} where load_id not in "
+                             "(select load_id from raw_loads)")
         for path in paths:
             result.files.append(self._load_file(path, progress))  # committed file by file
             fault_point("ingest:file")
@@ -429,7 +435,8 @@ class Loader:
         else:
             chunks = _read_ahead((list(zip(range(first, first + len(lines)), lines, strict=True)),
                                   reasons) for first, lines, reasons in _ndjson_chunks(path))
-        self.con.execute("begin transaction")
+        # One transaction per chunk keeps memory flat on any file size; the load counts once
+        # its raw_loads row is written, and `load` removes the rows of a load that did not.
         try:
             record_base = 0
             for rows, reasons in chunks:
@@ -446,17 +453,20 @@ class Loader:
                         reasons if reasons is not None else [None] * len(rows), dtype="string"),
                 })
                 record_base += len(rows)
+                self.con.execute("begin transaction")
                 self._load_chunk(frame, str(path), load_id, loaded_at, res)
+                self.con.execute("commit")
                 if progress:
-                    progress(sum(len(r) + 1 for r in raws[:: max(len(raws) // 64, 1)])
-                             * max(len(raws) // 64, 1) if records is None else size)
+                    progress(sum(map(len, raws)) + len(raws) if records is None else size)
             self.con.execute(
                 "insert into raw_loads values (?, ?, ?, ?, ?, ?, ?)",
                 [load_id, loaded_at, str(path), size, res.lines_read, res.loaded, res.rejected],
             )
-            self.con.execute("commit")
         except BaseException:
-            self.con.execute("rollback")
+            with contextlib.suppress(duckdb.Error):  # no transaction may be open
+                self.con.execute("rollback")
+            for table in ("raw_events", "raw_rejected"):  # the load did not happen
+                self.con.execute(f"delete from {table} where load_id = ?", [load_id])
             raise
         return res
 
@@ -492,6 +502,7 @@ class Loader:
         )
         read, bad = con.execute(
             "select count(*), count(reason) from _parsed").fetchall()[0]
+        con.execute("drop table _parsed")
         res.lines_read += read
         res.rejected += bad
         res.loaded += read - bad
