@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.artifacts import BuildResult, ModelResult, write_manifest, write_run_results
 from runner.config import Config, load_config
-from runner.errors import ArpuError, ConfigError
+from runner.errors import ArpuError, ConfigError, ExecutionError
 from runner.faults import fault_point
 
 if TYPE_CHECKING:
@@ -312,9 +312,10 @@ class Context:
         except ArpuError as exc:
             res.status, res.error = "error", str(exc)
         except Exception as exc:  # the warehouse's own error: keep the model and file with it
-            res.status = "error"
             first = str(exc).splitlines()[0] if str(exc) else ""
-            res.error = f"model {model.name} ({res.compiled_path}): {type(exc).__name__}: {first}"
+            error = ExecutionError(f"{type(exc).__name__}: {first}", model=model.name,
+                                   compiled_path=res.compiled_path)
+            res.status, res.error = "error", str(error)
         res.seconds = round(time.perf_counter() - t0, 4)
         return res
 

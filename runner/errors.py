@@ -64,7 +64,3 @@ class IngestError(ArpuError):
     """A whole input file cannot be read (missing, unreadable); bad lines never raise."""
 
     exit_code = 2
-
-
-class ValidationFailed(ArpuError):
-    """An `error`-severity expectation failed."""

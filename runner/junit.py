@@ -1,11 +1,9 @@
-"""Validation results as files CI reads: `target/junit.xml` and a JSON summary."""
+"""Validation results as the file CI systems read: `target/junit.xml`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import asdict
 from pathlib import Path
 
 from runner.validate import MAX_EXAMPLES, ExpectationResult
@@ -63,15 +61,3 @@ def _failure_text(res: ExpectationResult) -> str:
         lines.append(f"failing rows (up to {MAX_EXAMPLES}):")
         lines += [json.dumps(row, default=str, sort_keys=True) for row in res.failing_examples]
     return "\n".join(lines)
-
-
-def write_results(path: Path, results: list[ExpectationResult]) -> None:
-    """`target/expectation_results.json`: every result as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "results": [asdict(r) for r in results],
-    }
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
-

@@ -17,14 +17,6 @@ HEADER = re.compile(r"\A\s*/\*(.*?)\*/", re.DOTALL)
 DEFAULT_MATERIALIZATION = {"staging": "table", "intermediate": "table", "marts": "table"}
 
 
-class Expectation(BaseModel):
-    """One data-quality check declared in a model header (see runner/validate.py)."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    severity: Literal["error", "warn"] = "error"
-
-
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,15 @@ def use_isolated_targets(project: ProjectHarness, name: str) -> None:
     config["targets"]["postgres"]["schema"] = f"arpu_test_{name}_{os.getpid()}"
     config["targets"]["spark"]["database"] = f"arpu_test_{name}_{os.getpid()}"
     path.write_text(yaml.safe_dump(config))
+
+
+def run_arpu(project: Path, *args: str, fault: str | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`arpu -C project args...` in a subprocess, as a user runs it; `fault` sets ARPU_FAULT
+    (runner/faults.py) to kill the process at that point."""
+    environment = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
+    environment.update(env or {})
+    if fault:
+        environment["ARPU_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
+                          capture_output=True, text=True, timeout=300, env=environment)

@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ProjectHarness
-
-
-def arpu(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
-                          capture_output=True, text=True, timeout=300)
+from conftest import run_arpu as arpu
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,12 @@ import csv
 import gzip
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 from conftest import ProjectHarness, use_isolated_targets
+from conftest import run_arpu as arpu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,13 +26,6 @@ NASTY = [
     "bell \u0007 and newline \n tab \t", "emoji 🛒🔥", "rtl \u202eevil\u202c עברית",
     "x'); drop table fct_orders; --", "L" * 10_000,
 ]
-
-
-def arpu(project: Path, *args: str, env: dict[str, str] | None = None
-         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
 
 
 def _nasty_events(path: Path) -> None:

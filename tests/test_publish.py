@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import ProjectHarness
+from conftest import run_arpu as arpu
 
 from runner.context import Context
 
@@ -39,15 +39,6 @@ while time.time() < deadline:
 print(json.dumps({"errors": errors[:5], "error_count": len(errors), "queries": queries,
                   "snapshots": sorted(snapshots)}))
 """
-
-
-def arpu(project: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop("ARPU_FAULT", None)
-    if fault:
-        env["ARPU_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
-                          capture_output=True, text=True, timeout=300, env=env)
 
 
 def published(project: ProjectHarness) -> dict[str, object]:

@@ -27,30 +27,20 @@ traits as (
     from {{ ref('stg_events') }}
     where message_type = 'identify'
 ),
+{%- for trait in ['email', 'phone'] %}
 
-latest_email as (
-    select user_key, email
+latest_{{ trait }} as (
+    select user_key, {{ trait }}
     from (
-        select user_key, email, row_number() over (
+        select user_key, {{ trait }}, row_number() over (
             partition by user_key order by event_ts desc, received_at desc nulls last, event_id desc
         ) as recency
         from traits
-        where email is not null
+        where {{ trait }} is not null
     ) as ranked
     where recency = 1
-),
-
-latest_phone as (
-    select user_key, phone
-    from (
-        select user_key, phone, row_number() over (
-            partition by user_key order by event_ts desc, received_at desc nulls last, event_id desc
-        ) as recency
-        from traits
-        where phone is not null
-    ) as ranked
-    where recency = 1
-)
+){{ ',' if not loop.last }}
+{%- endfor %}
 
 select
     s.user_key,

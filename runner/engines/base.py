@@ -60,10 +60,6 @@ class Engine(ABC):
         return [ddl, f"delete from {WATERMARKS} where model = {name}",
                 f"insert into {WATERMARKS} values ({name}, {int(load_id)}, current_timestamp)"]
 
-    def forget_watermarks(self) -> None:
-        if self.relation_exists(WATERMARKS):
-            self.execute(f"drop table {WATERMARKS}")
-
     @abstractmethod
     def relation_exists(self, name: str) -> bool: ...
 
