@@ -31,7 +31,9 @@ class DuckDBTarget(_Strict):
         None, description="Where ingest and build work (default: <path stem>.work.duckdb).")
     threads: int | None = Field(None, description="DuckDB worker threads (default: all cores).")
     memory_limit: str | None = Field(None, description="e.g. '4GB'; larger data spills to disk.")
-    temp_directory: str | None = Field(None, description="Where DuckDB spills.")
+    temp_directory: str | None = Field(
+        None, description="Where DuckDB spills, relative to the project (default: beside the "
+                          "work database, `<work file>.tmp`).")
 
 
 class PostgresTarget(_Strict):

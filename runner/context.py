@@ -160,7 +160,12 @@ class Context:
         validator = self._validator(names, fast=True) if validate else None
         batch = self._batch_load_id(engine)
         failed: set[str] = set()  # models that failed; their descendants are skipped
+        published = False
         try:
+            engine.begin_build(
+                carry=[n for n in compiler.graph.order if n not in names],
+                incremental=[] if full_refresh or batch is None else
+                [n for n in names if compiler.models[n].materialized == "incremental"])
             for name in names:
                 model = compiler.models[name]
                 upstream_failed = failed & compiler.graph.ancestors(name)
@@ -180,19 +185,25 @@ class Context:
                     failed.add(name)
                 result.results.append(res)
                 notify("done", name, res)
+            if validator is not None:
+                validator.close()
+                validator = None
+            result.validation_seconds = sum(r.validation_seconds for r in result.results)
+            if engine.relation_exists("stg_events") and engine.relation_exists("raw_events"):
+                raw = int(engine.scalar("select count(*) from raw_events"))
+                kept = int(engine.scalar("select count(*) from stg_events"))
+                result.messages_loaded, result.duplicates_removed = raw, raw - kept
+            if result.success:
+                self._close_reader()  # our own read connection must not pin the old file
+                t0 = time.perf_counter()
+                engine.publish([n for n in compiler.graph.order if engine.relation_exists(n)])
+                published = True
+                result.publish_seconds = time.perf_counter() - t0
         finally:
             if validator is not None:
                 validator.close()
-        result.validation_seconds = sum(r.validation_seconds for r in result.results)
-        if result.success:
-            self._close_reader()  # our own read connection must not pin the old file
-            t0 = time.perf_counter()
-            engine.publish([n for n in compiler.graph.order if engine.relation_exists(n)])
-            result.publish_seconds = time.perf_counter() - t0
-        if engine.relation_exists("stg_events") and engine.relation_exists("raw_events"):
-            raw = int(engine.scalar("select count(*) from raw_events"))
-            kept = int(engine.scalar("select count(*) from stg_events"))
-            result.messages_loaded, result.duplicates_removed = raw, raw - kept
+            if not published:
+                engine.abandon_build()
         result.seconds = time.perf_counter() - started
         self._write_results(result, compiler.target.dialect)
         return result

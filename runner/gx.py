@@ -117,9 +117,17 @@ class GXSession:
             # GX's connections are cursors of one cursor of the engine's connection: the same
             # database, and the engine's own connection is never used by GX.
             base = self._base = con.cursor()
+            session = getattr(self.engine, "session_statements", list)
+
+            def creator() -> Any:
+                cursor = base.cursor()
+                for statement in session():  # a build reads the file it is writing
+                    cursor.execute(statement)
+                return ConnectionWrapper(cursor)
+
             datasource = context.data_sources.add_sql(
                 name="arpu", connection_string="duckdb+arpu:///:memory:",
-                kwargs={"creator": lambda: ConnectionWrapper(base.cursor())})
+                kwargs={"creator": creator})
             return datasource, "sql"
         if dialect == "spark" and getattr(self.engine, "spark", None) is not None:
             return context.data_sources.add_spark(name="arpu"), "spark"

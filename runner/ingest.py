@@ -417,8 +417,6 @@ class Loader:
         return result
 
     def _load_file(self, path: Path, progress: Callable[[int], None] | None) -> FileResult:
-        import pandas as pd
-
         try:
             size = path.stat().st_size
             records = _sniff_document(path)
@@ -445,16 +443,16 @@ class Loader:
                 line_numbers, raws = zip(*rows, strict=True)
                 if line_numbers[0] == 1 and raws[0].startswith("\ufeff"):
                     raws = (raws[0][1:],) + raws[1:]
-                frame = pd.DataFrame({
-                    "line_number": line_numbers,
-                    "record_number": range(record_base, record_base + len(rows)),
-                    "raw": raws,
-                    "forced_reason": pd.array(
-                        reasons if reasons is not None else [None] * len(rows), dtype="string"),
-                })
-                record_base += len(rows)
                 self.con.execute("begin transaction")
-                self._load_chunk(frame, str(path), load_id, loaded_at, res)
+                # the chunk reaches DuckDB as list parameters: no DataFrame library to import
+                self.con.execute(
+                    "create temp table _chunk as select unnest(?::bigint[]) as line_number, "
+                    "unnest(?::bigint[]) as record_number, unnest(?::varchar[]) as raw, "
+                    "unnest(?::varchar[]) as forced_reason",
+                    [list(line_numbers), list(range(record_base, record_base + len(rows))),
+                     list(raws), reasons if reasons is not None else [None] * len(rows)])
+                record_base += len(rows)
+                self._load_chunk(str(path), load_id, loaded_at, res)
                 self.con.execute("commit")
                 if progress:
                     progress(sum(map(len, raws)) + len(raws) if records is None else size)
@@ -471,14 +469,11 @@ class Loader:
         return res
 
     def _load_chunk(
-        self, frame: Any, source_file: str, load_id: int, loaded_at: dt.datetime, res: FileResult
+        self, source_file: str, load_id: int, loaded_at: dt.datetime, res: FileResult
     ) -> None:
         con = self.con
-        con.register("_chunk", frame)
-        try:
-            con.execute(CLASSIFY)
-        finally:
-            con.unregister("_chunk")
+        con.execute(CLASSIFY)
+        con.execute("drop table _chunk")
         suspicious = con.execute(
             "select line_number, raw from _parsed where suspicious"
         ).fetchall()

@@ -85,7 +85,7 @@ def test_sql_in_a_var_is_a_plain_string(nasty: ProjectHarness) -> None:
     result = nasty.build(target_category="x'); drop table fct_orders; --")
     assert result.success
     with Context(nasty.root) as ctx:
-        assert ctx.engine().relation_exists("fct_orders")
+        assert ctx.reader().relation_exists("fct_orders")
     assert len(nasty.rows("fct_orders")) + len(nasty.rows("fct_product_views")) == before
     targets = [r["category"] for r in nasty.rows("category_opportunities") if r["is_target"]]
     assert targets == ["x'); drop table fct_orders; --"]  # matched as a string, category 10

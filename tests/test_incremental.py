@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from conftest import SPEC_KEYS, ProjectHarness
 from hypothesis import HealthCheck, given, settings
@@ -135,10 +136,11 @@ def test_full_refresh_rebuilds_from_all_loads(tmp_path: Path) -> None:
     first_build = len(project.rows("fct_product_views"))
     assert first_build > 0
     with Context(project.root) as ctx:
-        engine = ctx.engine()
-        assert engine.watermark("stg_events") == 1  # the sample is load 1
-        # lose part of the incremental state: an increment has nothing new to process ...
-        engine.execute("delete from stg_events where event_name = 'Product Viewed'")
+        assert ctx.reader().watermark("stg_events") == 1  # the sample is load 1
+    # lose part of the incremental state (published with its watermark): an increment has
+    # nothing new to process ...
+    with duckdb.connect(str(project.root / "arpu.duckdb")) as con:
+        con.execute("delete from stg_events where event_name = 'Product Viewed'")
     with Context(project.root) as ctx:
         result = ctx.build(["stg_events"], validate=False)
         assert result.success and result.results[0].rows == 0

@@ -3,9 +3,10 @@ description: >
   One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
-materialized: incremental
+# a table, not incremental: an order whose earliest copy arrives late with fewer products must
+# lose lines, and a merge by order_id cannot delete lines of an order that now has none
+materialized: table
 unique_key: [order_id, line_number]
-merge_key: order_id  # a re-processed order replaces all its lines
 tags: [facts]
 */
 with lines as (
@@ -19,15 +20,12 @@ with lines as (
         {{ json_str('l.element', '$.category') }} as category,
         {{ json_str('l.element', '$.name') }} as name,
         {{ json_num('l.element', '$.price') }} as price,
-        coalesce({{ json_num('l.element', '$.quantity') }}, 1) as quantity
+        coalesce({{ json_num('l.element', '$.quantity') }}, 1) as quantity,
+        l.updated_load  -- the load that last changed the order
     from {{ json_array_rows(ref('int_orders'), '$.products', 'l') }}
-    {%- if is_incremental() %}
-    where l.updated_load > {{ watermark() }}
-    {%- endif %}
 )
 
 select
     *,
-    price * quantity as line_revenue,
-    {{ batch_load_id() }} as updated_load
+    price * quantity as line_revenue
 from lines

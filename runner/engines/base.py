@@ -82,9 +82,19 @@ class Engine(ABC):
         """Copy the raw tables of a local DuckDB connection (one ingest) into this target."""
         raise NotImplementedError(f"ingest into {self.dialect} is not supported")
 
+    def begin_build(self, carry: list[str], incremental: list[str]) -> None:
+        """Prepare where the build writes. `carry`: models the build does not run, whose
+        published relations it keeps; `incremental`: incremental models that may continue from
+        their watermark. Engines that build beside the published relations have nothing to do."""
+        return None
+
     def publish(self, names: list[str]) -> None:
         """Make the built relations visible to readers; engines that replace each relation in
         place (PostgreSQL in one transaction per model, Spark) have nothing more to do."""
+        return None
+
+    def abandon_build(self) -> None:
+        """Forget what a build that will not be published wrote, where that is apart."""
         return None
 
     def quote(self, name: str) -> str:

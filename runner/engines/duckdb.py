@@ -1,11 +1,12 @@
 """DuckDB, the embedded default target.
 
-Two files: the work database (raw tables, incremental state, every model as built) that only
-arpu opens, and the published database at the target's `path` that BI tools, `arpu show` and
-`arpu test` read. A successful build writes a complete copy of its relations to a new file and
-renames it over the published one: readers never wait on arpu's lock, a reader that is already
-connected keeps the snapshot it opened, and a build that fails or is killed leaves the last
-published file as it was.
+Two files: the work database (raw tables) that only arpu opens, and the published database at the
+target's `path` (every model, with its incremental watermark) that BI tools, `arpu show` and
+`arpu test` read. A build writes its models straight into a new file, attached beside the work
+database, and renames it over the published one when every model has passed: readers never wait
+on arpu's lock, a reader that is already connected keeps the snapshot it opened, and a build that
+fails or is killed leaves the last published file as it was. Nothing is copied but what a build
+starts from: models it does not rebuild and the tables incremental models append to.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import duckdb
 
 from runner.config import DuckDBTarget
-from runner.engines.base import Engine
+from runner.engines.base import WATERMARKS, Engine
 from runner.errors import ArpuError
 from runner.faults import fault_point
 
@@ -46,14 +47,29 @@ class DuckDBEngine(Engine):
             options["threads"] = target.threads
         if target.memory_limit:
             options["memory_limit"] = target.memory_limit
-        if target.temp_directory:
-            options["temp_directory"] = target.temp_directory
+        if target.temp_directory:  # relative to the project, like `path`
+            options["temp_directory"] = str(project_dir / target.temp_directory)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=options)
         except duckdb.Error as exc:
             raise ArpuError(f"cannot open the database: {exc}", location=str(self.path)) from None
         self.con.execute("set TimeZone = 'UTC'")
         self.con.execute("set enable_progress_bar = false")
+        self.work_catalog = str(self.con.execute("select current_database()").fetchall()[0][0])
+        self._next: Path | None = None  # the file a build writes, published at the end
+
+    def session_statements(self) -> list[str]:
+        """What a new cursor runs to see what this connection sees (GX's connections)."""
+        if self._next is None:
+            return []
+        return ["use arpu_next", "set search_path = " + _literal(
+            f"arpu_next.main,{self.quote(self.work_catalog)}.main")]
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        for statement in self.session_statements():
+            cur.execute(statement)
+        return cur
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
         try:
@@ -107,48 +123,106 @@ class DuckDBEngine(Engine):
     def _drop_other(self, name: str, kind: str) -> None:
         catalog, column = ("duckdb_views()", "view_name") if kind == "view" else (
             "duckdb_tables()", "table_name")
-        found = self.scalar(f"select count(*) from {catalog} where schema_name = current_schema() "
-                            f"and {column} = ?", [name])
+        found = self.scalar(f"select count(*) from {catalog} where database_name = "
+                            f"current_database() and schema_name = 'main' and {column} = ?", [name])
         if found:
             self.con.execute(f"drop {kind} {self.quote(name)}")
 
-    def publish(self, names: list[str]) -> None:
-        """Copy `names` (every relation of the work database they are in) into a new file and
-        rename it over the published database: all relations change at once."""
+    def begin_build(self, carry: list[str], incremental: list[str]) -> None:
+        """Attach a new file and build into it: copy in the `carry` relations (models this
+        build does not run) and the `incremental` models that have a watermark, with it."""
         target = self.published_path
         for stale in target.parent.glob(target.name + ".publishing-*"):
-            stale.unlink(missing_ok=True)  # left by a build that was killed while publishing
-        tmp = target.with_name(f"{target.name}.publishing-{os.getpid()}")
-        self.con.execute(f"attach '{tmp}' as publishing")
+            stale.unlink(missing_ok=True)  # left by a build that was killed
+        self._next = target.with_name(f"{target.name}.publishing-{os.getpid()}")
+        self.con.execute(f"attach {_literal(str(self._next))} as arpu_next")
+        for statement in self.session_statements():
+            self.con.execute(statement)
+        self.con.execute(f"create table {WATERMARKS} (model varchar, load_id bigint, "
+                         "built_at timestamp)")
+        if not target.exists() or not (carry or incremental):
+            return
+        self.con.execute(f"attach {_literal(str(target))} as arpu_published (read_only)")
         try:
-            for name in names:
+            tables = {r[0] for r in self.con.execute(
+                "select table_name from information_schema.tables where table_catalog = "
+                "'arpu_published' and table_schema = 'main'").fetchall()}
+            marks = dict(self.con.execute(
+                f"select model, max(load_id) from arpu_published.main.{WATERMARKS} "
+                "group by model").fetchall()) if WATERMARKS in tables else {}
+            copy = [n for n in carry if n in tables]
+            copy += [n for n in incremental if n in tables and n in marks and n not in copy]
+            self.con.execute("begin transaction")
+            for name in copy:
                 q = self.quote(name)
-                self.con.execute(f"create table publishing.{q} as select * from main.{q}")
-            self.con.execute("checkpoint publishing")
+                self.con.execute(f"create table {q} as select * from arpu_published.main.{q}")
+            if marks:
+                self.con.execute(f"insert into {WATERMARKS} select * from arpu_published.main."
+                                 f"{WATERMARKS} where list_contains(?, model)", [copy])
+            self.con.execute("commit")
         finally:
-            self.con.execute("detach publishing")
+            self.con.execute("detach arpu_published")
+
+    def publish(self, names: list[str]) -> None:
+        """Rename the file this build wrote over the published database: all relations change
+        at once. Views become tables (the published file holds no raw data to read)."""
+        assert self._next is not None, "publish without begin_build"
+        views = [r[0] for r in self.con.execute(
+            "select view_name from duckdb_views() where database_name = 'arpu_next' "
+            "and schema_name = 'main' and not internal").fetchall()]
+        for view in views:
+            q, tmp = self.quote(view), self.quote(f"__arpu_view_{view}")
+            self.con.execute("begin transaction")
+            self.con.execute(f"create table {tmp} as select * from {q}")
+            self.con.execute(f"drop view {q}")
+            self.con.execute(f"alter table {tmp} rename to {q}")
+            self.con.execute("commit")
+        self.con.execute("checkpoint arpu_next")
+        tmp, self._next = self._next, None
+        self._leave_next()
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         fault_point("publish")
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
+        os.replace(tmp, self.published_path)
+        dir_fd = os.open(self.published_path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
 
+    def abandon_build(self) -> None:
+        """Drop the file of a build that will not be published."""
+        if self._next is None:
+            return
+        tmp, self._next = self._next, None
+        self._leave_next()
+        for path in (tmp, tmp.with_name(tmp.name + ".wal")):
+            path.unlink(missing_ok=True)
+
+    def _leave_next(self) -> None:
+        self.con.execute(f"use {self.quote(self.work_catalog)}")
+        self.con.execute("reset search_path")
+        self.con.execute("detach arpu_next")
+
     def relation_exists(self, name: str) -> bool:
+        """In the file being built, or in the work database (raw tables)."""
         return bool(self.scalar(
-            "select count(*) from information_schema.tables where table_schema = current_schema() "
-            "and table_name = ?", [name]))
+            "select count(*) from information_schema.tables where table_schema = 'main' "
+            "and table_catalog in (current_database(), ?) and table_name = ?",
+            [self.work_catalog, name]))
 
     def close(self) -> None:
+        self.abandon_build()
         self.con.close()
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

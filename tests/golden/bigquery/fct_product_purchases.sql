@@ -4,9 +4,10 @@ description: >
   One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
-materialized: incremental
+# a table, not incremental: an order whose earliest copy arrives late with fewer products must
+# lose lines, and a merge by order_id cannot delete lines of an order that now has none
+materialized: table
 unique_key: [order_id, line_number]
-merge_key: order_id  # a re-processed order replaces all its lines
 tags: [facts]
 */
 WITH lines AS (
@@ -20,7 +21,8 @@ WITH lines AS (
     JSON_EXTRACT_SCALAR(l.element, '$.category') AS category,
     JSON_EXTRACT_SCALAR(l.element, '$.name') AS name,
     SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS FLOAT64) AS price,
-    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity
+    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity,
+    l.updated_load /* the load that last changed the order */
   FROM (
     SELECT
       src.*,
@@ -32,6 +34,5 @@ WITH lines AS (
 )
 SELECT
   *,
-  price * quantity AS line_revenue,
-  0 AS updated_load
+  price * quantity AS line_revenue
 FROM lines

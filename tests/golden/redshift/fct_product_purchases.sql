@@ -4,9 +4,10 @@ description: >
   One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
-materialized: incremental
+# a table, not incremental: an order whose earliest copy arrives late with fewer products must
+# lose lines, and a merge by order_id cannot delete lines of an order that now has none
+materialized: table
 unique_key: [order_id, line_number]
-merge_key: order_id  # a re-processed order replaces all its lines
 tags: [facts]
 */
 WITH lines AS (
@@ -23,7 +24,8 @@ WITH lines AS (
     COALESCE(
       TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')) AS DOUBLE PRECISION),
       1
-    ) AS quantity
+    ) AS quantity,
+    l.updated_load /* the load that last changed the order */
   FROM (
     SELECT
       src.*,
@@ -132,6 +134,5 @@ WITH lines AS (
 )
 SELECT
   *,
-  price * quantity AS line_revenue,
-  0 AS updated_load
+  price * quantity AS line_revenue
 FROM lines
