@@ -22,6 +22,7 @@ from queue import Queue
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from runner.errors import IngestError
 from runner.faults import fault_point
@@ -74,7 +75,8 @@ create or replace temp macro _ts(v) as (
 CLASSIFY = r"""
 create or replace temp table _parsed as
 with src as (
-    select line_number, record_number, rtrim(raw, chr(13)) as raw, forced_reason
+    select line_number, record_number, rtrim(raw, chr(13)) as raw,
+        cast(forced_reason as varchar) as forced_reason  -- all None: NumPy gives no type
     from _chunk
     where starts_with(raw, '{') or trim(raw, E' \t\r\n\f\v') <> ''
 ), valid as (
@@ -443,16 +445,18 @@ class Loader:
                 line_numbers, raws = zip(*rows, strict=True)
                 if line_numbers[0] == 1 and raws[0].startswith("\ufeff"):
                     raws = (raws[0][1:],) + raws[1:]
-                self.con.execute("begin transaction")
-                # the chunk reaches DuckDB as list parameters: no DataFrame library to import
-                self.con.execute(
-                    "create temp table _chunk as select unnest(?::bigint[]) as line_number, "
-                    "unnest(?::bigint[]) as record_number, unnest(?::varchar[]) as raw, "
-                    "unnest(?::varchar[]) as forced_reason",
-                    [list(line_numbers), list(range(record_base, record_base + len(rows))),
-                     list(raws), reasons if reasons is not None else [None] * len(rows)])
+                # NumPy arrays, scanned by DuckDB in place (pandas would cost 0.3 s to import)
+                chunk = {
+                    "line_number": np.array(line_numbers, dtype=np.int64),
+                    "record_number": np.arange(record_base, record_base + len(rows),
+                                               dtype=np.int64),
+                    "raw": np.array(raws, dtype=object),
+                    "forced_reason": np.array(
+                        reasons if reasons is not None else [None] * len(rows), dtype=object),
+                }
                 record_base += len(rows)
-                self._load_chunk(str(path), load_id, loaded_at, res)
+                self.con.execute("begin transaction")
+                self._load_chunk(chunk, str(path), load_id, loaded_at, res)
                 self.con.execute("commit")
                 if progress:
                     progress(sum(map(len, raws)) + len(raws) if records is None else size)
@@ -469,11 +473,15 @@ class Loader:
         return res
 
     def _load_chunk(
-        self, source_file: str, load_id: int, loaded_at: dt.datetime, res: FileResult
+        self, chunk: dict[str, Any], source_file: str, load_id: int, loaded_at: dt.datetime,
+        res: FileResult
     ) -> None:
         con = self.con
-        con.execute(CLASSIFY)
-        con.execute("drop table _chunk")
+        con.register("_chunk", chunk)
+        try:
+            con.execute(CLASSIFY)
+        finally:
+            con.unregister("_chunk")
         suspicious = con.execute(
             "select line_number, raw from _parsed where suspicious"
         ).fetchall()
