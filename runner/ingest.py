@@ -11,11 +11,14 @@ import contextlib
 import datetime as dt
 import glob
 import json
+import os
 import re
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
@@ -395,13 +398,14 @@ def _read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 class Loader:
     """Loads files into one DuckDB connection's raw tables."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0,
+                 workers: int | None = None) -> None:
         self.con = con
         self.load_id_offset = load_id_offset
+        self.workers = workers or min(os.cpu_count() or 1, 4)
         con.execute("set TimeZone = 'UTC'")
         con.execute("set checkpoint_threshold = '1GB'")  # a commit per chunk, not a checkpoint
         con.execute(RAW_TABLES)
-        con.execute(CHECK_MACROS)
 
     def load(
         self, paths: list[Path], progress: Callable[[int], None] | None = None
@@ -437,46 +441,92 @@ class Loader:
                                   reasons) for first, lines, reasons in _ndjson_chunks(path))
         # One transaction per chunk keeps memory flat on any file size; the load counts once
         # its raw_loads row is written, and `load` removes the rows of a load that did not.
+        # Chunks are classified on several cursors at once: a chunk is one row group, which
+        # DuckDB runs on one thread, so this is what keeps every core busy.
+        cursors: Queue[duckdb.DuckDBPyConnection] = Queue()
+        for _ in range(self.workers):
+            cursor = self.con.cursor()
+            cursor.execute("set TimeZone = 'UTC'")
+            cursor.execute(CHECK_MACROS)
+            cursors.put(cursor)
+
+        def classify(chunk: dict[str, Any]) -> tuple[int, int]:
+            cursor = cursors.get()
+            try:
+                cursor.execute("begin transaction")
+                try:
+                    counts = self._load_chunk(cursor, chunk, str(path), load_id, loaded_at)
+                    cursor.execute("commit")
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.execute("rollback")
+                    raise
+                return counts
+            finally:
+                cursors.put(cursor)
+
+        def tally(future: Future[tuple[int, int]]) -> None:
+            read, bad = future.result()
+            res.lines_read += read
+            res.rejected += bad
+            res.loaded += read - bad
+
         try:
-            record_base = 0
-            for rows, reasons in chunks:
-                if not rows:
-                    continue
-                line_numbers, raws = zip(*rows, strict=True)
-                if line_numbers[0] == 1 and raws[0].startswith("\ufeff"):
-                    raws = (raws[0][1:],) + raws[1:]
-                # NumPy arrays, scanned by DuckDB in place (pandas would cost 0.3 s to import)
-                chunk = {
-                    "line_number": np.array(line_numbers, dtype=np.int64),
-                    "record_number": np.arange(record_base, record_base + len(rows),
-                                               dtype=np.int64),
-                    "raw": np.array(raws, dtype=object),
-                    "forced_reason": np.array(
-                        reasons if reasons is not None else [None] * len(rows), dtype=object),
-                }
-                record_base += len(rows)
-                self.con.execute("begin transaction")
-                self._load_chunk(chunk, str(path), load_id, loaded_at, res)
-                self.con.execute("commit")
-                if progress:
-                    progress(sum(map(len, raws)) + len(raws) if records is None else size)
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="arpu-ingest") as pool:
+                in_flight: deque[tuple[Future[tuple[int, int]], int]] = deque()
+                try:
+                    record_base = 0
+                    for rows, reasons in chunks:
+                        if not rows:
+                            continue
+                        line_numbers, raws = zip(*rows, strict=True)
+                        if line_numbers[0] == 1 and raws[0].startswith("\ufeff"):
+                            raws = (raws[0][1:],) + raws[1:]
+                        # NumPy arrays, scanned by DuckDB in place (no pandas to import)
+                        chunk = {
+                            "line_number": np.array(line_numbers, dtype=np.int64),
+                            "record_number": np.arange(record_base, record_base + len(rows),
+                                                       dtype=np.int64),
+                            "raw": np.array(raws, dtype=object),
+                            "forced_reason": np.array(
+                                reasons if reasons is not None else [None] * len(rows),
+                                dtype=object),
+                        }
+                        record_base += len(rows)
+                        done = sum(map(len, raws)) + len(raws) if records is None else size
+                        in_flight.append((pool.submit(classify, chunk), done))
+                        while len(in_flight) >= self.workers:  # memory stays flat
+                            future, done = in_flight.popleft()
+                            tally(future)
+                            if progress:
+                                progress(done)
+                    while in_flight:
+                        future, done = in_flight.popleft()
+                        tally(future)
+                        if progress:
+                            progress(done)
+                finally:
+                    for future, _ in in_flight:  # a failure: let the others finish first
+                        future.cancel()
             self.con.execute(
                 "insert into raw_loads values (?, ?, ?, ?, ?, ?, ?)",
                 [load_id, loaded_at, str(path), size, res.lines_read, res.loaded, res.rejected],
             )
         except BaseException:
-            with contextlib.suppress(duckdb.Error):  # no transaction may be open
-                self.con.execute("rollback")
             for table in ("raw_events", "raw_rejected"):  # the load did not happen
                 self.con.execute(f"delete from {table} where load_id = ?", [load_id])
             raise
+        finally:
+            while not cursors.empty():
+                cursors.get().close()
         return res
 
+    @staticmethod
     def _load_chunk(
-        self, chunk: dict[str, Any], source_file: str, load_id: int, loaded_at: dt.datetime,
-        res: FileResult
-    ) -> None:
-        con = self.con
+        con: duckdb.DuckDBPyConnection, chunk: dict[str, Any], source_file: str, load_id: int,
+        loaded_at: dt.datetime
+    ) -> tuple[int, int]:
+        """Classify one chunk into raw_events and raw_rejected: (lines read, rejected)."""
         con.register("_chunk", chunk)
         try:
             con.execute(CLASSIFY)
@@ -506,6 +556,4 @@ class Loader:
         read, bad = con.execute(
             "select count(*), count(reason) from _parsed").fetchall()[0]
         con.execute("drop table _parsed")
-        res.lines_read += read
-        res.rejected += bad
-        res.loaded += read - bad
+        return int(read), int(bad)
