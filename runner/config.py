@@ -30,6 +30,9 @@ class DuckDBTarget(_Strict):
     work_path: str | None = Field(
         None, description="Where ingest and build work (default: <path stem>.work.duckdb).")
     threads: int | None = Field(None, description="DuckDB worker threads (default: all cores).")
+    concurrency: int | None = Field(
+        None, ge=1, description="Models built at once when they do not depend on each other "
+                                "(default: the cores, at most 4; 1 builds one by one).")
     memory_limit: str | None = Field(None, description="e.g. '4GB'; larger data spills to disk.")
     temp_directory: str | None = Field(
         None, description="Where DuckDB spills, relative to the project (default: beside the "

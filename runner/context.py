@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,32 +159,17 @@ class Context:
         write_manifest(self.target_dir, compiler)
         validator = self._validator(names, fast=True) if validate else None
         batch = self._batch_load_id(engine)
-        failed: set[str] = set()  # models that failed; their descendants are skipped
         published = False
         try:
             engine.begin_build(
                 carry=[n for n in compiler.graph.order if n not in names],
                 incremental=[] if full_refresh or batch is None else
                 [n for n in names if compiler.models[n].materialized == "incremental"])
-            for name in names:
-                model = compiler.models[name]
-                upstream_failed = failed & compiler.graph.ancestors(name)
-                if upstream_failed:
-                    why = f"upstream failed: {', '.join(sorted(upstream_failed))}"
-                    res = ModelResult(name, "skipped", materialized=model.materialized,
-                                      error=why)
-                    result.results.append(res)
-                    notify("done", name, res)
-                    continue
-                notify("start", name, None)
-                res = self._run_model(compiler, engine, model, batch, full_refresh)
-                fault_point(f"model:{name}")
-                if res.status == "success" and validator is not None:
-                    self._check(validator, model, res)
-                if res.status != "success":
-                    failed.add(name)
+            for res in self._run_models(compiler, engine, names, validator, batch,
+                                        full_refresh, notify):
                 result.results.append(res)
-                notify("done", name, res)
+            order = {name: i for i, name in enumerate(names)}
+            result.results.sort(key=lambda r: order[r.model])
             if validator is not None:
                 validator.close()
                 validator = None
@@ -207,6 +192,58 @@ class Context:
         result.seconds = time.perf_counter() - started
         self._write_results(result, compiler.target.dialect)
         return result
+
+    def _run_models(self, compiler: Compiler, engine: Engine, names: list[str],
+                    validator: Validator | None, batch: int | None, full_refresh: bool,
+                    notify: Callback) -> Iterator[ModelResult]:
+        """Build and validate `names`, each once its parents are done, up to the engine's
+        `concurrency` at once (models that do not depend on each other overlap); a failed model
+        or `error` expectation skips everything downstream. Results in completion order."""
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        parents = {n: set(compiler.models[n].depends_on) & set(names) for n in names}
+        waiting = list(names)  # in dependency order
+        finished: set[str] = set()
+        failed: set[str] = set()  # models that failed; their descendants are skipped
+
+        def run(model: Model) -> ModelResult:
+            res = self._run_model(compiler, engine, model, batch, full_refresh)
+            fault_point(f"model:{model.name}")
+            if res.status == "success" and validator is not None:
+                self._check(validator, model, res)
+            return res
+
+        workers = max(1, engine.concurrency)
+        with ThreadPoolExecutor(workers, thread_name_prefix="arpu-model") as pool:
+            running: dict[Future[ModelResult], str] = {}
+            while waiting or running:
+                for name in [n for n in waiting if parents[n] <= finished]:
+                    if len(running) >= workers:
+                        break
+                    waiting.remove(name)
+                    model = compiler.models[name]
+                    upstream_failed = failed & compiler.graph.ancestors(name)
+                    if upstream_failed:
+                        why = f"upstream failed: {', '.join(sorted(upstream_failed))}"
+                        res = ModelResult(name, "skipped", materialized=model.materialized,
+                                          error=why)
+                        finished.add(name)
+                        notify("done", name, res)
+                        yield res
+                        continue
+                    notify("start", name, None)
+                    running[pool.submit(run, model)] = name
+                if not running:
+                    continue  # skipped models may have made others ready
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    res = future.result()
+                    if res.status != "success":
+                        failed.add(name)
+                    finished.add(name)
+                    notify("done", name, res)
+                    yield res
 
     def test(self, select: list[str] | None = None, on_event: Callback | None = None
              ) -> BuildResult:

@@ -40,6 +40,7 @@ exposes `spark` (a SparkSession; GX's Spark execution engine on `spark.table(...
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -268,6 +269,7 @@ class Validator:
         from runner.gx import GXSession
 
         self._gx = GXSession(engine, relation_name, background=background and not fast)
+        self._gx_lock = threading.Lock()
 
     # -- suites ------------------------------------------------------------------------------
     def suite_for(self, model: Model) -> list[ExpectationSpec]:
@@ -371,7 +373,8 @@ class Validator:
                 seconds = round((time.perf_counter() - started) / max(len(runnable), 1), 4)
                 return [ExpectationResult(model.name, s.name, s.severity, True, "ok",
                                           seconds=seconds) for s in runnable]
-        return self._gx.run(model.name, runnable, list(model.config.unique_key))
+        with self._gx_lock:  # one GX context, not made for threads
+            return self._gx.run(model.name, runnable, list(model.config.unique_key))
 
     def _exists(self, name: str) -> bool:
         return bool(self.engine.relation_exists(name))

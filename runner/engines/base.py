@@ -10,6 +10,7 @@ WATERMARKS = "arpu_watermarks"
 
 class Engine(ABC):
     dialect: str
+    concurrency = 1  # models a build may run at once (each thread its own connection)
 
     @abstractmethod
     def execute(self, sql: str, params: list[Any] | None = None) -> None: ...

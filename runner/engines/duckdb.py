@@ -12,6 +12,7 @@ starts from: models it does not rebuild and the tables incremental models append
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,13 +51,38 @@ class DuckDBEngine(Engine):
         if target.temp_directory:  # relative to the project, like `path`
             options["temp_directory"] = str(project_dir / target.temp_directory)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only, config=options)
+            self._main = duckdb.connect(str(self.path), read_only=read_only, config=options)
         except duckdb.Error as exc:
             raise ArpuError(f"cannot open the database: {exc}", location=str(self.path)) from None
-        self.con.execute("set TimeZone = 'UTC'")
-        self.con.execute("set enable_progress_bar = false")
+        self._main.execute("set TimeZone = 'UTC'")
+        self._main.execute("set enable_progress_bar = false")
+        self._owner = threading.current_thread()
+        self._local = threading.local()  # other threads' cursors (a build's model workers)
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        self.concurrency = target.concurrency or min(os.cpu_count() or 1, 4)
         self.work_catalog = str(self.con.execute("select current_database()").fetchall()[0][0])
         self._next: Path | None = None  # the file a build writes, published at the end
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection of the calling thread: the engine's own, or a cursor of it that sees
+        what it sees (a transaction belongs to one connection, so each thread needs one)."""
+        if threading.current_thread() is self._owner:
+            return self._main
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self.cursor()
+            with self._lock:
+                self._cursors.append(cursor)
+        return cursor
+
+    def _close_cursors(self) -> None:
+        with self._lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+        self._local = threading.local()
 
     def session_statements(self) -> list[str]:
         """What a new cursor runs to see what this connection sees (GX's connections)."""
@@ -66,7 +92,7 @@ class DuckDBEngine(Engine):
             f"arpu_next.main,{self.quote(self.work_catalog)}.main")]
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        cur = self.con.cursor()
+        cur = self._main.cursor()
         for statement in self.session_statements():
             cur.execute(statement)
         return cur
@@ -203,6 +229,7 @@ class DuckDBEngine(Engine):
             path.unlink(missing_ok=True)
 
     def _leave_next(self) -> None:
+        self._close_cursors()
         self.con.execute(f"use {self.quote(self.work_catalog)}")
         self.con.execute("reset search_path")
         self.con.execute("detach arpu_next")
@@ -216,7 +243,8 @@ class DuckDBEngine(Engine):
 
     def close(self) -> None:
         self.abandon_build()
-        self.con.close()
+        self._close_cursors()
+        self._main.close()
 
 
 def _first_line(exc: BaseException) -> str:

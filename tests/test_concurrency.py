@@ -1,0 +1,82 @@
+"""Models that do not depend on each other are built at once (`targets.duckdb.concurrency`):
+the same relations as one by one, the same skips downstream of a failure, one published file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ProjectHarness
+from test_incremental import assert_equal, snapshot
+
+from runner.context import Context
+from runner.errors import ConfigError
+
+
+def with_concurrency(project: ProjectHarness, workers: int | str) -> ProjectHarness:
+    path = project.root / "arpu.yml"
+    config = yaml.safe_load(path.read_text())
+    config["targets"]["duckdb"]["concurrency"] = workers
+    path.write_text(yaml.safe_dump(config))
+    return project
+
+
+def test_concurrent_build_equals_one_by_one(tmp_path: Path) -> None:
+    one = with_concurrency(ProjectHarness(tmp_path / "one", with_sample=True), 1)
+    many = with_concurrency(ProjectHarness(tmp_path / "many", with_sample=True), 4)
+    with Context(many.root) as ctx:
+        assert ctx.engine().concurrency == 4
+        order = ctx.compiler().graph.order
+        overlapped = _overlapping(ctx)
+    assert overlapped, "no two models ran at the same time"
+    sequential, concurrent = one.build(), many.build()
+    assert sequential.success and concurrent.success
+    # reported in dependency order either way
+    assert [r.model for r in sequential.results] == [r.model for r in concurrent.results] == order
+    assert_equal(snapshot(one), snapshot(many), "concurrency 1 vs 4")
+
+
+def _overlapping(ctx: Context) -> bool:
+    """Build, and say whether two models were ever in progress together."""
+    live: set[str] = set()
+    seen_together = False
+
+    def on_event(kind: str, name: str, payload: object) -> None:
+        nonlocal seen_together
+        if kind == "start":
+            live.add(name)
+            seen_together = seen_together or len(live) > 1
+        elif kind == "done":
+            live.discard(name)
+
+    assert ctx.build(on_event=on_event).success
+    return seen_together
+
+
+def test_failure_skips_only_descendants_when_concurrent(tmp_path: Path) -> None:
+    project = with_concurrency(ProjectHarness(tmp_path / "p", with_sample=True), 4)
+    dim = project.root / "models" / "marts" / "dim_users.sql"
+    dim.write_text(dim.read_text().rstrip() + "\nwhere cast('x' as integer) = 1\n")  # fails
+    result = project.build()
+    status = {r.model: r for r in result.results}
+    assert not result.success
+    assert status["dim_users"].status == "error"
+    assert "Conversion Error" in (status["dim_users"].error or "")
+    with Context(project.root) as ctx:
+        graph = ctx.compiler().graph
+        below = {n for n in graph.order if "dim_users" in graph.ancestors(n)}
+    assert below, "dim_users has descendants"
+    for name in below:
+        assert status[name].status == "skipped", name
+    for name in set(status) - below - {"dim_users"}:
+        assert status[name].status == "success", name
+    assert not (project.root / "arpu.duckdb").exists()  # nothing published
+    assert not list(project.root.glob("arpu.duckdb.publishing-*"))
+
+
+@pytest.mark.parametrize("bad", [0, -1, "two"])
+def test_concurrency_must_be_a_positive_integer(tmp_path: Path, bad: object) -> None:
+    project = with_concurrency(ProjectHarness(tmp_path / "p"), bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="concurrency"):
+        Context(project.root)
