@@ -160,6 +160,7 @@ class Context:
         validator = self._validator(names, fast=True) if validate else None
         batch = self._batch_load_id(engine)
         published = False
+        self._close_reader()  # the build attaches the published file itself
         try:
             engine.begin_build(
                 carry=[n for n in compiler.graph.order if n not in names],
