@@ -32,7 +32,8 @@ class DuckDBTarget(_Strict):
     threads: int | None = Field(None, description="DuckDB worker threads (default: all cores).")
     concurrency: int | None = Field(
         None, ge=1, description="Models built at once when they do not depend on each other "
-                                "(default: the cores, at most 4; 1 builds one by one).")
+                                "(default: DuckDB's threads, at most 4, while the raw data is "
+                                "under one row group per thread; else 1, one by one).")
     memory_limit: str | None = Field(None, description="e.g. '4GB'; larger data spills to disk.")
     temp_directory: str | None = Field(
         None, description="Where DuckDB spills, relative to the project (default: beside the "

@@ -80,3 +80,19 @@ def test_concurrency_must_be_a_positive_integer(tmp_path: Path, bad: object) -> 
     project = with_concurrency(ProjectHarness(tmp_path / "p"), bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="concurrency"):
         Context(project.root)
+
+
+def test_default_concurrency_follows_the_size_of_the_data(tmp_path: Path) -> None:
+    """Unset, models overlap only while a query cannot use every DuckDB thread on its own:
+    fewer rows in the work database than one row group (122,880 rows) per thread."""
+    project = ProjectHarness(tmp_path / "p", with_sample=True)
+    path = project.root / "arpu.yml"
+    config = yaml.safe_load(path.read_text())
+    config["targets"]["duckdb"]["threads"] = 2
+    path.write_text(yaml.safe_dump(config))
+    with Context(project.root) as ctx:
+        ctx.ensure_sources()  # the sample: about 100k rows, under 2 row groups
+        engine = ctx.engine()
+        assert engine.concurrency == 2
+        engine.execute("create table filler as select range as n from range(150000)")
+        assert engine.concurrency == 1  # 250k rows: each model keeps both threads busy

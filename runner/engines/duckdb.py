@@ -25,6 +25,8 @@ from runner.engines.base import WATERMARKS, Engine
 from runner.errors import ArpuError
 from runner.faults import fault_point
 
+ROW_GROUP_ROWS = 122_880  # DuckDB's row group: the unit a query is split into across threads
+
 
 class DuckDBEngine(Engine):
     dialect = "duckdb"
@@ -60,7 +62,7 @@ class DuckDBEngine(Engine):
         self._local = threading.local()  # other threads' cursors (a build's model workers)
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
-        self.concurrency = target.concurrency or min(os.cpu_count() or 1, 4)
+        self._concurrency = target.concurrency
         self.work_catalog = str(self.con.execute("select current_database()").fetchall()[0][0])
         self._next: Path | None = None  # the file a build writes, published at the end
 
@@ -76,6 +78,19 @@ class DuckDBEngine(Engine):
             with self._lock:
                 self._cursors.append(cursor)
         return cursor
+
+    @property
+    def concurrency(self) -> int:  # type: ignore[override]
+        """Models a build runs at once: as configured, or else as many as DuckDB has threads
+        while the work database holds fewer rows than that many row groups. DuckDB splits a
+        query by row groups (122,880 rows), so on small data one model leaves cores idle for
+        another; on large data each uses every core, and two at once only share the memory."""
+        if self._concurrency:
+            return self._concurrency
+        threads = int(self.scalar("select current_setting('threads')"))
+        rows = self.scalar("select coalesce(sum(estimated_size), 0) from duckdb_tables() "
+                           "where database_name = ?", [self.work_catalog])
+        return min(threads, 4) if int(rows) < threads * ROW_GROUP_ROWS else 1
 
     def _close_cursors(self) -> None:
         with self._lock:
