@@ -46,6 +46,7 @@ GROWTH_MAX = 2.2
 RSS_MAX_BYTES = 6 * 10**9
 RSS_MIN_EVENTS = 20_000_000
 SAMPLE_MAX_S = 3.0
+REPEAT_BELOW_EVENTS = 10_000_000
 
 
 @dataclass
@@ -74,6 +75,7 @@ class SizeResult:
     model_s: dict[str, float] = field(default_factory=dict)
     model_validation_s: dict[str, float] = field(default_factory=dict)
     floor_model_s: dict[str, float] = field(default_factory=dict)
+    runs: int = 1  # build and floor each run this many times; the medians are reported
     materialized: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -158,7 +160,18 @@ def floor_main(db: Path, project: Path, result: Path, memory_limit: str | None) 
     result.write_text(json.dumps({"seconds": seconds, "total": total_s}))
 
 
-def bench_size(events: int, workdir: Path, memory_limit: str | None) -> SizeResult:
+def restore(pristine: Path, dest: Path) -> None:
+    """The work database as it was after ingest (and its WAL, if any)."""
+    for path in (dest, dest.with_name(dest.name + ".wal")):
+        path.unlink(missing_ok=True)
+    shutil.copy2(pristine, dest)
+    wal = pristine.with_name(pristine.name + ".wal")
+    if wal.exists():
+        shutil.copy2(wal, dest.with_name(dest.name + ".wal"))
+
+
+def bench_size(events: int, workdir: Path, memory_limit: str | None, repeat: int
+               ) -> SizeResult:
     res = SizeResult(events)
     project = copy_project(workdir / f"events-{events}", memory_limit=memory_limit)
     logs = project / "bench-logs"
@@ -172,15 +185,35 @@ def bench_size(events: int, workdir: Path, memory_limit: str | None) -> SizeResu
     p = arpu(["ingest", str(data)], project, logs / "ingest.log")
     res.ingest_s = p.seconds
     data.unlink()  # the raw file is in raw_events now; free the disk
-    before = workdir / f"events-{events}-floor.duckdb"
-    shutil.copy2(project / WORK_DB, before)
-    wal = project / (WORK_DB + ".wal")
-    if wal.exists():
-        shutil.copy2(wal, before.with_name(before.name + ".wal"))
-    log(f"  ingested in {res.ingest_s:.1f} s; arpu build")
-    p = arpu(["build"], project, logs / "build.log")
-    res.build_s, res.build_rss = p.seconds, p.max_rss
-    rr = json.loads((project / "target" / "run_results.json").read_text())
+    pristine = workdir / f"events-{events}-pristine.duckdb"
+    restore(project / WORK_DB, pristine)
+    floor_db = workdir / f"events-{events}-floor.duckdb"
+    log(f"  ingested in {res.ingest_s:.1f} s; {repeat} x (arpu build, floor), alternating")
+    builds: list[tuple[float, dict]] = []
+    floors: list[tuple[float, dict]] = []
+    for i in range(repeat):
+        # each build starts from the same state: nothing published, the ingested work file
+        restore(pristine, project / WORK_DB)
+        for path in project.glob("arpu.duckdb*"):
+            path.unlink()
+        shutil.rmtree(project / "target", ignore_errors=True)
+        p = arpu(["build"], project, logs / f"build-{i}.log")
+        res.build_rss = max(res.build_rss, p.max_rss)
+        builds.append((p.seconds, json.loads((project / "target" / "run_results.json")
+                                             .read_text())))
+        restore(pristine, floor_db)
+        out = workdir / f"events-{events}-floor.json"
+        p = run([sys.executable, __file__, "--floor", str(floor_db), str(project), str(out),
+                 "--memory-limit", memory_limit or ""], project, logs / f"floor-{i}.log")
+        if p.returncode != 0:
+            raise SystemExit(f"floor failed:\n{p.log.read_text()[-2000:]}")
+        res.floor_rss = max(res.floor_rss, p.max_rss)
+        floors.append((p.seconds, json.loads(out.read_text())))
+        log(f"    run {i + 1}: build {builds[-1][0]:.1f} s, floor {floors[-1][0]:.1f} s")
+    # the median run of each (by wall clock) supplies the figures and its per-model seconds
+    res.build_s, rr = sorted(builds, key=lambda b: b[0])[len(builds) // 2]
+    res.floor_s, floor = sorted(floors, key=lambda f: f[0])[len(floors) // 2]
+    res.runs = repeat
     res.elapsed_s = float(rr["elapsed_seconds"])
     res.validation_s = float(rr.get("validation_seconds") or 0.0)
     res.publish_s = float(rr.get("publish_seconds") or 0.0)
@@ -188,20 +221,14 @@ def bench_size(events: int, workdir: Path, memory_limit: str | None) -> SizeResu
         res.model_s[r["model"]] = float(r.get("seconds") or 0.0)
         res.model_validation_s[r["model"]] = float(r.get("validation_seconds") or 0.0)
         res.materialized[r["model"]] = r.get("materialized", "")
-    log(f"  build {res.build_s:.1f} s (elapsed {res.elapsed_s:.1f}, validation "
-        f"{res.validation_s:.1f}, publish {res.publish_s:.1f}), peak RSS "
-        f"{gb(res.build_rss)}; floor")
-    out = workdir / f"events-{events}-floor.json"
-    p = run([sys.executable, __file__, "--floor", str(before), str(project), str(out),
-             "--memory-limit", memory_limit or ""], project, logs / "floor.log")
-    if p.returncode != 0:
-        raise SystemExit(f"floor failed:\n{p.log.read_text()[-2000:]}")
-    floor = json.loads(out.read_text())
-    res.floor_s, res.floor_sql_s, res.floor_rss = p.seconds, float(floor["total"]), p.max_rss
+    res.floor_sql_s = float(floor["total"])
     res.floor_model_s = {k: float(v) for k, v in floor["seconds"].items()}
-    before.unlink()
-    log(f"  floor {res.floor_s:.1f} s (peak RSS {gb(res.floor_rss)}); build/floor "
-        f"{res.ratio:.2f}")
+    log(f"  build {res.build_s:.1f} s (elapsed {res.elapsed_s:.1f}, validation "
+        f"{res.validation_s:.1f}, publish {res.publish_s:.1f}), peak RSS {gb(res.build_rss)}; "
+        f"floor {res.floor_s:.1f} s (peak RSS {gb(res.floor_rss)}); build/floor {res.ratio:.2f}")
+    for path in (pristine, floor_db):
+        for extra in (path, path.with_name(path.name + ".wal")):
+            extra.unlink(missing_ok=True)
     shutil.rmtree(project / "target" / "compiled", ignore_errors=True)
     for db in project.glob("*.duckdb"):
         db.unlink()
@@ -213,7 +240,7 @@ def latency(args: list[str], cwd: Path, runs: int = 10) -> float:
     return statistics.median(times)
 
 
-def sample_build(workdir: Path, runs: int = 3) -> tuple[float, Path]:
+def sample_build(workdir: Path, runs: int = 5) -> tuple[float, Path]:
     """Median wall time of `arpu build` on a fresh copy of the project with the bundled sample."""
     times = []
     project = workdir / "sample"
@@ -262,7 +289,9 @@ def size_table(r: SizeResult) -> list[str]:
     lines = [
         f"### {r.events:,} events",
         "",
-        f"seed {r.seed_s:.1f} s, ingest {r.ingest_s:.1f} s (not part of the build).",
+        f"seed {r.seed_s:.1f} s, ingest {r.ingest_s:.1f} s (not part of the build); build and "
+        f"floor run {r.runs} time{'s' if r.runs > 1 else ''} each, alternating: "
+        "medians (the median run's per-model seconds), peak RSS the highest.",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -370,7 +399,7 @@ def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: floa
             f"{r.core_s / r.floor_s:.2f} | {r.validation_s / r.elapsed_s:.1%} | "
             f"{r.publish_s / r.elapsed_s:.1%} | {gb(r.build_rss)} |")
     lines += ["", f"Latency (median of 10, wall clock): `arpu --help` {help_s:.3f} s, "
-              f"`arpu ls` {ls_s:.3f} s. Bundled sample `arpu build` (fresh copy, median of 3): "
+              f"`arpu ls` {ls_s:.3f} s. Bundled sample `arpu build` (fresh copy, median of 5): "
               f"{sample_s:.2f} s.", ""]
     if growth_rows:
         lines += ["## Growth per doubling", "",
@@ -398,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit", default="4GB",
                         help="DuckDB memory_limit for the builds and the floor ('' for DuckDB's "
                              "default, 80%% of RAM).")
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="Runs of the build and of the floor per size, alternating; medians "
+                             "are reported (default: 3 below 10M events, 1 from 10M).")
     parser.add_argument("--floor", nargs=3, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true",
                         help="Exit 0 on a missed target (CI: the script must run, not gate).")
@@ -414,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "runner")], check=True)
     log(f"arpu benchmarks: sizes {', '.join(f'{s:,}' for s in sizes)} in {workdir}")
 
-    log("bundled sample: fresh copy, arpu build (3 runs)")
+    log("bundled sample: fresh copy, arpu build (5 runs)")
     sample_s, sample_dir = sample_build(workdir)
     help_s = latency(["--help"], sample_dir)
     ls_s = latency(["ls"], sample_dir)
@@ -424,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: dict[int, str] = {}
     for events in sizes:
         try:
-            results.append(bench_size(events, workdir, args.memory_limit or None))
+            repeat = args.repeat or (3 if events < REPEAT_BELOW_EVENTS else 1)
+            results.append(bench_size(events, workdir, args.memory_limit or None, repeat))
         except SystemExit as exc:  # a step failed: report it as a miss, keep the other sizes
             failures[events] = str(exc).strip().splitlines()[0]
             log(f"  FAILED: {failures[events]}")

@@ -30,7 +30,7 @@ import numpy as np
 from runner.errors import IngestError
 from runner.faults import fault_point
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
 
 RAW_TABLES = """
