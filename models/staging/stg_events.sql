@@ -12,7 +12,7 @@ materialized: incremental
 unique_key: event_id
 tags: [staging]
 */
-with raw as (
+with raw as {{ not_materialized() }} (  -- scanned twice (keys, then payload), never held
     {{ raw_messages() }}
 ),
 {%- if is_incremental() %}
@@ -43,7 +43,10 @@ keyed as (
         coalesce(message_id, content_id) as event_id,
         load_id,
         record_number,
-        received_at
+        received_at,
+        anonymous_id,
+        user_id,
+        event_ts
     from raw
     {%- if is_incremental() %}
     where coalesce(message_id, content_id) in (select event_id from affected)
@@ -51,7 +54,7 @@ keyed as (
 ),
 
 winners as (
-    select event_id, load_id, record_number
+    select event_id, load_id, record_number, received_at, anonymous_id, user_id, event_ts
     from (
         select
             *,
@@ -72,17 +75,18 @@ deduped as (
 
 identified as (
     -- every deduplicated message carrying both ids (for an increment: the messages written
-    -- now, and the kept ones with the same anonymousIds)
+    -- now, and the kept ones with the same anonymousIds); from the narrow winners, so that
+    -- deduped (with the payload) is read once
     select anonymous_id, user_id, event_ts, received_at, event_id
-    from deduped
+    from winners
     where anonymous_id is not null and user_id is not null
     {%- if is_incremental() %}
     union all
     select e.anonymous_id, e.user_id, e.event_ts, e.received_at, e.event_id
     from {{ this }} as e
     where e.anonymous_id is not null and e.user_id is not null
-        and e.anonymous_id in (select anonymous_id from deduped)
-        and e.event_id not in (select event_id from deduped)
+        and e.anonymous_id in (select anonymous_id from winners)
+        and e.event_id not in (select event_id from winners)
     {%- endif %}
 ),
 

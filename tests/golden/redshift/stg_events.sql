@@ -37,13 +37,20 @@ WITH "raw" AS (
     COALESCE(message_id, content_id) AS event_id,
     load_id,
     record_number,
-    received_at
+    received_at,
+    anonymous_id,
+    user_id,
+    event_ts
   FROM "raw"
 ), winners AS (
   SELECT
     event_id,
     load_id,
-    record_number
+    record_number,
+    received_at,
+    anonymous_id,
+    user_id,
+    event_ts
   FROM (
     SELECT
       *,
@@ -61,14 +68,15 @@ WITH "raw" AS (
     ON r.load_id = w.load_id AND r.record_number = w.record_number
 ), identified AS (
   /* every deduplicated message carrying both ids (for an increment: the messages written */
-  /* now, and the kept ones with the same anonymousIds) */
+  /* now, and the kept ones with the same anonymousIds); from the narrow winners, so that */
+  /* deduped (with the payload) is read once */
   SELECT
     anonymous_id,
     user_id,
     event_ts,
     received_at,
     event_id
-  FROM deduped
+  FROM winners
   WHERE
     NOT anonymous_id IS NULL AND NOT user_id IS NULL
 ), anonymous_to_user AS (
