@@ -160,7 +160,7 @@ class Context:
         validator = self._validator(names, fast=True) if validate else None
         batch = self._batch_load_id(engine)
         published = False
-        self._close_reader()  # the build attaches the published file itself
+        self._close_reader()  # the build attaches the published file, then renames over it
         try:
             engine.begin_build(
                 carry=[n for n in compiler.graph.order if n not in names],
@@ -180,7 +180,6 @@ class Context:
                 kept = int(engine.scalar("select count(*) from stg_events"))
                 result.messages_loaded, result.duplicates_removed = raw, raw - kept
             if result.success:
-                self._close_reader()  # our own read connection must not pin the old file
                 t0 = time.perf_counter()
                 engine.publish([n for n in compiler.graph.order if engine.relation_exists(n)])
                 published = True
@@ -354,8 +353,7 @@ class Context:
             compiled = compiler.compile(model, increment=increment)
             res.compiled_path = str(compiled.path.relative_to(self.project_dir))
             if increment is not None and increment.active:
-                keys = model.config.merge_key or model.config.unique_key
-                res.rows = engine.merge(model.name, compiled.sql, keys, after)
+                res.rows = engine.merge(model.name, compiled.sql, model.config.unique_key, after)
             else:
                 res.rows = engine.materialize(model.name, compiled.sql, kind, after)
         except ArpuError as exc:

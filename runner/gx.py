@@ -117,17 +117,10 @@ class GXSession:
             # GX's connections are cursors of one cursor of the engine's connection: the same
             # database, and the engine's own connection is never used by GX.
             base = self._base = con.cursor()
-            session = getattr(self.engine, "session_statements", list)
-
-            def creator() -> Any:
-                cursor = base.cursor()
-                for statement in session():  # a build reads the file it is writing
-                    cursor.execute(statement)
-                return ConnectionWrapper(cursor)
-
+            engine = self.engine  # a DuckDBEngine: its cursors see what a build sees
             datasource = context.data_sources.add_sql(
                 name="arpu", connection_string="duckdb+arpu:///:memory:",
-                kwargs={"creator": creator})
+                kwargs={"creator": lambda: ConnectionWrapper(engine.cursor(base))})
             return datasource, "sql"
         if dialect == "spark" and getattr(self.engine, "spark", None) is not None:
             return context.data_sources.add_spark(name="arpu"), "spark"

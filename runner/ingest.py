@@ -465,15 +465,20 @@ class Loader:
             finally:
                 cursors.put(cursor)
 
-        def tally(future: Future[tuple[int, int]]) -> None:
+        in_flight: deque[tuple[Future[tuple[int, int]], int]] = deque()
+
+        def settle_oldest() -> None:
+            """Wait for the oldest chunk in flight; count its lines, report its bytes."""
+            future, done = in_flight.popleft()
             read, bad = future.result()
             res.lines_read += read
             res.rejected += bad
             res.loaded += read - bad
+            if progress:
+                progress(done)
 
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="arpu-ingest") as pool:
-                in_flight: deque[tuple[Future[tuple[int, int]], int]] = deque()
                 try:
                     record_base = 0
                     for rows, reasons in chunks:
@@ -496,15 +501,9 @@ class Loader:
                         done = sum(map(len, raws)) + len(raws) if records is None else size
                         in_flight.append((pool.submit(classify, chunk), done))
                         while len(in_flight) >= self.workers:  # memory stays flat
-                            future, done = in_flight.popleft()
-                            tally(future)
-                            if progress:
-                                progress(done)
+                            settle_oldest()
                     while in_flight:
-                        future, done = in_flight.popleft()
-                        tally(future)
-                        if progress:
-                            progress(done)
+                        settle_oldest()
                 finally:
                     for future, _ in in_flight:  # a failure: let the others finish first
                         future.cancel()

@@ -21,10 +21,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     materialized: Literal["view", "table", "incremental"] | None = None
-    unique_key: list[str] = Field(default_factory=list)
-    # incremental models: rows of the new batch replace the rows with the same merge_key
-    # (default: unique_key), e.g. all lines of a re-processed order
-    merge_key: list[str] = Field(default_factory=list)
+    unique_key: list[str] = Field(default_factory=list)  # incremental models merge by it
     tags: list[str] = Field(default_factory=list)
     expectations: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -59,9 +56,8 @@ def parse_header(path: Path, text: str) -> ModelConfig:
         ) from None
     if isinstance(data, str):
         data = {"description": data}
-    for key in ("unique_key", "merge_key"):
-        if isinstance(data.get(key), str):
-            data[key] = [data[key]]
+    if isinstance(data.get("unique_key"), str):
+        data["unique_key"] = [data["unique_key"]]
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ import pytest
 
 from runner.artifacts import BuildResult
 from runner.context import Context
+from runner.engines.base import Engine
 from runner.ingest import IngestResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,14 @@ SPEC_KEYS = {
     "experiment_results": "experiment, variant",
     "rejected_events": "source_file, line_number",
 }
+
+
+def scratch_build(ctx: Context) -> Engine:
+    """The target as a build sees it: raw tables and every published model on one connection,
+    in a scratch copy that is dropped unpublished when `ctx` closes."""
+    engine = ctx.engine()
+    engine.begin_build(carry=list(ctx.compiler().graph.order), incremental=[])
+    return engine
 
 
 def use_isolated_targets(project: ProjectHarness, name: str) -> None:

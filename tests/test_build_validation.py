@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ProjectHarness
+from conftest import ProjectHarness, scratch_build
 from conftest import run_arpu as _arpu
 
 from runner.context import Context
@@ -28,8 +28,7 @@ def test_fast_precheck_agrees_with_great_expectations(sample: ProjectHarness) ->
 
     with sample.context() as ctx:
         compiler = ctx.compiler()
-        # the published models beside the raw tables, as a build sees them (never published)
-        ctx.engine().begin_build(carry=list(compiler.graph.order), incremental=[])
+        scratch_build(ctx)
         with Validator(ctx.project_dir, ctx.engine(), compiler.relation,
                        ctx.config.vars.model_dump(), graph=compiler.graph) as gx:
             for name in compiler.graph.order:
@@ -44,9 +43,7 @@ def test_fast_precheck_fails_where_gx_fails(sample: ProjectHarness) -> None:
     from runner.validate import Validator
 
     with sample.context() as ctx:
-        engine, compiler = ctx.engine(), ctx.compiler()
-        # a scratch copy of the published models, dropped unpublished when the context closes
-        engine.begin_build(carry=list(compiler.graph.order), incremental=[])
+        engine, compiler = scratch_build(ctx), ctx.compiler()
         engine.execute("insert into fct_orders select * from fct_orders limit 1")
         with Validator(ctx.project_dir, engine, compiler.relation,
                        ctx.config.vars.model_dump(), graph=compiler.graph) as gx:

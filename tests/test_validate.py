@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, ProjectHarness
+from conftest import ROOT, ProjectHarness, scratch_build
 
 from runner.context import Context
 from runner.errors import ConfigError
@@ -34,9 +34,7 @@ class Built:
         self.harness = harness
         self.ctx = Context(harness.root)
         self.compiler = self.ctx.compiler()
-        self.engine = self.ctx.engine()
-        # the published models beside the raw tables, as a build sees them (never published)
-        self.engine.begin_build(carry=list(self.compiler.graph.order), incremental=[])
+        self.engine = scratch_build(self.ctx)
         self.validator = self.new_validator()
 
     def new_validator(self) -> Validator:
@@ -334,7 +332,7 @@ def test_nothing_is_written_outside_target(arpu_project: ProjectHarness,
     with Context(arpu_project.root) as ctx:
         compiler = ctx.compiler()
         results: list[ExpectationResult] = []
-        ctx.engine().begin_build(carry=list(compiler.graph.order), incremental=[])
+        scratch_build(ctx)
         with Validator(arpu_project.root, ctx.engine(), compiler.relation,
                        ctx.config.vars.model_dump(), graph=compiler.graph) as validator:
             for name in compiler.graph.order:

@@ -6,6 +6,9 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 WATERMARKS = "arpu_watermarks"
+# in the models' dialect (DuckDB); each engine transpiles it
+WATERMARKS_DDL = (f"create table if not exists {WATERMARKS} "
+                  "(model varchar, load_id bigint, built_at timestamp)")
 
 
 class Engine(ABC):
@@ -55,9 +58,7 @@ class Engine(ABC):
         from sqlglot import exp
 
         name = exp.Literal.string(model).sql("duckdb")
-        ddl = sqlglot.transpile(f"create table if not exists {WATERMARKS} (model varchar, "
-                                "load_id bigint, built_at timestamp)", read="duckdb",
-                                write=self.dialect)[0]
+        ddl = sqlglot.transpile(WATERMARKS_DDL, read="duckdb", write=self.dialect)[0]
         return [ddl, f"delete from {WATERMARKS} where model = {name}",
                 f"insert into {WATERMARKS} values ({name}, {int(load_id)}, current_timestamp)"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 
 from runner.config import DuckDBTarget
-from runner.engines.base import WATERMARKS, Engine
+from runner.engines.base import WATERMARKS, WATERMARKS_DDL, Engine
 from runner.errors import ArpuError
 from runner.faults import fault_point
 
@@ -99,16 +99,18 @@ class DuckDBEngine(Engine):
             self._cursors.clear()
         self._local = threading.local()
 
-    def session_statements(self) -> list[str]:
-        """What a new cursor runs to see what this connection sees (GX's connections)."""
+    def _session_statements(self) -> list[str]:
+        """What a connection runs to see what a build sees: the file it writes, then raw."""
         if self._next is None:
             return []
         return ["use arpu_next", "set search_path = " + _literal(
             f"arpu_next.main,{self.quote(self.work_catalog)}.main")]
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        cur = self._main.cursor()
-        for statement in self.session_statements():
+    def cursor(self, parent: duckdb.DuckDBPyConnection | None = None
+               ) -> duckdb.DuckDBPyConnection:
+        """A new connection (of `parent`, else of the engine's) that sees what it sees."""
+        cur = (parent or self._main).cursor()
+        for statement in self._session_statements():
             cur.execute(statement)
         return cur
 
@@ -177,10 +179,9 @@ class DuckDBEngine(Engine):
             stale.unlink(missing_ok=True)  # left by a build that was killed
         self._next = target.with_name(f"{target.name}.publishing-{os.getpid()}")
         self.con.execute(f"attach {_literal(str(self._next))} as arpu_next")
-        for statement in self.session_statements():
+        for statement in self._session_statements():
             self.con.execute(statement)
-        self.con.execute(f"create table {WATERMARKS} (model varchar, load_id bigint, "
-                         "built_at timestamp)")
+        self.con.execute(WATERMARKS_DDL)
         if not target.exists() or not (carry or incremental):
             return
         self.con.execute(f"attach {_literal(str(target))} as arpu_published (read_only)")
