@@ -281,6 +281,24 @@ def machine() -> dict[str, str]:
             **versions}
 
 
+def calibrate() -> dict[str, float]:
+    """This machine's speed, beside the absolute targets (--help, the sample): a bare Python
+    start-up (median of 10) and 10M iterations of a Python loop (median of 3), one core."""
+    starts = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        starts.append(time.perf_counter() - t0)
+    loops = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        loops.append(time.perf_counter() - t0)
+    return {"python_start": statistics.median(starts), "loop": statistics.median(loops)}
+
+
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
@@ -322,7 +340,8 @@ def size_table(r: SizeResult) -> list[str]:
 
 
 def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: float,
-           failures: dict[int, str], memory_limit: str | None) -> tuple[list[str], bool]:
+           failures: dict[int, str], memory_limit: str | None, speed: dict[str, float]
+           ) -> tuple[list[str], bool]:
     checks: list[tuple[str, str, bool | None]] = [
         ("`arpu --help` < 0.3 s", f"{help_s:.3f} s", help_s < HELP_MAX_S),
         ("bundled sample `arpu build` < 3 s", f"{sample_s:.2f} s", sample_s < SAMPLE_MAX_S),
@@ -373,7 +392,9 @@ def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: floa
         "",
         f"Machine: {m['cores']} cores, {m['memory']} memory, {platform.system()} "
         f"{platform.machine()}; Python {m['python']}, duckdb {m['duckdb']}, "
-        f"sqlglot {m['sqlglot']}, arpu {m['arpu']}.",
+        f"sqlglot {m['sqlglot']}, arpu {m['arpu']}. Speed, for the absolute targets: "
+        f"`python -c pass` {speed['python_start']:.3f} s (median of 10), a 10M-iteration "
+        f"Python loop {speed['loop']:.2f} s (median of 3).",
         "",
         "The *floor* is the same compiled SQL (`target/compiled/duckdb/*.sql`, manifest order) run "
         "as `create or replace table` with the duckdb Python API in one Python process on a copy "
@@ -446,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "runner")], check=True)
     log(f"arpu benchmarks: sizes {', '.join(f'{s:,}' for s in sizes)} in {workdir}")
 
+    speed = calibrate()
+    log(f"machine: python -c pass {speed['python_start']:.3f} s, 10M-iteration loop "
+        f"{speed['loop']:.2f} s")
     log("bundled sample: fresh copy, arpu build (5 runs)")
     sample_s, sample_dir = sample_build(workdir)
     help_s = latency(["--help"], sample_dir)
@@ -462,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             failures[events] = str(exc).strip().splitlines()[0]
             log(f"  FAILED: {failures[events]}")
 
-    lines, missed = report(results, help_s, ls_s, sample_s, failures, args.memory_limit or None)
+    lines, missed = report(results, help_s, ls_s, sample_s, failures, args.memory_limit or None,
+                           speed)
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 from runner.errors import ArpuError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from runner.context import Context
 
 app = typer.Typer(
@@ -21,13 +22,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: rendering it with rich doubled `arpu --help`
 )
-cohort_app = typer.Typer(help="Work with the non-converted cohort.", no_args_is_help=True)
+cohort_app = typer.Typer(help="Work with the non-converted cohort.", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(cohort_app, name="cohort")
 
-# Piped output (CI logs) gets 120 columns instead of rich's 80, so tables stay readable.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+_consoles: dict[bool, Console] = {}
+
+
+def _console(stderr: bool = False) -> Console:
+    """rich's Console, made on first use (importing rich costs `arpu --help` 40 ms). Piped
+    output (CI logs) gets 120 columns instead of rich's 80, so tables stay readable."""
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        stream = sys.stderr if stderr else sys.stdout
+        _consoles[stderr] = Console(stderr=stderr, width=None if stream.isatty() else 120)
+    return _consoles[stderr]
+
 _state: dict[str, Any] = {"debug": False, "project_dir": Path(".")}
 
 SelectOpt = typer.Option(None, "--select", "-s", help="Models: m, m+, +m, tag:x (repeatable).")
@@ -47,11 +60,11 @@ def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
         except ArpuError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[red]Error:[/red] {exc}", markup=True, highlight=False,
-                              soft_wrap=True)
+            _console(stderr=True).print(f"[red]Error:[/red] {exc}", markup=True,
+                                        highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[red]Interrupted[/red]")
+            _console(stderr=True).print("[red]Interrupted[/red]")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.BadParameter, SystemExit):
             raise
@@ -59,9 +72,9 @@ def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
             if _state["debug"]:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            err_console.print(f"[red]Error:[/red] {type(exc).__name__}: {first} "
-                              "(run with --debug for the traceback)", highlight=False,
-                              soft_wrap=True)
+            _console(stderr=True).print(f"[red]Error:[/red] {type(exc).__name__}: {first} "
+                                        "(run with --debug for the traceback)",
+                                        highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -88,8 +101,8 @@ def _build(select: list[str] | None, vars_text: str | None, target: str | None,
     from runner import report
 
     with _context(target, vars_text) as ctx:
-        result = report.build_with_progress(ctx, select, console, mode, full_refresh)
-    report.print_build_summary(result, console)
+        result = report.build_with_progress(ctx, select, _console(), mode, full_refresh)
+    report.print_build_summary(result, _console())
     if not result.success:
         raise typer.Exit(1)
 
@@ -140,7 +153,7 @@ def compile(
     with _context(target, vars) as ctx:
         compiled = ctx.compile(target)
     out = compiled[0].path.parent if compiled else ctx.target_dir
-    console.print(f"Compiled {len(compiled)} models to {out}")
+    _console().print(f"Compiled {len(compiled)} models to {out}")
 
 
 @app.command()
@@ -153,8 +166,8 @@ def ingest(
     from runner import report
 
     with _context(target) as ctx:
-        result = report.ingest_with_progress(ctx, paths, console)
-    report.print_ingest(result, console)
+        result = report.ingest_with_progress(ctx, paths, _console())
+    report.print_ingest(result, _console())
 
 
 @app.command()
@@ -172,15 +185,15 @@ def seed(
 
     path = out or _state["project_dir"] / "target" / f"seed_{events}_{seed}.ndjson.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with console.status(f"Generating {events:,} events"):
+    with _console().status(f"Generating {events:,} events"):
         stats = generate(path, events=events, seed=seed)
-    console.print(f"Generated {stats.events:,} events ({stats.bytes / 1e6:.1f} MB) in "
+    _console().print(f"Generated {stats.events:,} events ({stats.bytes / 1e6:.1f} MB) in "
                   f"{stats.seconds:.1f} s: {stats.events / max(stats.seconds, 1e-9):,.0f} events/s "
                   f"-> {path}")
     if load:
         with _context(target) as ctx:
-            result = report.ingest_with_progress(ctx, [path], console)
-        report.print_ingest(result, console)
+            result = report.ingest_with_progress(ctx, [path], _console())
+        report.print_ingest(result, _console())
 
 
 @app.command("ls")
@@ -194,7 +207,7 @@ def ls_(select: list[str] | None = SelectOpt) -> None:
     table = Table("model", "materialized", "depends on", box=None)
     for m in models:
         table.add_row(m.name, m.materialized, ", ".join(m.depends_on))
-    console.print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -212,7 +225,7 @@ def show(
         raise typer.BadParameter("must be table, csv or json", param_hint="--format")
     with _context(target) as ctx:
         columns, rows = ctx.show(model, limit)
-    report.print_rows(columns, rows, format, console, title=model)
+    report.print_rows(columns, rows, format, _console(), title=model)
 
 
 @cohort_app.command("export")
@@ -237,7 +250,7 @@ def cohort_export(
             if out:
                 handle.close()
     if out:
-        console.print(f"Exported {summary.users:,} users of '{summary.category}' to {out}")
+        _console().print(f"Exported {summary.users:,} users of '{summary.category}' to {out}")
 
 
 @app.command()
@@ -255,7 +268,7 @@ def dashboard(
         path = out if out.is_absolute() else ctx.project_dir / out
         path.parent.mkdir(parents=True, exist_ok=True)
         summary = render_dashboard(ctx, path)
-    console.print(f"Wrote {summary.path} ({len(summary.panels)} panels)")
+    _console().print(f"Wrote {summary.path} ({len(summary.panels)} panels)")
     if open_:
         import webbrowser
 

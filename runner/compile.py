@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ def work_schema(schema: str | None) -> str | None:
     return f"{schema}__work" if schema else None
 
 
+@functools.lru_cache(maxsize=4096)
 def _qualified(schema: str | None, name: str) -> str:
     quoted = exp.to_identifier(name, quoted=True).sql(SOURCE_DIALECT)
     if schema:
@@ -108,12 +110,17 @@ def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
     )
     env.globals.update(functions)
     files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
-    for path in files:
-        try:
-            env.parse(path.read_text())
-        except jinja2.TemplateSyntaxError as exc:
-            raise CompileError(exc.message or "bad macro", path=path, line=exc.lineno) from None
-    module = env.from_string("\n".join(p.read_text() for p in files)).module
+    texts = [path.read_text() for path in files]
+    try:
+        module = env.from_string("\n".join(texts)).module
+    except jinja2.TemplateSyntaxError:
+        for path, text in zip(files, texts, strict=True):  # which file, which line
+            try:
+                env.parse(text)
+            except jinja2.TemplateSyntaxError as exc:
+                raise CompileError(exc.message or "bad macro", path=path,
+                                   line=exc.lineno) from None
+        raise
     for name in dir(module):
         if not name.startswith("_"):
             env.globals[name] = getattr(module, name)
@@ -141,6 +148,7 @@ class Compiler:
         self._capture: tuple[list[str], list[tuple[str, str]]] | None = None
         # what the model being rendered may know of its incremental state
         self._increment = Increment()
+        self._templates: dict[str, jinja2.Template] = {}
         self.env = self._environment()
         for model in self.models.values():
             self._capture_dependencies(model)
@@ -197,7 +205,9 @@ class Compiler:
     def render(self, model: Model, increment: Increment | None = None) -> str:
         self._increment = increment or Increment()
         try:
-            return self.env.from_string(model.template).render(this=self.relation(model.name))
+            if model.name not in self._templates:
+                self._templates[model.name] = self.env.from_string(model.template)
+            return self._templates[model.name].render(this=self.relation(model.name))
         except jinja2.TemplateSyntaxError as exc:
             raise CompileError(exc.message or "template syntax error", path=model.path,
                                line=exc.lineno) from None
@@ -230,7 +240,10 @@ class Compiler:
         rows that change since the model's watermark (written to `<model>.incremental.sql`)."""
         rendered = self.render(model, increment)
         tree = self.parse(model, rendered)
-        sql = tree.sql(dialect=self.target.dialect, pretty=True)
+        if self.target.dialect == SOURCE_DIALECT:  # checked by the parse, nothing to translate
+            sql = rendered.strip().rstrip(";").rstrip()
+        else:
+            sql = tree.sql(dialect=self.target.dialect, pretty=True)
         out_dir = out_dir or self.project_dir / "target" / "compiled" / self.target.dialect
         out_dir.mkdir(parents=True, exist_ok=True)
         suffix = ".incremental.sql" if increment is not None and increment.active else ".sql"

@@ -13,7 +13,9 @@ from runner.errors import ArpuError, ConfigError, ExecutionError
 from runner.faults import fault_point
 
 if TYPE_CHECKING:
-    from runner.compile import CompiledModel, Compiler
+    from concurrent.futures import Future
+
+    from runner.compile import CompiledModel, Compiler, Increment
     from runner.engines.base import Engine
     from runner.ingest import IngestResult
     from runner.project import Model
@@ -206,15 +208,22 @@ class Context:
         finished: set[str] = set()
         failed: set[str] = set()  # models that failed; their descendants are skipped
 
+        plans = {n: self._plan(engine, compiler.models[n], batch, full_refresh) for n in names}
+
         def run(model: Model) -> ModelResult:
-            res = self._run_model(compiler, engine, model, batch, full_refresh)
+            res = self._run_model(engine, model, compiled[model.name], *plans[model.name])
             fault_point(f"model:{model.name}")
             if res.status == "success" and validator is not None:
                 self._check(validator, model, res)
             return res
 
         workers = max(1, engine.concurrency)
-        with ThreadPoolExecutor(workers, thread_name_prefix="arpu-model") as pool:
+        # One thread compiles every model in dependency order (Jinja and sqlglot hold the GIL,
+        # the warehouse does not): models are compiled while the first ones run.
+        with ThreadPoolExecutor(1, thread_name_prefix="arpu-compile") as compile_pool, \
+                ThreadPoolExecutor(workers, thread_name_prefix="arpu-model") as pool:
+            compiled = {n: compile_pool.submit(compiler.compile, compiler.models[n],
+                                               increment=plans[n][1]) for n in names}
             running: dict[Future[ModelResult], str] = {}
             while waiting or running:
                 for name in [n for n in waiting if parents[n] <= finished]:
@@ -334,14 +343,15 @@ class Context:
             return None
         return int(engine.scalar("select coalesce(max(load_id), 0) from raw_loads"))
 
-    def _run_model(self, compiler: Compiler, engine: Engine, model: Model,
-                   batch: int | None = None, full_refresh: bool = False) -> ModelResult:
+    @staticmethod
+    def _plan(engine: Engine, model: Model, batch: int | None, full_refresh: bool
+              ) -> tuple[str, Increment | None, list[str]]:
+        """How `model` is written: its relation kind, its increment (incremental models, when
+        the engine merges) and the statements that record its watermark in the same
+        transaction. Decided before the build starts: only the model's own run changes them."""
         from runner.compile import Increment
 
-        t0 = time.perf_counter()
-        res = ModelResult(model.name, "success", materialized=model.materialized)
-        increment, after = None, []
-        kind = model.materialized
+        kind, increment, after = model.materialized, None, []
         if kind == "incremental":
             kind = "table"
             if batch is not None:
@@ -349,13 +359,19 @@ class Context:
                 active = mark is not None and engine.relation_exists(model.name)
                 increment = Increment(active, mark or 0, batch)
                 after = engine.watermark_statements(model.name, batch)
+        return kind, increment, after
+
+    def _run_model(self, engine: Engine, model: Model, compiled: Future[CompiledModel],
+                   kind: str, increment: Increment | None, after: list[str]) -> ModelResult:
+        t0 = time.perf_counter()
+        res = ModelResult(model.name, "success", materialized=model.materialized)
         try:
-            compiled = compiler.compile(model, increment=increment)
-            res.compiled_path = str(compiled.path.relative_to(self.project_dir))
+            sql = compiled.result()
+            res.compiled_path = str(sql.path.relative_to(self.project_dir))
             if increment is not None and increment.active:
-                res.rows = engine.merge(model.name, compiled.sql, model.config.unique_key, after)
+                res.rows = engine.merge(model.name, sql.sql, model.config.unique_key, after)
             else:
-                res.rows = engine.materialize(model.name, compiled.sql, kind, after)
+                res.rows = engine.materialize(model.name, sql.sql, kind, after)
         except ArpuError as exc:
             res.status, res.error = "error", str(exc)
         except Exception as exc:  # the warehouse's own error: keep the model and file with it

@@ -123,8 +123,9 @@ def _short(value: Any) -> str:
 
 
 # -- where expectations are declared -----------------------------------------------------------
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping (key `__line__`)."""
+class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (libyaml's when present: 10x faster) that remembers the line of every
+    mapping (key `__line__`)."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
