@@ -201,7 +201,7 @@ class Context:
         """Build and validate `names`, each once its parents are done, up to the engine's
         `concurrency` at once (models that do not depend on each other overlap); a failed model
         or `error` expectation skips everything downstream. Results in completion order."""
-        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         parents = {n: set(compiler.models[n].depends_on) & set(names) for n in names}
         waiting = list(names)  # in dependency order

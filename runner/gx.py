@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from runner.errors import ArpuError, ConfigError
 from runner.validate import (
@@ -29,6 +29,7 @@ from runner.validate import (
 
 if TYPE_CHECKING:
     from runner.engines.base import Engine
+    from runner.engines.duckdb import DuckDBEngine
 
 # -- Great Expectations ------------------------------------------------------------------------
 @dataclass
@@ -117,7 +118,7 @@ class GXSession:
             # GX's connections are cursors of one cursor of the engine's connection: the same
             # database, and the engine's own connection is never used by GX.
             base = self._base = con.cursor()
-            engine = self.engine  # a DuckDBEngine: its cursors see what a build sees
+            engine = cast("DuckDBEngine", self.engine)  # its cursors see what a build sees
             datasource = context.data_sources.add_sql(
                 name="arpu", connection_string="duckdb+arpu:///:memory:",
                 kwargs={"creator": lambda: ConnectionWrapper(engine.cursor(base))})

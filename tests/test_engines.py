@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,14 @@ def assert_same(expected: dict[str, list[dict[str, Any]]],
 
 @pytest.fixture(autouse=True)
 def _drop_postgres_schemas() -> Any:
-    """Leave the shared `test` database as it was."""
+    """Leave the shared `test` database as it was: this process's schemas (use_isolated_targets
+    names them after the pid; tests run in parallel processes)."""
     yield
     import psycopg
 
     with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-        schemas = pg.execute("select nspname from pg_namespace where nspname like "
-                             "'arpu_test_%%'").fetchall()
+        schemas = pg.execute("select nspname from pg_namespace where nspname ~ %s",
+                             [rf"^arpu_test_.*_{os.getpid()}(__work|__next)?$"]).fetchall()
         for (schema,) in schemas:
             pg.execute(f'drop schema "{schema}" cascade')
 

@@ -68,9 +68,13 @@ winners as (
 ),
 
 deduped as (
-    select w.event_id, r.*
+    -- the winners' payload: a semi join on two integers, so the join holds no strings
+    select coalesce(r.message_id, r.content_id) as event_id, r.*
     from raw as r
-    inner join winners as w on r.load_id = w.load_id and r.record_number = w.record_number
+    where exists (
+        select 1 from winners as w
+        where w.load_id = r.load_id and w.record_number = r.record_number
+    )
 ),
 
 identified as (

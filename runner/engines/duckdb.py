@@ -220,15 +220,15 @@ class DuckDBEngine(Engine):
             self.con.execute(f"alter table {tmp} rename to {q}")
             self.con.execute("commit")
         self.con.execute("checkpoint arpu_next")
-        tmp, self._next = self._next, None
+        written, self._next = self._next, None
         self._leave_next()
-        fd = os.open(tmp, os.O_RDONLY)
+        fd = os.open(written, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         fault_point("publish")
-        os.replace(tmp, self.published_path)
+        os.replace(written, self.published_path)
         dir_fd = os.open(self.published_path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -63,12 +63,19 @@ WITH raw AS (
   WHERE
     copy_rank = 1
 ), deduped AS (
+  /* the winners' payload: a semi join on two integers, so the join holds no strings */
   SELECT
-    w.event_id,
+    COALESCE(r.message_id, r.content_id) AS event_id,
     r.*
   FROM raw AS r
-  INNER JOIN winners AS w
-    ON r.load_id = w.load_id AND r.record_number = w.record_number
+  WHERE
+    EXISTS(
+      SELECT
+        1
+      FROM winners AS w
+      WHERE
+        w.load_id = r.load_id AND w.record_number = r.record_number
+    )
 ), identified AS (
   /* every deduplicated message carrying both ids (for an increment: the messages written */
   /* now, and the kept ones with the same anonymousIds); from the narrow winners, so that */
