@@ -43,9 +43,12 @@ def _console(stderr: bool = False) -> Console:
 
 _state: dict[str, Any] = {"debug": False, "project_dir": Path(".")}
 
-SelectOpt = typer.Option(None, "--select", "-s", help="Models: m, m+, +m, tag:x (repeatable).")
-VarsOpt = typer.Option(None, "--vars", help="Vars for this run, JSON or YAML: '{\"k\": 1}'.")
-TargetOpt = typer.Option(None, "--target", "-t", help="Target name from arpu.yml.")
+SelectOpt = typer.Option(None, "--select", "-s", metavar="MODELS",
+                         help="Models: m, m+, +m, tag:x (repeatable).")
+VarsOpt = typer.Option(None, "--vars", metavar="JSON|YAML",
+                       help="Vars for this run, JSON or YAML: '{\"k\": 1}'.")
+TargetOpt = typer.Option(None, "--target", "-t", metavar="NAME",
+                         help="Target name from arpu.yml.")
 FullRefreshOpt = typer.Option(False, "--full-refresh",
                               help="Rebuild incremental models from all loaded data.")
 
