@@ -361,17 +361,18 @@ class Context:
                 after = engine.watermark_statements(model.name, batch)
         return kind, increment, after
 
-    def _run_model(self, engine: Engine, model: Model, compiled: Future[CompiledModel],
+    def _run_model(self, engine: Engine, model: Model, compiling: Future[CompiledModel],
                    kind: str, increment: Increment | None, after: list[str]) -> ModelResult:
         t0 = time.perf_counter()
         res = ModelResult(model.name, "success", materialized=model.materialized)
         try:
-            sql = compiled.result()
-            res.compiled_path = str(sql.path.relative_to(self.project_dir))
+            compiled = compiling.result()  # a compile error raises here, as the model's error
+            res.compiled_path = str(compiled.path.relative_to(self.project_dir))
             if increment is not None and increment.active:
-                res.rows = engine.merge(model.name, sql.sql, model.config.unique_key, after)
+                res.rows = engine.merge(model.name, compiled.sql, model.config.unique_key,
+                                        after)
             else:
-                res.rows = engine.materialize(model.name, sql.sql, kind, after)
+                res.rows = engine.materialize(model.name, compiled.sql, kind, after)
         except ArpuError as exc:
             res.status, res.error = "error", str(exc)
         except Exception as exc:  # the warehouse's own error: keep the model and file with it
