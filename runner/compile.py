@@ -7,6 +7,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import jinja2
@@ -102,17 +103,27 @@ def _qualified(schema: str | None, name: str) -> str:
     return quoted
 
 
+_JINJA_OPTIONS: dict[str, Any] = {
+    "undefined": jinja2.StrictUndefined, "keep_trailing_newline": True, "autoescape": False}
+
+
+@functools.lru_cache(maxsize=8)
+def _macro_code(source: str) -> CodeType:
+    """The macro files compiled to Python once per process: the compiler and the validator
+    each bind the same code to their own environment (their own ref, var, source)."""
+    return jinja2.Environment(**_JINJA_OPTIONS).compile(source)
+
+
 def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
     """A Jinja environment with `functions` and every macro of `macros_dir` as globals. All
     macro files form one module, so macros may call each other across files."""
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
+    env = jinja2.Environment(**_JINJA_OPTIONS)
     env.globals.update(functions)
     files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
     texts = [path.read_text() for path in files]
     try:
-        module = env.from_string("\n".join(texts)).module
+        code = _macro_code("\n".join(texts))
+        module = env.template_class.from_code(env, code, env.make_globals(None)).module
     except jinja2.TemplateSyntaxError:
         for path, text in zip(files, texts, strict=True):  # which file, which line
             try:

@@ -25,12 +25,12 @@ from queue import Queue
 from typing import Any
 
 import duckdb
-import numpy as np
 
 from runner.errors import IngestError
 from runner.faults import fault_point
 
 CHUNK_BYTES = 8 << 20
+BLOCK_BYTES = 1 << 20  # read and gunzip in blocks of this size
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
 
 RAW_TABLES = """
@@ -78,7 +78,9 @@ create or replace temp macro _ts(v) as (
 CLASSIFY = r"""
 create or replace temp table _parsed as
 with src as (
-    select line_number, record_number, rtrim(raw, chr(13)) as raw,
+    select line_number, record_number,
+        -- a CRLF file's lines end in CR; rtrim alone would scan every line, so ask first
+        case when ends_with(raw, chr(13)) then rtrim(raw, chr(13)) else raw end as raw,
         cast(forced_reason as varchar) as forced_reason  -- all None: NumPy gives no type
     from _chunk
     where starts_with(raw, '{') or trim(raw, E' \t\r\n\f\v') <> ''
@@ -243,16 +245,16 @@ def _blocks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         if fh.read(2) != b"\x1f\x8b":
             fh.seek(0)
-            while block := fh.read(CHUNK_BYTES):
+            while block := fh.read(BLOCK_BYTES):
                 yield block
             return
         fh.seek(0)
         member = zlib.decompressobj(16 + zlib.MAX_WBITS)
         pending = False  # inside a member that has not ended yet
-        while compressed := fh.read(1 << 20):
+        while compressed := fh.read(BLOCK_BYTES):
             while compressed:
-                try:
-                    out = member.decompress(compressed)
+                try:  # at most one block out: chunks stay even, whatever the compression ratio
+                    out = member.decompress(compressed, BLOCK_BYTES)
                 except zlib.error as exc:
                     raise _Truncated(str(exc)) from None
                 pending = True
@@ -262,7 +264,7 @@ def _blocks(path: Path) -> Iterator[bytes]:
                     compressed, pending = member.unused_data, False
                     member = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 else:
-                    compressed = b""
+                    compressed = member.unconsumed_tail
         if pending:
             raise _Truncated("the gzip stream ends before its end marker")
 
@@ -404,7 +406,6 @@ class Loader:
         self.load_id_offset = load_id_offset
         self.workers = workers or min(os.cpu_count() or 1, 4)
         con.execute("set TimeZone = 'UTC'")
-        con.execute("set checkpoint_threshold = '1GB'")  # a commit per chunk, not a checkpoint
         con.execute(RAW_TABLES)
 
     def load(
@@ -412,6 +413,19 @@ class Loader:
     ) -> IngestResult:
         started = time.perf_counter()
         result = IngestResult()
+        # a commit per chunk, not a checkpoint per chunk; the setting is the database's, so a
+        # build that ingests first gets its own back
+        threshold = self.con.execute("select current_setting('checkpoint_threshold')").fetchall()
+        self.con.execute("set checkpoint_threshold = '1GB'")
+        try:
+            self._load(paths, progress, result)
+        finally:
+            self.con.execute(f"set checkpoint_threshold = '{threshold[0][0]}'")
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _load(self, paths: list[Path], progress: Callable[[int], None] | None,
+              result: IngestResult) -> None:
         # rows of a load that never finished (the process died): its file is loaded again whole
         for table in ("raw_events", "raw_rejected"):
             self.con.execute(f"delete from {table} where load_id not in "
@@ -419,8 +433,6 @@ class Loader:
         for path in paths:
             result.files.append(self._load_file(path, progress))  # committed file by file
             fault_point("ingest:file")
-        result.seconds = time.perf_counter() - started
-        return result
 
     def _load_file(self, path: Path, progress: Callable[[int], None] | None) -> FileResult:
         try:
@@ -432,13 +444,18 @@ class Loader:
                       .fetchall()[0][0]) + self.load_id_offset
         loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         res = FileResult(str(path), bytes=size)
+        import numpy as np  # here: a build that ingests nothing does not pay its import
 
+        # (line numbers, lines, forced reasons) per chunk
         chunks: Any
         if records is not None:
-            chunks = [(records, None)]
+            line_numbers, raws = zip(*records, strict=True) if records else ((), ())
+            chunks = [(np.array(line_numbers, dtype=np.int64), list(raws),
+                       [None] * len(raws))]
         else:
-            chunks = _read_ahead((list(zip(range(first, first + len(lines)), lines, strict=True)),
-                                  reasons) for first, lines, reasons in _ndjson_chunks(path))
+            chunks = _read_ahead(
+                (np.arange(first, first + len(lines), dtype=np.int64), lines, reasons)
+                for first, lines, reasons in _ndjson_chunks(path))
         # One transaction per chunk keeps memory flat on any file size; the load counts once
         # its raw_loads row is written, and `load` removes the rows of a load that did not.
         # Chunks are classified on several cursors at once: a chunk is one row group, which
@@ -481,23 +498,20 @@ class Loader:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="arpu-ingest") as pool:
                 try:
                     record_base = 0
-                    for rows, reasons in chunks:
-                        if not rows:
+                    for line_numbers, raws, reasons in chunks:
+                        if not raws:
                             continue
-                        line_numbers, raws = zip(*rows, strict=True)
                         if line_numbers[0] == 1 and raws[0].startswith("\ufeff"):
-                            raws = (raws[0][1:],) + raws[1:]
+                            raws[0] = raws[0][1:]
                         # NumPy arrays, scanned by DuckDB in place (no pandas to import)
                         chunk = {
-                            "line_number": np.array(line_numbers, dtype=np.int64),
-                            "record_number": np.arange(record_base, record_base + len(rows),
+                            "line_number": line_numbers,
+                            "record_number": np.arange(record_base, record_base + len(raws),
                                                        dtype=np.int64),
                             "raw": np.array(raws, dtype=object),
-                            "forced_reason": np.array(
-                                reasons if reasons is not None else [None] * len(rows),
-                                dtype=object),
+                            "forced_reason": np.array(reasons, dtype=object),
                         }
-                        record_base += len(rows)
+                        record_base += len(raws)
                         done = sum(map(len, raws)) + len(raws) if records is None else size
                         in_flight.append((pool.submit(classify, chunk), done))
                         while len(in_flight) >= self.workers:  # memory stays flat
