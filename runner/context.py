@@ -150,10 +150,15 @@ class Context:
         after it is built; a failed model or `error` expectation skips everything downstream."""
         started = time.perf_counter()
         notify = on_event or (lambda *_: None)
-        compiler = self.compiler()
+        from concurrent.futures import ThreadPoolExecutor
+
+        # a fresh project loads the sample (DuckDB's work, off the GIL) while Python compiles
+        with ThreadPoolExecutor(1, thread_name_prefix="arpu-compile") as pool:
+            compiling = pool.submit(self.compiler)
+            seeded = self.ensure_sources()
+            compiler = compiling.result()
         names = compiler.graph.select(select)
         result = BuildResult(target=self.target_name, validated=validate)
-        seeded = self.ensure_sources()
         if seeded is not None:
             result.seeded = True
             notify("seeded", str(self.config.seed_path), seeded)
