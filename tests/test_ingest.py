@@ -77,3 +77,42 @@ def test_every_reference_example_is_accounted_for(
     assert res.loaded == 6
     for f in res.files:
         assert f.lines_read == f.loaded + f.rejected >= 1, f.path
+
+
+def test_crlf_lines_and_large_gzip_members_keep_every_line(tmp_path: Path) -> None:
+    """Two gzip members, each inflating to several read blocks from little input (the block
+    loop's `unconsumed_tail` path), with CRLF line ends: every line is read once, in order,
+    and only the line end's CR is dropped."""
+    import json
+
+    import duckdb
+
+    from runner.ingest import BLOCK_BYTES, Loader, _blocks
+
+    def line(i: int) -> str:
+        return json.dumps({"type": "track", "event": "E", "messageId": f"m{i}", "userId": "u",
+                           "timestamp": "2026-03-01T00:00:00Z", "properties": {"pad": "x" * 500}})
+
+    per_member = 3 * BLOCK_BYTES // 560  # > 3 blocks of output per member
+    members = [
+        "".join(line(i) + "\r\n" for i in range(start, start + per_member))
+        for start in (0, per_member)]
+    members[1] += "not json\r\n"  # a rejected line keeps its text, without the CR
+    path = tmp_path / "crlf.ndjson.gz"
+    path.write_bytes(b"".join(gzip.compress(m.encode()) for m in members))
+    assert path.stat().st_size < BLOCK_BYTES
+    assert all(len(b) <= BLOCK_BYTES for b in _blocks(path))
+
+    con = duckdb.connect()
+    result = Loader(con).load([path])
+    total = 2 * per_member + 1
+    assert (result.lines_read, result.loaded, result.rejected) == (total, total - 1, 1)
+    first, last, ids, crs = con.execute(
+        "select min(line_number), max(line_number), count(distinct message_id), "
+        "count(*) filter (where contains(properties::varchar, chr(13))) from raw_events"
+    ).fetchall()[0]
+    assert (first, last, ids, crs) == (1, total - 1, total - 1, 0)
+    assert con.execute("select line_number, raw, reason from raw_rejected").fetchall() == [
+        (total, "not json", "not valid JSON")]
+    assert con.execute("select message_id from raw_events where line_number = ?",
+                       [per_member + 1]).fetchall() == [(f"m{per_member}",)]

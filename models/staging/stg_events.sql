@@ -13,13 +13,14 @@ unique_key: event_id
 tags: [staging]
 */
 with raw as {{ not_materialized() }} (  -- scanned twice (keys, then payload), never held
-    {{ raw_messages() }}
+    select coalesce(messages.message_id, messages.content_id) as event_id, messages.*
+    from ({{ raw_messages() }}) as messages
 ),
 {%- if is_incremental() %}
 
 -- messages with a copy in a new load, and anonymous messages whose identity may change
 new_copies as (
-    select coalesce(message_id, content_id) as event_id, anonymous_id, user_id
+    select event_id, anonymous_id, user_id
     from raw
     where load_id > {{ watermark() }}
 ),
@@ -40,7 +41,7 @@ affected as (
 keyed as (
     -- narrow rows for the dedupe window; the payload joins back to the winners only
     select
-        coalesce(message_id, content_id) as event_id,
+        event_id,
         load_id,
         record_number,
         received_at,
@@ -49,7 +50,7 @@ keyed as (
         event_ts
     from raw
     {%- if is_incremental() %}
-    where coalesce(message_id, content_id) in (select event_id from affected)
+    where event_id in (select event_id from affected)
     {%- endif %}
 ),
 
@@ -69,7 +70,7 @@ winners as (
 
 deduped as (
     -- the winners' payload: a semi join on two integers, so the join holds no strings
-    select coalesce(r.message_id, r.content_id) as event_id, r.*
+    select r.*
     from raw as r
     where exists (
         select 1 from winners as w

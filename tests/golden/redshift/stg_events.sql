@@ -15,26 +15,31 @@ tags: [staging]
 */
 WITH "raw" AS (
   SELECT
-    message_id,
-    content_id,
-    load_id,
-    record_number,
-    message_type,
-    event,
-    user_id,
-    anonymous_id,
-    event_ts,
-    received_at,
-    sent_at,
-    properties,
-    traits,
-    source_file,
-    line_number
-  FROM "raw_events"
+    COALESCE(messages.message_id, messages.content_id) AS event_id,
+    messages.*
+  FROM (
+    SELECT
+      message_id,
+      content_id,
+      load_id,
+      record_number,
+      message_type,
+      event,
+      user_id,
+      anonymous_id,
+      event_ts,
+      received_at,
+      sent_at,
+      properties,
+      traits,
+      source_file,
+      line_number
+    FROM "raw_events"
+  ) AS messages
 ), keyed AS (
   /* narrow rows for the dedupe window; the payload joins back to the winners only */
   SELECT
-    COALESCE(message_id, content_id) AS event_id,
+    event_id,
     load_id,
     record_number,
     received_at,
@@ -62,7 +67,6 @@ WITH "raw" AS (
 ), deduped AS (
   /* the winners' payload: a semi join on two integers, so the join holds no strings */
   SELECT
-    COALESCE(r.message_id, r.content_id) AS event_id,
     r.*
   FROM "raw" AS r
   WHERE
