@@ -167,6 +167,18 @@ def floor_main(db: Path, project: Path, result: Path, memory_limit: str | None,
     result.write_text(json.dumps({"seconds": seconds, "total": total_s}))
 
 
+def run_floor(db: Path, project: Path, out: Path, memory_limit: str | None, log_path: Path,
+              only: str | None = None) -> tuple[Proc, dict[str, Any]]:
+    """`floor_main` in a process of its own: the process, and the seconds it wrote to `out`."""
+    p = run([sys.executable, __file__, "--floor", str(db), str(project), str(out),
+             "--memory-limit", memory_limit or "", *(["--only", only] if only else [])],
+            project, log_path)
+    if p.returncode != 0:
+        raise SystemExit(f"floor{f' ({only} alone)' if only else ''} failed:\n"
+                         f"{p.log.read_text()[-2000:]}")
+    return p, json.loads(out.read_text())
+
+
 def restore(pristine: Path, dest: Path) -> None:
     """The work database as it was after ingest (and its WAL, if any)."""
     for path in (dest, dest.with_name(dest.name + ".wal")):
@@ -211,20 +223,14 @@ def bench_size(events: int, workdir: Path, memory_limit: str | None, repeat: int
                                              .read_text())))
         restore(pristine, floor_db)
         out = workdir / f"events-{events}-floor.json"
-        p = run([sys.executable, __file__, "--floor", str(floor_db), str(project), str(out),
-                 "--memory-limit", memory_limit or ""], project, logs / f"floor-{i}.log")
-        if p.returncode != 0:
-            raise SystemExit(f"floor failed:\n{p.log.read_text()[-2000:]}")
+        p, floor = run_floor(floor_db, project, out, memory_limit, logs / f"floor-{i}.log")
         res.floor_rss = max(res.floor_rss, p.max_rss)
-        floors.append((p.seconds, json.loads(out.read_text())))
+        floors.append((p.seconds, floor))
         # the funnel's SQL alone, in a fresh process: its scaling without the memory that the
         # models before it left in the floor's buffer pool
-        p = run([sys.executable, __file__, "--floor", str(floor_db), str(project), str(out),
-                 "--memory-limit", memory_limit or "", "--only", FUNNEL_MODEL], project,
-                logs / f"funnel-{i}.log")
-        if p.returncode != 0:
-            raise SystemExit(f"funnel alone failed:\n{p.log.read_text()[-2000:]}")
-        funnel_alone.append(json.loads(out.read_text())["seconds"][FUNNEL_MODEL])
+        _, alone = run_floor(floor_db, project, out, memory_limit, logs / f"funnel-{i}.log",
+                             only=FUNNEL_MODEL)
+        funnel_alone.append(alone["seconds"][FUNNEL_MODEL])
         log(f"    run {i + 1}: build {builds[-1][0]:.1f} s, floor {floors[-1][0]:.1f} s")
     # every figure is its own median over the runs, per-model seconds included: one slow
     # model in one run moves neither the wall clock nor another model's figure
