@@ -435,6 +435,8 @@ class Loader:
             fault_point("ingest:file")
 
     def _load_file(self, path: Path, progress: Callable[[int], None] | None) -> FileResult:
+        import numpy as np  # here: a build that ingests nothing does not pay its import
+
         try:
             size = path.stat().st_size
             records = _sniff_document(path)
@@ -444,7 +446,6 @@ class Loader:
                       .fetchall()[0][0]) + self.load_id_offset
         loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         res = FileResult(str(path), bytes=size)
-        import numpy as np  # here: a build that ingests nothing does not pay its import
 
         # (line numbers, lines, forced reasons) per chunk
         chunks: Any
