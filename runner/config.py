@@ -95,11 +95,15 @@ class Source(_Strict):
 class Vars(_Strict):
     """Vars of SPEC section 2, with their defaults. Override per run with --vars '{...}'."""
 
-    start_date: dt.date | None = Field(None, description="Analysis range start (inclusive).")
-    end_date: dt.date | None = Field(None, description="Analysis range end (exclusive).")
+    start_date: dt.datetime | dt.date | None = Field(
+        None, description="Analysis range start (inclusive): a date or an ISO 8601 timestamp "
+                          "(UTC unless it carries an offset).")
+    end_date: dt.datetime | dt.date | None = Field(
+        None, description="Analysis range end (exclusive), as start_date.")
     conversion_window_days: int = Field(7, ge=0, description="Funnel conversion window, days.")
     funnel_reentry: bool = Field(False, description="Mixpanel's optimized re-entry.")
-    promo_start: dt.date | None = Field(None, description="Cohort is fixed on events before it.")
+    promo_start: dt.datetime | dt.date | None = Field(
+        None, description="Cohort is fixed on events before it; a date or a timestamp.")
     target_category: str | None = Field(None, description="Overrides the recommended category.")
     experiment_window_days: int = Field(30, ge=0, description="Days of revenue after exposure.")
     control_variant: str | None = Field(None, description="Name of the control variant.")
@@ -107,9 +111,25 @@ class Vars(_Strict):
     @field_validator("start_date", "end_date", "promo_start", mode="before")
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
+        """A date stays a date; a timestamp becomes naive UTC (the models' time zone)."""
         if isinstance(value, str):
-            return dt.date.fromisoformat(value)
+            value = _parse_instant(value)
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
         return value
+
+
+def _parse_instant(text: str) -> dt.date | dt.datetime:
+    """`2026-03-01`, `2026-03-01T10:00:00`, `2026-03-01 10:00:00+02:00`, `...Z`."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        if text[-1:] in "Zz":  # Python 3.10's fromisoformat has no Z
+            text = text[:-1] + "+00:00"
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a date or an ISO 8601 timestamp") from None
 
 
 class Config(_Strict):
