@@ -195,7 +195,7 @@ def seed(
                   f"-> {path}")
     if load:
         with _context(target) as ctx:
-            result = report.ingest_with_progress(ctx, [path], _console())
+            result = report.ingest_with_progress(ctx, [path], _console(), sample=True)
         report.print_ingest(result, _console())
 
 

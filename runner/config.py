@@ -38,6 +38,10 @@ class DuckDBTarget(_Strict):
     temp_directory: str | None = Field(
         None, description="Where DuckDB spills, relative to the project (default: beside the "
                           "work database, `<work file>.tmp`).")
+    storage_version: str | None = Field(
+        "v1.1.0", pattern=r"^v\d+\.\d+\.\d+$",
+        description="The published file's storage format: the oldest DuckDB that opens it "
+                    "(BI tools bundle DuckDB 1.x drivers); null: this DuckDB's own format.")
 
 
 class PostgresTarget(_Strict):

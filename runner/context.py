@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.artifacts import BuildResult, ModelResult, write_manifest, write_run_results
 from runner.config import Config, load_config
+from runner.engines.base import SAMPLE_LOADS
 from runner.errors import ArpuError, ConfigError, ExecutionError
 from runner.faults import fault_point
 
@@ -103,28 +104,57 @@ class Context:
         write_manifest(self.target_dir, compiler)
         return compiled
 
-    def ingest(self, paths: list[str | Path], progress: Callable[[int], None] | None = None
-               ) -> IngestResult:
+    def ingest(self, paths: list[str | Path], progress: Callable[[int], None] | None = None,
+               sample: bool = False) -> IngestResult:
         """Load message files into the target's raw tables. DuckDB validates and types them
-        in bulk; for another target the result is copied over in one transaction per load."""
+        in bulk; for another target the result is copied over in one transaction per load.
+        Paths are taken as given (relative to the caller's working directory).
+
+        The bundled sample never mixes with a user's data: loading other files removes the
+        sample's loads (`sample_removed` says how many messages), and loading a sample
+        (`sample=True`: the fresh build's auto-load, `arpu seed`) replaces the previous one."""
         import duckdb
 
         from runner.ingest import Loader, expand_paths
 
-        files = expand_paths([p if Path(p).is_absolute() or not (self.project_dir / p).exists()
-                              else self.project_dir / p for p in paths])
+        files = expand_paths(list(paths))
         engine = self.engine()
-        if engine.dialect == "duckdb":
-            return Loader(engine.con).load(files, progress)  # type: ignore[attr-defined]
         engine.ensure_raw_tables()
-        offset = int(engine.scalar("select coalesce(max(load_id), 0) from raw_loads"))
-        local = duckdb.connect()
-        try:
-            result = Loader(local).load(files, progress)
-            engine.append_raw(local, offset)
-        finally:
-            local.close()
+        before = int(engine.scalar("select coalesce(max(load_id), 0) from raw_loads"))
+        if engine.dialect == "duckdb":
+            result = Loader(engine.con).load(files, progress)  # type: ignore[attr-defined]
+        else:
+            local = duckdb.connect()
+            try:
+                result = Loader(local).load(files, progress)
+                engine.append_raw(local, before)
+            finally:
+                local.close()
+        self.sample_removed = self._remove_sample(engine, before)
+        if sample:
+            engine.execute(f"insert into {SAMPLE_LOADS} select load_id, false from raw_loads "
+                           f"where load_id > {before}")
         return result
+
+    sample_removed = 0  # messages of the bundled sample the last ingest removed
+
+    @staticmethod
+    def _remove_sample(engine: Engine, before: int) -> int:
+        """Remove the sample's loads up to load `before`; they stay marked `removed` so that
+        the next build rebuilds its incremental models without them."""
+        loads = [int(r[0]) for r in engine.fetch(
+            f"select load_id from {SAMPLE_LOADS} where not removed and load_id <= {before}")[1]]
+        if not loads:
+            return 0
+        ids = ", ".join(map(str, loads))
+        messages = int(engine.scalar(
+            f"select coalesce(sum(loaded), 0) from raw_loads where load_id in ({ids})"))
+        engine.remove_loads(loads)
+        engine.delete_where(SAMPLE_LOADS, f"load_id in ({ids})")
+        engine.execute(f"insert into {SAMPLE_LOADS} "
+                       f"select load_id, true from (values {', '.join(f'({i})' for i in loads)})"
+                       " as removed(load_id)")
+        return messages
 
     def ensure_sources(self) -> IngestResult | None:
         """Create the raw tables; on a fresh project with nothing ingested, load the sample."""
@@ -137,7 +167,7 @@ class Context:
         sample = self.project_dir / self.config.seed_path
         if not sample.exists():
             return None
-        return self.ingest([sample])
+        return self.ingest([sample], sample=True)
 
     def build(
         self,
@@ -166,6 +196,10 @@ class Context:
         write_manifest(self.target_dir, compiler)
         validator = self._validator(names, fast=True) if validate else None
         batch = self._batch_load_id(engine)
+        # loads were removed (the sample, when a user's data arrived): nothing incremental
+        # may continue from relations that still hold them
+        removed = self._removed_loads_pending(engine)
+        full_refresh = full_refresh or removed
         published = False
         self._close_reader()  # the build attaches the published file, then renames over it
         try:
@@ -190,6 +224,8 @@ class Context:
                 t0 = time.perf_counter()
                 engine.publish([n for n in compiler.graph.order if engine.relation_exists(n)])
                 published = True
+                if removed and set(names) == set(compiler.graph.order):
+                    engine.delete_where(SAMPLE_LOADS, "removed")
                 result.publish_seconds = time.perf_counter() - t0
         finally:
             if validator is not None:
@@ -338,6 +374,11 @@ class Context:
                                   e["exception"])
                 for r in result.results for e in r.expectations
             ])
+
+    def _removed_loads_pending(self, engine: Engine) -> bool:
+        if self.config.source.format != "messages" or not engine.relation_exists(SAMPLE_LOADS):
+            return False
+        return bool(engine.scalar(f"select count(*) from {SAMPLE_LOADS} where removed"))
 
     def _batch_load_id(self, engine: Engine) -> int | None:
         """The last load this build processes; None when loads are not tracked (Segment's

@@ -103,7 +103,7 @@ def print_build_summary(result: BuildResult, console: Console) -> None:
 
 
 def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
-                         console: Console) -> IngestResult:
+                         console: Console, sample: bool = False) -> IngestResult:
     from runner.ingest import expand_paths
 
     files = expand_paths(list(paths))
@@ -111,7 +111,12 @@ def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
     with Progress(TextColumn("Ingesting"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("ingest", total=total)
-        return ctx.ingest(list(files), progress=lambda n: bar.advance(task, n))
+        result = ctx.ingest(list(files), progress=lambda n: bar.advance(task, n), sample=sample)
+    if ctx.sample_removed:
+        console.print(f"Removed the sample data loaded earlier ({ctx.sample_removed:,} messages, "
+                      "by `arpu build` or `arpu seed`): it never mixes with other data.",
+                      highlight=False)
+    return result
 
 
 def print_ingest(result: IngestResult, console: Console) -> None:

@@ -11,6 +11,12 @@ WATERMARKS_DDL = (f"create table if not exists {WATERMARKS} "
                   "(model varchar, load_id bigint, built_at timestamp)")
 
 
+# Loads of the bundled sample (auto-loaded by a fresh build, or `arpu seed`): the first ingest
+# of other files removes them. `removed` rows stay until a build has rebuilt without them.
+SAMPLE_LOADS = "raw_sample_loads"
+SAMPLE_LOADS_DDL = f"create table if not exists {SAMPLE_LOADS} (load_id bigint, removed boolean);"
+
+
 class Engine(ABC):
     dialect: str
     concurrency = 1  # models a build may run at once (each thread its own connection)
@@ -74,11 +80,25 @@ class Engine(ABC):
 
         from runner.ingest import RAW_TABLES
 
-        for statement in sqlglot.transpile(RAW_TABLES, read="duckdb", write=self.dialect):
+        for statement in sqlglot.transpile(RAW_TABLES + SAMPLE_LOADS_DDL, read="duckdb",
+                                           write=self.dialect):
             if self.dialect == "spark":  # Spark's JSON is text; its tables are Parquet
                 statement = (statement.replace("TIMESTAMP_NTZ", "TIMESTAMP")
                              .replace(" JSON", " STRING") + " USING PARQUET")
             self.execute(statement)
+
+    def delete_where(self, table: str, condition: str) -> None:
+        """Delete the rows of a raw table that match `condition` (SQL in the models' dialect)."""
+        import sqlglot
+
+        self.execute(sqlglot.transpile(f"delete from {table} where {condition}", read="duckdb",
+                                       write=self.dialect)[0])
+
+    def remove_loads(self, load_ids: list[int]) -> None:
+        """Every raw row of these loads (the bundled sample, when a user's data arrives)."""
+        ids = ", ".join(str(int(i)) for i in load_ids) or "null"
+        for table in ("raw_events", "raw_rejected", "raw_loads"):
+            self.delete_where(table, f"load_id in ({ids})")
 
     def append_raw(self, local: Any, load_id_offset: int) -> None:
         """Copy the raw tables of a local DuckDB connection (one ingest) into this target."""

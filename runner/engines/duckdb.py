@@ -63,6 +63,7 @@ class DuckDBEngine(Engine):
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
         self._concurrency = target.concurrency
+        self._storage_version = target.storage_version
         self.work_catalog = str(self.con.execute("select current_database()").fetchall()[0][0])
         self._next: Path | None = None  # the file a build writes, published at the end
 
@@ -178,7 +179,9 @@ class DuckDBEngine(Engine):
         for stale in target.parent.glob(target.name + ".publishing-*"):
             stale.unlink(missing_ok=True)  # left by a build that was killed
         self._next = target.with_name(f"{target.name}.publishing-{os.getpid()}")
-        self.con.execute(f"attach {_literal(str(self._next))} as arpu_next")
+        options = (f" (storage_version {_literal(self._storage_version)})"
+                   if self._storage_version else "")
+        self.con.execute(f"attach {_literal(str(self._next))} as arpu_next{options}")
         for statement in self._session_statements():
             self.con.execute(statement)
         self.con.execute(WATERMARKS_DDL)

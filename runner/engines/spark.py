@@ -115,6 +115,16 @@ class SparkEngine(Engine):
     def relation_exists(self, name: str) -> bool:
         return bool(self.spark.catalog.tableExists(name, self.database))
 
+    def delete_where(self, table: str, condition: str) -> None:
+        """Parquet tables have no DELETE: the rows to keep become the table."""
+        q = f"{self.quote(self.database)}.{self.quote(table)}"
+        keep = f"{self.quote(self.database)}.{self.quote('__arpu_keep_' + table)}"
+        self._run(f"drop table if exists {keep}")
+        self._run(f"create table {keep} using parquet as select * from {q} "
+                  f"where not coalesce({condition}, false)")
+        self._run(f"drop table {q}")
+        self._run(f"alter table {keep} rename to {q}")
+
     def append_raw(self, local: Any, load_id_offset: int) -> None:
         """Each raw table of the local DuckDB goes through a Parquet file into the Spark table."""
         with tempfile.TemporaryDirectory(dir=self.warehouse.parent) as tmp:

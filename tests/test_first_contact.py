@@ -1,0 +1,91 @@
+"""A newcomer's first hour, as they meet it: `arpu` in a subprocess on a real project copy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import ProjectHarness, run_arpu
+
+pytestmark = [pytest.mark.slow]
+
+
+def _order_message(order_id: str, revenue: float) -> dict:
+    return {"type": "track", "event": "Order Completed", "messageId": f"mine-{order_id}",
+            "userId": "me", "timestamp": "2026-05-01T10:00:00Z",
+            "properties": {"order_id": order_id, "revenue": revenue,
+                           "products": [{"product_id": "p", "category": "Mine", "price": revenue}]}}
+
+
+def _count(project: ProjectHarness, sql: str) -> int:
+    with duckdb.connect(str(project.root / "arpu.duckdb"), read_only=True) as con:
+        return int(con.execute(sql).fetchall()[0][0])
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
+    """The README's first command: a fresh project, `arpu build` (the sample loads itself)."""
+    project = ProjectHarness(tmp_path_factory.mktemp("first") / "project", with_sample=True)
+    done = run_arpu(project.root, "build")
+    assert done.returncode == 0, done.stderr
+    return project
+
+
+def test_the_sample_never_mixes_with_your_data(sampled: ProjectHarness, tmp_path: Path) -> None:
+    assert _count(sampled, "select count(*) from fct_orders") > 1000  # the sample
+    mine = tmp_path / "my_events.ndjson"
+    mine.write_text(json.dumps(_order_message("o-1", 42.0)) + "\n")
+    done = run_arpu(sampled.root, "ingest", str(mine))
+    assert done.returncode == 0, done.stderr
+    assert "Removed the sample data loaded earlier (100,000 messages" in done.stdout
+    done = run_arpu(sampled.root, "build")
+    assert done.returncode == 0, done.stderr
+    assert _count(sampled, "select count(*) from fct_orders") == 1
+    assert _count(sampled, "select sum(revenue) from fct_orders") == 42
+    assert _count(sampled, "select count(*) from stg_events") == 1
+    # a second file of the user's removes nothing and says nothing
+    other = tmp_path / "more.ndjson"
+    other.write_text(json.dumps(_order_message("o-2", 8.0)) + "\n")
+    done = run_arpu(sampled.root, "ingest", str(other))
+    assert done.returncode == 0 and "Removed" not in done.stdout
+    assert run_arpu(sampled.root, "build").returncode == 0
+    assert _count(sampled, "select sum(revenue) from fct_orders") == 50
+
+
+def test_seed_replaces_the_auto_loaded_sample(tmp_path: Path) -> None:
+    project = ProjectHarness(tmp_path / "project", with_sample=True)
+    assert run_arpu(project.root, "build").returncode == 0
+    done = run_arpu(project.root, "seed", "--events", "2000")
+    assert done.returncode == 0, done.stderr
+    assert "Removed the sample data loaded earlier (100,000 messages" in done.stdout
+    assert run_arpu(project.root, "build").returncode == 0
+    events = _count(project, "select count(*) from stg_events")
+    assert 1500 < events <= 2000  # the seed's messages (less duplicates), none of the 100k
+
+
+@pytest.fixture(scope="module")
+def duckdb_1_1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment with DuckDB 1.1.3, the version BI tools' drivers bundle."""
+    venv = tmp_path_factory.mktemp("duckdb11") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "duckdb==1.1.3"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"cannot install duckdb 1.1.3: {done.stderr[-2000:]}"
+    return python
+
+
+def test_published_file_opens_in_duckdb_1_1(sampled: ProjectHarness, duckdb_1_1: Path) -> None:
+    read = ("import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+            "print(duckdb.__version__, con.execute('select count(*) from stg_events')"
+            ".fetchall()[0][0], con.execute('select sum(revenue) from fct_orders')"
+            ".fetchall()[0][0])")
+    done = subprocess.run([str(duckdb_1_1), "-c", read, str(sampled.root / "arpu.duckdb")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    version, events, revenue = done.stdout.split()
+    assert version == "1.1.3" and int(events) > 0 and float(revenue) > 0
