@@ -558,8 +558,9 @@ def test_experiment_with_user_in_two_variants(impl):
     assert (treat["users"], treat["excluded_users"]) == (4, 1)
     # control: uA 50 (the 999 order is 40 days later), uB 0
     assert (control["purchasers"], control["revenue"], control["arpu"]) == (1, 50, 25)
-    assert control["is_control"] is True and control["arpu_uplift"] == 0
-    for col in ("arpu_p_value", "conversion_p_value", "arpu_ci_low", "arpu_ci_high"):
+    assert control["is_control"] is True
+    for col in ("arpu_uplift", "arpu_p_value", "conversion_p_value", "arpu_ci_low",
+                "arpu_ci_high"):
         assert control[col] is None
     # treatment: uC 100 (29 d), uD 20 (exactly 30 d), uF 0 (30 d + 1 s; and one before
     # exposure), uG 0 (experiment_name/variation_name)
@@ -592,7 +593,7 @@ def test_control_variant_var(impl):
     build(impl, "experiment_variants.ndjson", control_variant="treatment")
     rows = by_key(impl.rows("experiment_results"), "experiment", "variant")
     assert rows[("exp1", "treatment")]["is_control"] is True
-    assert rows[("exp1", "treatment")]["arpu_uplift"] == 0
+    assert rows[("exp1", "treatment")]["arpu_uplift"] is None  # the control's
     assert rows[("exp1", "control")]["arpu_uplift"] == approx(25 / 30 - 1)
     # exp2 has no "treatment": its control falls back to the first name
     assert rows[("exp2", "v1")]["is_control"] is True
@@ -633,3 +634,43 @@ def test_experiment_300_users_against_scipy(impl):
 def test_experiment_300_fixture_matches_rules():
     assert (FIXTURES / "experiment_300.ndjson").read_text().splitlines() == (
         experiment_fixture.lines())
+
+
+def test_variant_only_excluded_users_saw_has_no_row(impl):
+    build(impl, "experiment_excluded_only.ndjson")
+    rows = by_key(impl.rows("experiment_results"), "experiment", "variant")
+    # xo-mixed saw Amber, then Blue: excluded. Nobody included saw Amber: no row, so it
+    # cannot be the control (it would be, first by name); Blue is
+    assert sorted(rows) == [("button", "Blue"), ("button", "Green")]
+    blue, green = rows[("button", "Blue")], rows[("button", "Green")]
+    assert (blue["is_control"], green["is_control"]) == (True, False)
+    # excluded_users: per variant, the excluded users who saw it
+    assert (blue["users"], blue["excluded_users"], green["users"], green["excluded_users"]) == (
+        3, 1, 3, 0)
+    # Blue [10, 0, 30] (xo-u1's 77 falls a month after exposure), Green [50, 0, 20];
+    # xo-mixed's 500 counts nowhere
+    assert (blue["purchasers"], blue["revenue"], blue["arpu"]) == (2, approx(40), approx(40 / 3))
+    assert (green["purchasers"], green["revenue"], green["arpu"]) == (2, approx(70), approx(70 / 3))
+    assert green["arpu_uplift"] == approx(0.75)  # (70 / 3) / (40 / 3) - 1
+    # sample variances 700 / 3 and 1900 / 3: se = sqrt((700 / 3 + 1900 / 3) / 3) = 16.9967
+    se = math.sqrt((700 / 3 + 1900 / 3) / 3)
+    assert green["arpu_p_value"] == approx(0.5562985, abs=1e-6)  # 2 * sf(10 / se)
+    assert green["arpu_p_value"] == approx(2 * norm.sf(10 / se), abs=1e-6)
+    assert green["arpu_ci_low"] == approx(10 - Z * se, abs=1e-6)  # -23.313
+    assert green["arpu_ci_high"] == approx(10 + Z * se, abs=1e-6)  # 43.313
+    assert green["conversion_p_value"] == approx(1.0, abs=1e-6)  # 2/3 vs 2/3
+    for col in ("arpu_uplift", "arpu_p_value", "conversion_p_value", "arpu_ci_low",
+                "arpu_ci_high"):
+        assert blue[col] is None
+
+
+def test_control_row_carries_no_uplift(impl):
+    build(impl, "experiment_variants.ndjson")
+    rows = by_key(impl.rows("experiment_results"), "experiment", "variant")
+    # SPEC: control rows carry nulls in uplift, p-values and CI (not uplift 0 against itself)
+    for key in (("exp1", "control"), ("exp2", "v1")):
+        assert rows[key]["is_control"] is True
+        for col in ("arpu_uplift", "arpu_p_value", "conversion_p_value", "arpu_ci_low",
+                    "arpu_ci_high"):
+            assert rows[key][col] is None, (key, col)
+    assert rows[("exp1", "treatment")]["arpu_uplift"] == approx(30 / 25 - 1)

@@ -2,9 +2,11 @@
 description: >
   Mixpanel's frequentist experiment readout per (experiment, variant). Exposure is the user's first
   `Experiment Viewed` (or `$experiment_started`) in range; users exposed to more than one variant
-  are excluded (excluded_users counts them per variant they saw). Revenue and purchases count from
-  exposure to exposure + experiment_window_days inclusive. p-values: two-sided z-tests (Welch-type
-  standard error for ARPU, pooled for conversion), computed in SQL; null on the control row.
+  are excluded (excluded_users counts them per variant they saw). A variant is a row when an
+  included user saw it: one that only excluded users saw has no row and is never the control.
+  Revenue and purchases count from exposure to exposure + experiment_window_days inclusive.
+  p-values: two-sided z-tests (Welch-type standard error for ARPU, pooled for conversion),
+  computed in SQL. The control row carries nulls in uplift, p-values and CI.
 unique_key: [experiment, variant]
 tags: [recipe, experiment]
 */
@@ -68,7 +70,8 @@ user_outcomes as (
 ),
 
 variants as (
-    select distinct experiment, variant from exposures
+    -- the variants some included user saw
+    select distinct experiment, variant from per_user where variants_seen = 1
 ),
 
 per_variant as (
@@ -153,7 +156,7 @@ select
     conversion_rate,
     revenue,
     arpu,
-    arpu / nullif(control_arpu, 0) - 1 as arpu_uplift,
+    case when not is_control then arpu / nullif(control_arpu, 0) - 1 end as arpu_uplift,
     {{ two_sided_p('arpu_z') }} as arpu_p_value,
     {{ two_sided_p('conversion_z') }} as conversion_p_value,
     case when arpu_z is not null then arpu_diff - 1.959964 * arpu_se end as arpu_ci_low,

@@ -12,11 +12,12 @@ product is compared with. Readings of points SPEC leaves open (agreed with the r
   v <= p <= v + window; the entry is then the latest in-range view <= p;
 - the cohort with promo_start: views and purchases strictly before promo_start;
 - medians are continuous (mean of the two middle values);
-- experiments: exposures in range; arpu_uplift = arpu / control_arpu - 1, so 0 on the control
-  row and null wherever the control's ARPU is 0 or null; control = control_variant if the
-  experiment has it, else "control", else the smallest variant; p-values and CI null on the
-  control row and when the standard error is 0 or undefined (sample variance needs n >= 2 per
-  arm; the pooled conversion test needs n >= 1 per arm).
+- experiments: exposures in range; a variant is a row only when an included user saw it (one
+  that only excluded users saw has none and is never the control); arpu_uplift = arpu /
+  control_arpu - 1, null wherever the control's ARPU is 0 or null; control = control_variant if
+  the experiment has it, else "control", else the smallest variant; uplift, p-values and CI null
+  on the control row, p-values and CI also when the standard error is 0 or undefined (sample
+  variance needs n >= 2 per arm; the pooled conversion test needs n >= 1 per arm).
 """
 
 from __future__ import annotations
@@ -440,20 +441,23 @@ def _experiments(msgs: list[Message], orders: list[dict], v: Vars) -> list[dict]
     for o in orders:
         orders_by_user[o["user_key"]].append(o)
 
+    # a variant is an arm when an included user saw it; excluded users count in each arm they saw
     arms: dict[str, dict[str, dict]] = defaultdict(dict)
     for (exp, user), variants in seen.items():
-        for variant in variants:
-            arms[exp].setdefault(variant, dict(revenues=[], bought=[], excluded=0))
         if len(variants) > 1:
-            for variant in variants:
-                arms[exp][variant]["excluded"] += 1
             continue
         (variant,) = variants
+        arm = arms[exp].setdefault(variant, dict(revenues=[], bought=[], excluded=0))
         x = first[(exp, user)]
         end = x + v.experiment_window
         window = [o for o in orders_by_user[user] if x <= o["ordered_at"] <= end]
-        arms[exp][variant]["revenues"].append(float(sum(o["revenue"] for o in window)))
-        arms[exp][variant]["bought"].append(bool(window))
+        arm["revenues"].append(float(sum(o["revenue"] for o in window)))
+        arm["bought"].append(bool(window))
+    for (exp, user), variants in seen.items():
+        if len(variants) > 1:
+            for variant in variants:
+                if variant in arms[exp]:
+                    arms[exp][variant]["excluded"] += 1
 
     rows = []
     for exp in sorted(arms):
@@ -480,11 +484,11 @@ def _experiments(msgs: list[Message], orders: list[dict], v: Vars) -> list[dict]
                 arpu_uplift=None, arpu_p_value=None, conversion_p_value=None,
                 arpu_ci_low=None, arpu_ci_high=None,
             )
-            if arpu is not None and c_arpu:  # null when the control's ARPU is 0 or null
-                row["arpu_uplift"] = arpu / c_arpu - 1
-            if variant == control:
+            if variant == control:  # nulls in uplift, p-values and CI
                 rows.append(row)
                 continue
+            if arpu is not None and c_arpu:  # null when the control's ARPU is 0 or null
+                row["arpu_uplift"] = arpu / c_arpu - 1
             if n >= 2 and nc >= 2:
                 se = math.sqrt(_sample_var(a["revenues"]) / n + _sample_var(c["revenues"]) / nc)
                 if se > 0:

@@ -3,9 +3,11 @@
 description: >
   Mixpanel's frequentist experiment readout per (experiment, variant). Exposure is the user's first
   `Experiment Viewed` (or `$experiment_started`) in range; users exposed to more than one variant
-  are excluded (excluded_users counts them per variant they saw). Revenue and purchases count from
-  exposure to exposure + experiment_window_days inclusive. p-values: two-sided z-tests (Welch-type
-  standard error for ARPU, pooled for conversion), computed in SQL; null on the control row.
+  are excluded (excluded_users counts them per variant they saw). A variant is a row when an
+  included user saw it: one that only excluded users saw has no row and is never the control.
+  Revenue and purchases count from exposure to exposure + experiment_window_days inclusive.
+  p-values: two-sided z-tests (Welch-type standard error for ARPU, pooled for conversion),
+  computed in SQL. The control row carries nulls in uplift, p-values and CI.
 unique_key: [experiment, variant]
 tags: [recipe, experiment]
 */
@@ -86,10 +88,13 @@ WITH exposure_events AS (
     u.variant,
     u.user_key
 ), variants AS (
+  /* the variants some included user saw */
   SELECT DISTINCT
     experiment,
     variant
-  FROM exposures
+  FROM per_user
+  WHERE
+    variants_seen = 1
 ), per_variant AS (
   SELECT
     v.experiment,
@@ -185,7 +190,10 @@ SELECT
   conversion_rate,
   revenue,
   arpu,
-  CAST(arpu AS DOUBLE PRECISION) / NULLIF(control_arpu, 0) - 1 AS arpu_uplift,
+  CASE
+    WHEN NOT is_control
+    THEN CAST(arpu AS DOUBLE PRECISION) / NULLIF(control_arpu, 0) - 1
+  END AS arpu_uplift,
   (
     CAST(1.0 AS DOUBLE PRECISION) / (
       1.0 + 0.5 * (
