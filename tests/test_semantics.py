@@ -674,3 +674,35 @@ def test_control_row_carries_no_uplift(impl):
                     "arpu_ci_high"):
             assert rows[key][col] is None, (key, col)
     assert rows[("exp1", "treatment")]["arpu_uplift"] == approx(30 / 25 - 1)
+
+
+# ---------------------------------------------------------------- column types
+
+# every count (and rank) column of SPEC section 2, per relation
+COUNT_COLUMNS = {
+    "fct_orders": ["product_count"],
+    "category_funnel": ["viewers", "purchasers"],
+    "category_price_stats": ["purchased_lines", "orders", "order_rank"],
+    "category_opportunities": ["viewers", "purchasers", "non_converted", "rank"],
+    "cohort_non_converted": ["views"],
+    "arpu_timeseries": ["active_users", "purchasers"],
+    "category_conversion_timeseries": ["viewers", "purchasers"],
+    "experiment_results": ["users", "excluded_users", "purchasers"],
+}
+
+
+def test_counts_are_bigint_in_the_published_file(arpu_project):
+    """DuckDB's sum() of integers is a 128-bit HUGEINT, which BI drivers read as a decimal or
+    not at all: every count is a BIGINT, as count() gives."""
+    import duckdb
+
+    build(arpu_project, "cohort.ndjson", "experiment_variants.ndjson")
+    with duckdb.connect(str(arpu_project.root / "arpu.duckdb"), read_only=True) as con:
+        types = {(t, c): d for t, c, d in con.execute(
+            "select table_name, column_name, data_type from duckdb_columns() "
+            "where database_name = current_database() and not internal").fetchall()}
+    for relation, columns in COUNT_COLUMNS.items():
+        for column in columns:
+            assert types[(relation, column)] == "BIGINT", (relation, column)
+    assert not [k for k, d in types.items() if d == "HUGEINT"]
+

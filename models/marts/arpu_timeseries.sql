@@ -53,7 +53,8 @@ per_segment as (
         segment,
         sum(revenue) as revenue,
         count(*) as active_users,
-        sum(case when is_purchaser then 1 else 0 end) as purchasers
+        -- a count is a bigint (DuckDB sums integers into a 128-bit HUGEINT)
+        cast(sum(case when is_purchaser then 1 else 0 end) as bigint) as purchasers
     from segmented
     group by grain, period_start, segment
 )

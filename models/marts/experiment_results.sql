@@ -80,7 +80,7 @@ per_variant as (
         v.variant,
         count(o.user_key) as users,
         coalesce(max(x.excluded_users), 0) as excluded_users,
-        coalesce(sum(o.purchased), 0) as purchasers,
+        cast(coalesce(sum(o.purchased), 0) as bigint) as purchasers,  -- not a 128-bit sum
         coalesce(sum(o.revenue), 0) as revenue,
         avg(o.revenue) as arpu,
         var_samp(o.revenue) as revenue_variance

@@ -101,7 +101,7 @@ WITH exposure_events AS (
     v.variant,
     COUNT(o.user_key) AS users,
     COALESCE(MAX(x.excluded_users), 0) AS excluded_users,
-    COALESCE(SUM(o.purchased), 0) AS purchasers,
+    CAST(COALESCE(SUM(o.purchased), 0) AS BIGINT) AS purchasers, /* not a 128-bit sum */
     COALESCE(SUM(o.revenue), 0) AS revenue,
     AVG(o.revenue) AS arpu,
     VAR_SAMP(o.revenue) AS revenue_variance

@@ -105,7 +105,7 @@ WITH activity AS (
     segment,
     SUM(revenue) AS revenue,
     COUNT(*) AS active_users,
-    SUM(CASE WHEN is_purchaser THEN 1 ELSE 0 END) AS purchasers
+    CAST(SUM(CASE WHEN is_purchaser THEN 1 ELSE 0 END) AS BIGINT) AS purchasers /* a count is a bigint (DuckDB sums integers into a 128-bit HUGEINT) */
   FROM segmented
   GROUP BY
     grain,
