@@ -1,8 +1,17 @@
-{# Reading Segment's JSON payloads: strings, numbers that may arrive as numeric strings. #}
+{# Reading Segment's JSON payloads: strings, numbers that may arrive as numeric strings.
+   A string that is empty or only whitespace is missing (SPEC section 1), like an absent or null
+   one: json_str gives null for it, and keeps every other string exactly as it is. #}
 {% macro json_str(column, path) -%}
-json_extract_string({{ column }}, '{{ path }}')
+{%- set value = "json_extract_string(" ~ column ~ ", '" ~ path ~ "')" -%}
+case when trim({{ value }}, {{ whitespace() }}) <> '' then {{ value }} end
 {%- endmacro %}
 
 {% macro json_num(column, path) -%}
 try_cast(trim(json_extract_string({{ column }}, '{{ path }}')) as double)
+{%- endmacro %}
+
+{# The characters a blank string is made of: space, tab, LF, VT, FF, CR (as chr() codes, which
+   every engine reads alike; escapes in string literals differ). #}
+{% macro whitespace() -%}
+(' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13))
 {%- endmacro %}

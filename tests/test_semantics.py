@@ -309,6 +309,47 @@ def test_missing_category_and_exact_strings(impl):
     assert sorted(r["category"] for r in impl.rows("cohort_non_converted")) == ["Games ", "games"]
 
 
+def test_empty_strings_are_missing(impl):
+    build(impl, "empty_strings_models.ndjson")
+    # "", "  \t", " " are no category: the views and lines stay in fct_*, without one
+    views = by_key(impl.rows("fct_product_views"), "event_id")
+    assert {k: v["category"] for k, v in views.items()} == {
+        "es-v1": None, "es-v2": None, "es-v3": "Kites", "es-v4": "Kites"}
+    assert views["es-v3"]["product_id"] is None  # ""
+    # order_id "" and "   " are no order id: each order is keyed by its event_id (as one
+    # without order_id), so es-o-a and es-o-b are two orders, not two copies of order ""
+    orders = by_key(impl.rows("fct_orders"), "order_id")
+    assert sorted(orders) == ["es-o-a", "es-o-b", "es-o-c"]
+    assert (orders["es-o-a"]["currency"], orders["es-o-b"]["currency"]) == (None, "USD")
+    assert [orders[k]["revenue"] for k in ("es-o-a", "es-o-b", "es-o-c")] == approx([160, 10, 5])
+    lines = impl.rows("fct_product_purchases", order_by="order_id, line_number")
+    assert [(r["order_id"], r["category"], r["product_id"], r["sku"]) for r in lines] == [
+        ("es-o-a", None, None, None), ("es-o-a", "Kites", "k2", None),
+        ("es-o-a", None, "k3", None), ("es-o-b", "Kites", "k2", None)]
+    # Kites alone: viewed by es-u3 and es-u4, bought (10 a line) by two users who never
+    # viewed it. The "" category (1 viewer x 100 = 100 at stake) no longer wins over
+    # Kites (2 x 10 = 20)
+    assert [(r["category"], r["viewers"], r["purchasers"])
+            for r in impl.rows("category_funnel")] == [("Kites", 2, 0)]
+    (stats,) = impl.rows("category_price_stats")
+    assert (stats["category"], stats["purchased_lines"], stats["orders"]) == ("Kites", 2, 2)
+    assert stats["avg_item_price"] == approx(10)
+    (opp,) = impl.rows("category_opportunities")
+    assert (opp["category"], opp["rank"], opp["revenue_at_stake"]) == ("Kites", 1, approx(20))
+    assert [(r["category"], r["user_key"])
+            for r in impl.rows("cohort_non_converted", order_by="user_key")] == [
+        ("Kites", "es-u3"), ("Kites", "es-u4")]
+    # experiment_id "" / " " falls back to experiment_name, variation_id "" to
+    # variation_name; a blank "Experiment name" or "Variant name" is no exposure
+    rows = by_key(impl.rows("experiment_results"), "experiment", "variant")
+    assert sorted(rows) == [("es-checkout", "A"), ("es-checkout", "B")]
+    assert [(rows[k]["users"], rows[k]["excluded_users"]) for k in sorted(rows)] == [
+        (1, 0), (1, 0)]
+    # a later identify with email "" and phone " \n" does not replace the values
+    user = by_key(impl.rows("dim_users"), "user_key")["es-u10"]
+    assert (user["email"], user["phone"]) == ("es10@example.com", "+15550010")
+
+
 # ---------------------------------------------------------------- section 2: funnel
 
 

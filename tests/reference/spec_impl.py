@@ -32,6 +32,8 @@ from typing import Any
 
 from .ingest import Message, dedupe, load, parse_iso, text_value
 
+BLANK = " \t\n\v\f\r"  # a string of only these is missing (SPEC section 1)
+
 RELATIONS = (
     "stg_events", "fct_orders", "fct_product_purchases", "fct_product_views", "dim_users",
     "category_funnel", "category_price_stats", "category_opportunities", "cohort_non_converted",
@@ -47,6 +49,13 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def field(value: Any) -> str | None:
+    """A text field the SPEC reads (category, order_id, experiment and variant, traits, ...):
+    missing (None) when absent, null, empty or only whitespace; else its exact text."""
+    text = text_value(value)
+    return None if text is None or text.strip(BLANK) == "" else text
 
 
 def _moment(value: Any) -> datetime | None:
@@ -202,7 +211,7 @@ def compute(lines_by_file: dict[str, list[str]], vars: dict | None = None) -> di
     counted: dict[str, Message] = {}
     for m in msgs:
         if _is_track(m, "Order Completed"):
-            order_id = text_value(m.properties.get("order_id")) or m.event_id
+            order_id = field(m.properties.get("order_id")) or m.event_id
             cur = counted.get(order_id)
             if cur is None or _earliness(m) < _earliness(cur):
                 counted[order_id] = m
@@ -218,9 +227,9 @@ def compute(lines_by_file: dict[str, list[str]], vars: dict | None = None) -> di
             priced += line_revenue or 0.0
             lines.append(dict(
                 order_id=order_id, line_number=i + 1, user_key=m.user_key,
-                purchased_at=m.event_ts, product_id=text_value(product.get("product_id")),
-                sku=text_value(product.get("sku")), category=text_value(product.get("category")),
-                name=text_value(product.get("name")), price=price, quantity=quantity,
+                purchased_at=m.event_ts, product_id=field(product.get("product_id")),
+                sku=field(product.get("sku")), category=field(product.get("category")),
+                name=field(product.get("name")), price=price, quantity=quantity,
                 line_revenue=line_revenue,
             ))
         revenue = m.numbers["revenue"]
@@ -230,15 +239,15 @@ def compute(lines_by_file: dict[str, list[str]], vars: dict | None = None) -> di
             revenue = priced
         orders.append(dict(
             order_id=order_id, user_key=m.user_key, ordered_at=m.event_ts, revenue=revenue,
-            currency=text_value(m.properties.get("currency")),
+            currency=field(m.properties.get("currency")),
             product_count=len(m.products or []),
         ))
     out["fct_orders"] = orders
     out["fct_product_purchases"] = lines
     views = [
         dict(event_id=m.event_id, user_key=m.user_key, viewed_at=m.event_ts,
-             product_id=text_value(m.properties.get("product_id")),
-             category=text_value(m.properties.get("category")), price=m.numbers["price"])
+             product_id=field(m.properties.get("product_id")),
+             category=field(m.properties.get("category")), price=m.numbers["price"])
         for m in msgs if _is_track(m, "Product Viewed")
     ]
     out["fct_product_views"] = views
@@ -254,7 +263,7 @@ def compute(lines_by_file: dict[str, list[str]], vars: dict | None = None) -> di
         traits = m.obj.get("traits")
         if m.type == "identify" and isinstance(traits, dict):
             for trait in ("email", "phone"):
-                value = text_value(traits.get(trait))
+                value = field(traits.get(trait))
                 best = traits_by_user[m.user_key].get(trait)
                 if value is not None and (best is None or _recency(m) > best[0]):
                     traits_by_user[m.user_key][trait] = (_recency(m), value)
@@ -409,13 +418,11 @@ def compute(lines_by_file: dict[str, list[str]], vars: dict | None = None) -> di
 def _exposure(m: Message) -> tuple[str | None, str | None] | None:
     p = m.properties
     if _is_track(m, "Experiment Viewed"):
-        exp = p.get("experiment_id") if p.get("experiment_id") is not None else p.get(
-            "experiment_name")
-        var = p.get("variation_id") if p.get("variation_id") is not None else p.get(
-            "variation_name")
-        return text_value(exp), text_value(var)
+        exp = field(p.get("experiment_id")) or field(p.get("experiment_name"))
+        var = field(p.get("variation_id")) or field(p.get("variation_name"))
+        return exp, var
     if _is_track(m, "$experiment_started"):
-        return text_value(p.get("Experiment name")), text_value(p.get("Variant name"))
+        return field(p.get("Experiment name")), field(p.get("Variant name"))
     return None
 
 

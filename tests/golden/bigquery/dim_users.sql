@@ -22,8 +22,24 @@ WITH seen AS (
     event_ts,
     received_at,
     event_id,
-    JSON_EXTRACT_SCALAR(traits, '$.email') AS email,
-    JSON_EXTRACT_SCALAR(traits, '$.phone') AS phone
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(traits, '$.email'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(traits, '$.email')
+    END AS email,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(traits, '$.phone'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(traits, '$.phone')
+    END AS phone
   FROM `stg_events`
   WHERE
     message_type = 'identify'

@@ -16,10 +16,42 @@ WITH lines AS (
     CAST(l.position AS INT64) AS line_number,
     l.user_key,
     l.ordered_at AS purchased_at,
-    JSON_EXTRACT_SCALAR(l.element, '$.product_id') AS product_id,
-    JSON_EXTRACT_SCALAR(l.element, '$.sku') AS sku,
-    JSON_EXTRACT_SCALAR(l.element, '$.category') AS category,
-    JSON_EXTRACT_SCALAR(l.element, '$.name') AS name,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(l.element, '$.product_id'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.product_id')
+    END AS product_id,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(l.element, '$.sku'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.sku')
+    END AS sku,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(l.element, '$.category'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.category')
+    END AS category,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(l.element, '$.name'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.name')
+    END AS name,
     SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS FLOAT64) AS price,
     COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity,
     l.updated_load /* the load that last changed the order */

@@ -10,10 +10,42 @@ WITH views AS (
     event_id,
     user_key,
     event_ts AS viewed_at,
-    JSON_EXTRACT_SCALAR(properties, '$.product_id') AS product_id,
-    JSON_EXTRACT_SCALAR(properties, '$.sku') AS sku,
-    JSON_EXTRACT_SCALAR(properties, '$.category') AS category,
-    JSON_EXTRACT_SCALAR(properties, '$.name') AS name,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(properties, '$.product_id'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.product_id')
+    END AS product_id,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(properties, '$.sku'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.sku')
+    END AS sku,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(properties, '$.category'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.category')
+    END AS category,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_SCALAR(properties, '$.name'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.name')
+    END AS name,
     SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.price')) AS FLOAT64) AS price,
     0 AS updated_load
   FROM `stg_events`

@@ -10,7 +10,18 @@ tags: [facts]
 */
 WITH completed AS (
   SELECT
-    COALESCE(JSON_EXTRACT_SCALAR(properties, '$.order_id'), event_id) AS order_id,
+    COALESCE(
+      CASE
+        WHEN TRIM(
+          JSON_EXTRACT_SCALAR(properties, '$.order_id'),
+          (
+            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+          )
+        ) <> ''
+        THEN JSON_EXTRACT_SCALAR(properties, '$.order_id')
+      END,
+      event_id
+    ) AS order_id,
     event_id,
     user_key,
     event_ts AS ordered_at,
@@ -35,7 +46,15 @@ SELECT
   ordered_at,
   SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.revenue')) AS FLOAT64) AS stated_revenue,
   SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.total')) AS FLOAT64) AS stated_total,
-  JSON_EXTRACT_SCALAR(properties, '$.currency') AS currency,
+  CASE
+    WHEN TRIM(
+      JSON_EXTRACT_SCALAR(properties, '$.currency'),
+      (
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      )
+    ) <> ''
+    THEN JSON_EXTRACT_SCALAR(properties, '$.currency')
+  END AS currency,
   properties,
   0 AS updated_load
 FROM ranked

@@ -16,10 +16,30 @@ WITH lines AS (
     CAST(l.position AS INTEGER) AS line_number,
     l.user_key,
     l.ordered_at AS purchased_at,
-    JSON_EXTRACT_PATH_TEXT(l.element, 'product_id') AS product_id,
-    JSON_EXTRACT_PATH_TEXT(l.element, 'sku') AS sku,
-    JSON_EXTRACT_PATH_TEXT(l.element, 'category') AS category,
-    JSON_EXTRACT_PATH_TEXT(l.element, 'name') AS name,
+    CASE
+      WHEN TRIM((
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      ) FROM JSON_EXTRACT_PATH_TEXT(l.element, 'product_id')) <> ''
+      THEN JSON_EXTRACT_PATH_TEXT(l.element, 'product_id')
+    END AS product_id,
+    CASE
+      WHEN TRIM((
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      ) FROM JSON_EXTRACT_PATH_TEXT(l.element, 'sku')) <> ''
+      THEN JSON_EXTRACT_PATH_TEXT(l.element, 'sku')
+    END AS sku,
+    CASE
+      WHEN TRIM((
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      ) FROM JSON_EXTRACT_PATH_TEXT(l.element, 'category')) <> ''
+      THEN JSON_EXTRACT_PATH_TEXT(l.element, 'category')
+    END AS category,
+    CASE
+      WHEN TRIM((
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      ) FROM JSON_EXTRACT_PATH_TEXT(l.element, 'name')) <> ''
+      THEN JSON_EXTRACT_PATH_TEXT(l.element, 'name')
+    END AS name,
     TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'price')) AS DOUBLE PRECISION) AS price,
     COALESCE(
       TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')) AS DOUBLE PRECISION),

@@ -10,7 +10,15 @@ tags: [facts]
 */
 WITH completed AS (
   SELECT
-    COALESCE(JSON_EXTRACT_PATH_TEXT(properties, 'order_id'), event_id) AS order_id,
+    COALESCE(
+      CASE
+        WHEN TRIM((
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'order_id')) <> ''
+        THEN JSON_EXTRACT_PATH_TEXT(properties, 'order_id')
+      END,
+      event_id
+    ) AS order_id,
     event_id,
     user_key,
     event_ts AS ordered_at,
@@ -32,7 +40,12 @@ SELECT
   ordered_at,
   TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'revenue')) AS DOUBLE PRECISION) AS stated_revenue,
   TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'total')) AS DOUBLE PRECISION) AS stated_total,
-  JSON_EXTRACT_PATH_TEXT(properties, 'currency') AS currency,
+  CASE
+    WHEN TRIM((
+      ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+    ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'currency')) <> ''
+    THEN JSON_EXTRACT_PATH_TEXT(properties, 'currency')
+  END AS currency,
   properties,
   0 AS updated_load
 FROM ranked

@@ -22,8 +22,24 @@ WITH seen AS (
     event_ts,
     received_at,
     event_id,
-    JSON_EXTRACT_PATH_TEXT(traits, 'email') AS email,
-    JSON_EXTRACT_PATH_TEXT(traits, 'phone') AS phone
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_PATH_TEXT(traits, 'email'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_PATH_TEXT(traits, 'email')
+    END AS email,
+    CASE
+      WHEN TRIM(
+        JSON_EXTRACT_PATH_TEXT(traits, 'phone'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ) <> ''
+      THEN JSON_EXTRACT_PATH_TEXT(traits, 'phone')
+    END AS phone
   FROM "stg_events"
   WHERE
     message_type = 'identify'

@@ -18,18 +18,66 @@ WITH exposure_events AS (
     CASE
       WHEN event_name = 'Experiment Viewed'
       THEN COALESCE(
-        JSON_EXTRACT_PATH_TEXT(properties, 'experiment_id'),
-        JSON_EXTRACT_PATH_TEXT(properties, 'experiment_name')
+        CASE
+          WHEN TRIM(
+            JSON_EXTRACT_PATH_TEXT(properties, 'experiment_id'),
+            (
+              ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+            )
+          ) <> ''
+          THEN JSON_EXTRACT_PATH_TEXT(properties, 'experiment_id')
+        END,
+        CASE
+          WHEN TRIM(
+            JSON_EXTRACT_PATH_TEXT(properties, 'experiment_name'),
+            (
+              ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+            )
+          ) <> ''
+          THEN JSON_EXTRACT_PATH_TEXT(properties, 'experiment_name')
+        END
       )
-      ELSE JSON_EXTRACT_PATH_TEXT(properties, '["Experiment name"]')
+      ELSE CASE
+        WHEN TRIM(
+          JSON_EXTRACT_PATH_TEXT(properties, '["Experiment name"]'),
+          (
+            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+          )
+        ) <> ''
+        THEN JSON_EXTRACT_PATH_TEXT(properties, '["Experiment name"]')
+      END
     END AS experiment,
     CASE
       WHEN event_name = 'Experiment Viewed'
       THEN COALESCE(
-        JSON_EXTRACT_PATH_TEXT(properties, 'variation_id'),
-        JSON_EXTRACT_PATH_TEXT(properties, 'variation_name')
+        CASE
+          WHEN TRIM(
+            JSON_EXTRACT_PATH_TEXT(properties, 'variation_id'),
+            (
+              ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+            )
+          ) <> ''
+          THEN JSON_EXTRACT_PATH_TEXT(properties, 'variation_id')
+        END,
+        CASE
+          WHEN TRIM(
+            JSON_EXTRACT_PATH_TEXT(properties, 'variation_name'),
+            (
+              ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+            )
+          ) <> ''
+          THEN JSON_EXTRACT_PATH_TEXT(properties, 'variation_name')
+        END
       )
-      ELSE JSON_EXTRACT_PATH_TEXT(properties, '["Variant name"]')
+      ELSE CASE
+        WHEN TRIM(
+          JSON_EXTRACT_PATH_TEXT(properties, '["Variant name"]'),
+          (
+            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+          )
+        ) <> ''
+        THEN JSON_EXTRACT_PATH_TEXT(properties, '["Variant name"]')
+      END
     END AS variant
   FROM "stg_events"
   WHERE

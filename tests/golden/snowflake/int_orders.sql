@@ -10,7 +10,18 @@ tags: [facts]
 */
 WITH completed AS (
   SELECT
-    COALESCE(JSON_EXTRACT_PATH_TEXT(properties, 'order_id'), event_id) AS order_id,
+    COALESCE(
+      CASE
+        WHEN TRIM(
+          JSON_EXTRACT_PATH_TEXT(properties, 'order_id'),
+          (
+            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+          )
+        ) <> ''
+        THEN JSON_EXTRACT_PATH_TEXT(properties, 'order_id')
+      END,
+      event_id
+    ) AS order_id,
     event_id,
     user_key,
     event_ts AS ordered_at,
@@ -32,7 +43,15 @@ SELECT
   ordered_at,
   TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'revenue')) AS DOUBLE) AS stated_revenue,
   TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'total')) AS DOUBLE) AS stated_total,
-  JSON_EXTRACT_PATH_TEXT(properties, 'currency') AS currency,
+  CASE
+    WHEN TRIM(
+      JSON_EXTRACT_PATH_TEXT(properties, 'currency'),
+      (
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      )
+    ) <> ''
+    THEN JSON_EXTRACT_PATH_TEXT(properties, 'currency')
+  END AS currency,
   properties,
   0 AS updated_load
 FROM ranked

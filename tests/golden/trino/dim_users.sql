@@ -22,8 +22,32 @@ WITH seen AS (
     event_ts,
     received_at,
     event_id,
-    JSON_EXTRACT_SCALAR(traits, '$.email') AS email,
-    JSON_EXTRACT_SCALAR(traits, '$.phone') AS phone
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(traits, '$.email')) <> ''
+      THEN JSON_EXTRACT_SCALAR(traits, '$.email')
+    END AS email,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(traits, '$.phone')) <> ''
+      THEN JSON_EXTRACT_SCALAR(traits, '$.phone')
+    END AS phone
   FROM "stg_events"
   WHERE
     message_type = 'identify'

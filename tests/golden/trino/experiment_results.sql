@@ -18,18 +18,90 @@ WITH exposure_events AS (
     CASE
       WHEN event_name = 'Experiment Viewed'
       THEN COALESCE(
-        JSON_EXTRACT_SCALAR(properties, '$.experiment_id'),
-        JSON_EXTRACT_SCALAR(properties, '$.experiment_name')
+        CASE
+          WHEN TRIM((
+            CONCAT(
+              CAST(' ' AS VARCHAR),
+              CAST(CHR(  9) AS VARCHAR),
+              CAST(CHR(  10) AS VARCHAR),
+              CAST(CHR(  11) AS VARCHAR),
+              CAST(CHR(  12) AS VARCHAR),
+              CAST(CHR(  13) AS VARCHAR)
+            )
+          ) FROM JSON_EXTRACT_SCALAR(properties, '$.experiment_id')) <> ''
+          THEN JSON_EXTRACT_SCALAR(properties, '$.experiment_id')
+        END,
+        CASE
+          WHEN TRIM((
+            CONCAT(
+              CAST(' ' AS VARCHAR),
+              CAST(CHR(  9) AS VARCHAR),
+              CAST(CHR(  10) AS VARCHAR),
+              CAST(CHR(  11) AS VARCHAR),
+              CAST(CHR(  12) AS VARCHAR),
+              CAST(CHR(  13) AS VARCHAR)
+            )
+          ) FROM JSON_EXTRACT_SCALAR(properties, '$.experiment_name')) <> ''
+          THEN JSON_EXTRACT_SCALAR(properties, '$.experiment_name')
+        END
       )
-      ELSE JSON_EXTRACT_SCALAR(properties, '$["Experiment name"]')
+      ELSE CASE
+        WHEN TRIM((
+          CONCAT(
+            CAST(' ' AS VARCHAR),
+            CAST(CHR(  9) AS VARCHAR),
+            CAST(CHR(  10) AS VARCHAR),
+            CAST(CHR(  11) AS VARCHAR),
+            CAST(CHR(  12) AS VARCHAR),
+            CAST(CHR(  13) AS VARCHAR)
+          )
+        ) FROM JSON_EXTRACT_SCALAR(properties, '$["Experiment name"]')) <> ''
+        THEN JSON_EXTRACT_SCALAR(properties, '$["Experiment name"]')
+      END
     END AS experiment,
     CASE
       WHEN event_name = 'Experiment Viewed'
       THEN COALESCE(
-        JSON_EXTRACT_SCALAR(properties, '$.variation_id'),
-        JSON_EXTRACT_SCALAR(properties, '$.variation_name')
+        CASE
+          WHEN TRIM((
+            CONCAT(
+              CAST(' ' AS VARCHAR),
+              CAST(CHR(  9) AS VARCHAR),
+              CAST(CHR(  10) AS VARCHAR),
+              CAST(CHR(  11) AS VARCHAR),
+              CAST(CHR(  12) AS VARCHAR),
+              CAST(CHR(  13) AS VARCHAR)
+            )
+          ) FROM JSON_EXTRACT_SCALAR(properties, '$.variation_id')) <> ''
+          THEN JSON_EXTRACT_SCALAR(properties, '$.variation_id')
+        END,
+        CASE
+          WHEN TRIM((
+            CONCAT(
+              CAST(' ' AS VARCHAR),
+              CAST(CHR(  9) AS VARCHAR),
+              CAST(CHR(  10) AS VARCHAR),
+              CAST(CHR(  11) AS VARCHAR),
+              CAST(CHR(  12) AS VARCHAR),
+              CAST(CHR(  13) AS VARCHAR)
+            )
+          ) FROM JSON_EXTRACT_SCALAR(properties, '$.variation_name')) <> ''
+          THEN JSON_EXTRACT_SCALAR(properties, '$.variation_name')
+        END
       )
-      ELSE JSON_EXTRACT_SCALAR(properties, '$["Variant name"]')
+      ELSE CASE
+        WHEN TRIM((
+          CONCAT(
+            CAST(' ' AS VARCHAR),
+            CAST(CHR(  9) AS VARCHAR),
+            CAST(CHR(  10) AS VARCHAR),
+            CAST(CHR(  11) AS VARCHAR),
+            CAST(CHR(  12) AS VARCHAR),
+            CAST(CHR(  13) AS VARCHAR)
+          )
+        ) FROM JSON_EXTRACT_SCALAR(properties, '$["Variant name"]')) <> ''
+        THEN JSON_EXTRACT_SCALAR(properties, '$["Variant name"]')
+      END
     END AS variant
   FROM "stg_events"
   WHERE

@@ -16,10 +16,58 @@ WITH lines AS (
     CAST(l.position AS INTEGER) AS line_number,
     l.user_key,
     l.ordered_at AS purchased_at,
-    JSON_EXTRACT_SCALAR(l.element, '$.product_id') AS product_id,
-    JSON_EXTRACT_SCALAR(l.element, '$.sku') AS sku,
-    JSON_EXTRACT_SCALAR(l.element, '$.category') AS category,
-    JSON_EXTRACT_SCALAR(l.element, '$.name') AS name,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(l.element, '$.product_id')) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.product_id')
+    END AS product_id,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(l.element, '$.sku')) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.sku')
+    END AS sku,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(l.element, '$.category')) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.category')
+    END AS category,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(l.element, '$.name')) <> ''
+      THEN JSON_EXTRACT_SCALAR(l.element, '$.name')
+    END AS name,
     TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS DOUBLE) AS price,
     COALESCE(TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS DOUBLE), 1) AS quantity,
     l.updated_load /* the load that last changed the order */

@@ -10,10 +10,58 @@ WITH views AS (
     event_id,
     user_key,
     event_ts AS viewed_at,
-    JSON_EXTRACT_SCALAR(properties, '$.product_id') AS product_id,
-    JSON_EXTRACT_SCALAR(properties, '$.sku') AS sku,
-    JSON_EXTRACT_SCALAR(properties, '$.category') AS category,
-    JSON_EXTRACT_SCALAR(properties, '$.name') AS name,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(properties, '$.product_id')) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.product_id')
+    END AS product_id,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(properties, '$.sku')) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.sku')
+    END AS sku,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(properties, '$.category')) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.category')
+    END AS category,
+    CASE
+      WHEN TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(properties, '$.name')) <> ''
+      THEN JSON_EXTRACT_SCALAR(properties, '$.name')
+    END AS name,
     TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.price')) AS DOUBLE) AS price,
     0 AS updated_load
   FROM "stg_events"

@@ -10,7 +10,22 @@ tags: [facts]
 */
 WITH completed AS (
   SELECT
-    COALESCE(JSON_EXTRACT_SCALAR(properties, '$.order_id'), event_id) AS order_id,
+    COALESCE(
+      CASE
+        WHEN TRIM((
+          CONCAT(
+            CAST(' ' AS VARCHAR),
+            CAST(CHR(  9) AS VARCHAR),
+            CAST(CHR(  10) AS VARCHAR),
+            CAST(CHR(  11) AS VARCHAR),
+            CAST(CHR(  12) AS VARCHAR),
+            CAST(CHR(  13) AS VARCHAR)
+          )
+        ) FROM JSON_EXTRACT_SCALAR(properties, '$.order_id')) <> ''
+        THEN JSON_EXTRACT_SCALAR(properties, '$.order_id')
+      END,
+      event_id
+    ) AS order_id,
     event_id,
     user_key,
     event_ts AS ordered_at,
@@ -32,7 +47,19 @@ SELECT
   ordered_at,
   TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.revenue')) AS DOUBLE) AS stated_revenue,
   TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.total')) AS DOUBLE) AS stated_total,
-  JSON_EXTRACT_SCALAR(properties, '$.currency') AS currency,
+  CASE
+    WHEN TRIM((
+      CONCAT(
+        CAST(' ' AS VARCHAR),
+        CAST(CHR(  9) AS VARCHAR),
+        CAST(CHR(  10) AS VARCHAR),
+        CAST(CHR(  11) AS VARCHAR),
+        CAST(CHR(  12) AS VARCHAR),
+        CAST(CHR(  13) AS VARCHAR)
+      )
+    ) FROM JSON_EXTRACT_SCALAR(properties, '$.currency')) <> ''
+    THEN JSON_EXTRACT_SCALAR(properties, '$.currency')
+  END AS currency,
   properties,
   0 AS updated_load
 FROM ranked
