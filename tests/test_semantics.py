@@ -208,6 +208,23 @@ def test_identity_stitching(impl):
     assert users["42"]["first_seen_at"] == ts("2026-03-01T07:00:00")
 
 
+def test_ties_follow_load_and_line_order(impl):
+    build(impl, "ties.ndjson")
+    # SPEC: equal candidates are ordered by load, then line; messageIds sort the other way
+    # round here (the earlier line has the larger id), so an order by id gets each one wrong
+    # tie-o1: two Order Completed at 10:00:00, both received at 10:00:05: the earliest is
+    # the first line (revenue 10)
+    (order,) = [o for o in impl.rows("fct_orders") if o["order_id"] == "tie-o1"]
+    assert order["revenue"] == approx(10)
+    # tie-anon linked to tie-first and tie-second at the same instant: the latest link is
+    # the later line, tie-second
+    keys = {e["event_id"]: e["user_key"] for e in impl.rows("stg_events")}
+    assert keys["tie-page"] == "tie-second"
+    # two emails at the same instant: the latest is the later line
+    user = by_key(impl.rows("dim_users"), "user_key")["tie-user"]
+    assert user["email"] == "second@tie.example"
+
+
 def test_order_revenue_fallback(impl):
     build(impl, "revenue_fallback.ndjson")
     orders = by_key(impl.rows("fct_orders"), "order_id")

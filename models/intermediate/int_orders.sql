@@ -1,8 +1,8 @@
 /*
 description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
-  then event_id, counts), with their products array. An order without order_id is keyed by its
-  event_id.
+  then load and line, counts), with their products array. An order without order_id is keyed by
+  its event_id.
 materialized: incremental
 unique_key: order_id
 tags: [facts]
@@ -14,6 +14,8 @@ with completed as (
         user_key,
         event_ts as ordered_at,
         received_at,
+        load_id,
+        record_number,
         properties
     from {{ ref('stg_events') }}
     where message_type = 'track' and event_name = 'Order Completed'
@@ -36,7 +38,8 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by order_id order by ordered_at, received_at nulls last, event_id
+            partition by order_id
+            order by ordered_at, received_at nulls last, load_id, record_number
         ) as copy_rank
     from {{ 'completed_now' if is_incremental() else 'completed' }}
 )

@@ -1,8 +1,9 @@
 /*
 description: >
   One row per user_key: first and last event time over all their messages, and per trait the
-  latest non-null value from `identify` messages. is_identified: some message of the user
-  carries a userId (otherwise user_key is an anonymousId).
+  latest non-null value from `identify` messages (equal times: the later load, then line).
+  is_identified: some message of the user carries a userId (otherwise user_key is an
+  anonymousId).
 unique_key: user_key
 tags: [users]
 */
@@ -21,7 +22,8 @@ traits as (
         user_key,
         event_ts,
         received_at,
-        event_id,
+        load_id,
+        record_number,
         {{ json_str('traits', '$.email') }} as email,
         {{ json_str('traits', '$.phone') }} as phone
     from {{ ref('stg_events') }}
@@ -33,7 +35,9 @@ latest_{{ trait }} as (
     select user_key, {{ trait }}
     from (
         select user_key, {{ trait }}, row_number() over (
-            partition by user_key order by event_ts desc, received_at desc nulls last, event_id desc
+            -- a tie goes to the later load, then the later line (SPEC: Ties)
+            partition by user_key
+            order by event_ts desc, received_at desc nulls last, load_id desc, record_number desc
         ) as recency
         from traits
         where {{ trait }} is not null

@@ -2,8 +2,9 @@
 /*
 description: >
   One row per user_key: first and last event time over all their messages, and per trait the
-  latest non-null value from `identify` messages. is_identified: some message of the user
-  carries a userId (otherwise user_key is an anonymousId).
+  latest non-null value from `identify` messages (equal times: the later load, then line).
+  is_identified: some message of the user carries a userId (otherwise user_key is an
+  anonymousId).
 unique_key: user_key
 tags: [users]
 */
@@ -21,7 +22,8 @@ WITH seen AS (
     user_key,
     event_ts,
     received_at,
-    event_id,
+    load_id,
+    record_number,
     CASE
       WHEN TRIM(
         JSON_EXTRACT_SCALAR(traits, '$.email'),
@@ -51,7 +53,10 @@ WITH seen AS (
     SELECT
       user_key,
       email,
-      ROW_NUMBER() OVER (PARTITION BY user_key ORDER BY event_ts DESC, received_at DESC, event_id DESC) AS recency
+      ROW_NUMBER() OVER (
+        PARTITION BY user_key
+        ORDER BY event_ts DESC, received_at DESC, load_id DESC, record_number DESC
+      ) AS recency
     FROM traits
     WHERE
       NOT email IS NULL
@@ -66,7 +71,10 @@ WITH seen AS (
     SELECT
       user_key,
       phone,
-      ROW_NUMBER() OVER (PARTITION BY user_key ORDER BY event_ts DESC, received_at DESC, event_id DESC) AS recency
+      ROW_NUMBER() OVER (
+        PARTITION BY user_key
+        ORDER BY event_ts DESC, received_at DESC, load_id DESC, record_number DESC
+      ) AS recency
     FROM traits
     WHERE
       NOT phone IS NULL

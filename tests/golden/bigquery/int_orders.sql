@@ -2,8 +2,8 @@
 /*
 description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
-  then event_id, counts), with their products array. An order without order_id is keyed by its
-  event_id.
+  then load and line, counts), with their products array. An order without order_id is keyed by
+  its event_id.
 materialized: incremental
 unique_key: order_id
 tags: [facts]
@@ -26,6 +26,8 @@ WITH completed AS (
     user_key,
     event_ts AS ordered_at,
     received_at,
+    load_id,
+    record_number,
     properties
   FROM `stg_events`
   WHERE
@@ -35,7 +37,7 @@ WITH completed AS (
     *,
     ROW_NUMBER() OVER (
       PARTITION BY order_id
-      ORDER BY ordered_at NULLS LAST, received_at NULLS LAST, event_id NULLS LAST
+      ORDER BY ordered_at NULLS LAST, received_at NULLS LAST, load_id NULLS LAST, record_number NULLS LAST
     ) AS copy_rank
   FROM completed
 )

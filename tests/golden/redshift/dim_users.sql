@@ -2,8 +2,9 @@
 /*
 description: >
   One row per user_key: first and last event time over all their messages, and per trait the
-  latest non-null value from `identify` messages. is_identified: some message of the user
-  carries a userId (otherwise user_key is an anonymousId).
+  latest non-null value from `identify` messages (equal times: the later load, then line).
+  is_identified: some message of the user carries a userId (otherwise user_key is an
+  anonymousId).
 unique_key: user_key
 tags: [users]
 */
@@ -21,7 +22,8 @@ WITH seen AS (
     user_key,
     event_ts,
     received_at,
-    event_id,
+    load_id,
+    record_number,
     CASE
       WHEN TRIM((
         ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
@@ -47,7 +49,7 @@ WITH seen AS (
       email,
       ROW_NUMBER() OVER (
         PARTITION BY user_key
-        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, event_id DESC NULLS LAST
+        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
       ) AS recency
     FROM traits
     WHERE
@@ -65,7 +67,7 @@ WITH seen AS (
       phone,
       ROW_NUMBER() OVER (
         PARTITION BY user_key
-        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, event_id DESC NULLS LAST
+        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
       ) AS recency
     FROM traits
     WHERE

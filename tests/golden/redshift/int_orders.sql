@@ -2,8 +2,8 @@
 /*
 description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
-  then event_id, counts), with their products array. An order without order_id is keyed by its
-  event_id.
+  then load and line, counts), with their products array. An order without order_id is keyed by
+  its event_id.
 materialized: incremental
 unique_key: order_id
 tags: [facts]
@@ -23,6 +23,8 @@ WITH completed AS (
     user_key,
     event_ts AS ordered_at,
     received_at,
+    load_id,
+    record_number,
     properties
   FROM "stg_events"
   WHERE
@@ -30,7 +32,7 @@ WITH completed AS (
 ), ranked AS (
   SELECT
     *,
-    ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY ordered_at, received_at, event_id) AS copy_rank
+    ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY ordered_at, received_at, load_id, record_number) AS copy_rank
   FROM completed
 )
 SELECT

@@ -86,7 +86,8 @@ WITH raw AS (
     user_id,
     event_ts,
     received_at,
-    event_id
+    load_id,
+    record_number
   FROM winners
   WHERE
     NOT anonymous_id IS NULL AND NOT user_id IS NULL
@@ -100,7 +101,7 @@ WITH raw AS (
       user_id,
       ROW_NUMBER() OVER (
         PARTITION BY anonymous_id
-        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, event_id DESC NULLS LAST
+        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
       ) AS recency
     FROM identified
   ) AS latest

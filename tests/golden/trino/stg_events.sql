@@ -86,7 +86,8 @@ WITH raw AS (
     user_id,
     event_ts,
     received_at,
-    event_id
+    load_id,
+    record_number
   FROM winners
   WHERE
     NOT anonymous_id IS NULL AND NOT user_id IS NULL
@@ -98,7 +99,10 @@ WITH raw AS (
     SELECT
       anonymous_id,
       user_id,
-      ROW_NUMBER() OVER (PARTITION BY anonymous_id ORDER BY event_ts DESC, received_at DESC, event_id DESC) AS recency
+      ROW_NUMBER() OVER (
+        PARTITION BY anonymous_id
+        ORDER BY event_ts DESC, received_at DESC, load_id DESC, record_number DESC
+      ) AS recency
     FROM identified
   ) AS latest
   WHERE
