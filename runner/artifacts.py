@@ -1,4 +1,6 @@
-"""`target/manifest.json` and `target/run_results.json`, the files CI and tools read."""
+"""What a command leaves behind and hands back: `target/manifest.json` and
+`target/run_results.json` (the files CI and tools read), and the result objects of
+commands."""
 
 from __future__ import annotations
 
@@ -99,3 +101,15 @@ def write_run_results(target_dir: Path, result: BuildResult, dialect: str) -> Pa
     path = target_dir / "run_results.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+@dataclass
+class Shown:
+    """`arpu show`: the first rows of a relation in key order, and how many it has."""
+
+    name: str
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    total: int
+    order_by: list[str] = field(default_factory=list)
+    json_columns: set[str] = field(default_factory=set)

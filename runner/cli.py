@@ -221,14 +221,14 @@ def show(
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
     target: str | None = TargetOpt,
 ) -> None:
-    """Print rows of a built relation."""
+    """Print rows of a built relation, in key order, whole (see README: arpu show)."""
     from runner import report
 
     if format not in ("table", "csv", "json"):
         raise typer.BadParameter("must be table, csv or json", param_hint="--format")
     with _context(target) as ctx:
-        columns, rows = ctx.show(model, limit)
-    report.print_rows(columns, rows, format, _console(), title=model)
+        shown = ctx.show(model, limit)
+    report.print_rows(shown, format, _console())
 
 
 @cohort_app.command("export")

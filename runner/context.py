@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.artifacts import BuildResult, ModelResult, write_manifest, write_run_results
+from runner.artifacts import BuildResult, ModelResult, Shown, write_manifest, write_run_results
 from runner.config import Config, load_config
 from runner.engines.base import SAMPLE_LOADS
 from runner.errors import ArpuError, ConfigError, ExecutionError
@@ -429,15 +429,35 @@ class Context:
         res.seconds = round(time.perf_counter() - t0, 4)
         return res
 
-    def show(self, name: str, limit: int = 20) -> tuple[list[str], list[tuple]]:
+    # what `arpu show` orders tables by that are not models (models: their unique_key)
+    SHOW_KEYS = {"raw_events": ["load_id", "record_number"],
+                 "raw_rejected": ["load_id", "line_number"], "raw_loads": ["load_id"]}
+
+    def show(self, name: str, limit: int = 20) -> Shown:
+        """The first `limit` rows of a relation, ordered by its key (a model's `unique_key`,
+        a raw table's load and line), with its row count and its JSON-typed columns."""
         compiler = self.compiler()
-        if name not in compiler.models and name not in ("raw_events", "raw_rejected", "raw_loads"):
+        if name not in compiler.models and name not in self.SHOW_KEYS:
             raise ConfigError(f"no model named '{name}' (see `arpu ls`)", location="arpu show")
+        if limit < 0:
+            raise ConfigError(f"must be 0 or more, not {limit}", location="--limit")
         engine = self._reader_for(name)
         if not engine.relation_exists(name):
             raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")
-        return engine.fetch(self.sql_for_target(f"select * from {self._read_relation(name)} "
-                                      f"limit {int(limit)}"))
+        relation = self._read_relation(name)
+        keys = self.SHOW_KEYS.get(name) or compiler.models[name].config.unique_key
+        order = " order by " + ", ".join(f'"{k}"' for k in keys) if keys else ""
+        columns, rows = engine.fetch(self.sql_for_target(
+            f"select * from {relation}{order} limit {int(limit)}"))
+        total = len(rows) if len(rows) < limit else int(engine.scalar(
+            self.sql_for_target(f"select count(*) from {relation}")))
+        try:
+            _, typed = engine.fetch(
+                "select column_name from information_schema.columns where table_name = ? "
+                "and upper(data_type) in ('JSON', 'JSONB')", [name])
+        except Exception:  # no information_schema (Spark, whose JSON is text anyway)
+            typed = []
+        return Shown(name, columns, rows, total, keys, {str(r[0]) for r in typed})
 
     def _read_relation(self, name: str) -> str:
         compiler = self.compiler()

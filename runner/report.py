@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
+import re
 import sys
 import time
 from decimal import Decimal
@@ -16,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from runner.artifacts import BuildResult
+    from runner.artifacts import BuildResult, Shown
     from runner.context import Context
     from runner.ingest import IngestResult
 
@@ -129,28 +131,150 @@ def print_ingest(result: IngestResult, console: Console) -> None:
                   f"{mb / max(result.seconds, 1e-9):.0f} MB/s)", highlight=False)
 
 
-def _plain(value: Any) -> Any:
+# -- arpu show ------------------------------------------------------------------------------
+# Characters that would move the cursor, ring, recolour or reorder a terminal line (C0, DEL,
+# C1 and Unicode's bidirectional controls): a table shows them as escapes (`\n`, `\x1b`).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _json_text(value: Any) -> str:
+    """A JSON value (PostgreSQL's json/jsonb arrive as dicts and lists) as compact JSON, the
+    text DuckDB and Spark hand back for the same column."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _exact(value: Decimal) -> int | float:
+    """A numeric as the number it is: `sum(quantity)` on PostgreSQL is an integral Decimal."""
+    exponent = value.as_tuple().exponent
+    return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
+
+
+def format_number(value: float) -> str:
+    """Floats for reading: scientific below 1e-3 (a p-value of 3.2e-07 is not `0.0000`) and
+    from 1e15, 2 decimals with thousands separators from 1, else 4 significant digits."""
+    size = abs(value)
+    if size == 0:
+        return "0"
+    if not math.isfinite(value):
+        return str(value)  # nan, inf, -inf
+    if size < 1e-3 or size >= 1e15:
+        return f"{value:.3g}"
+    return f"{value:,.2f}" if size >= 1 else f"{value:.4g}"
+
+
+def _cell(value: Any) -> str:
+    """A value as table text: whole, numbers formatted, JSON as JSON, no control characters."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, Decimal):
+        number = _exact(value)
+        text = str(number) if isinstance(number, int) else format_number(number)
+    elif isinstance(value, float):
+        text = format_number(value)
+    elif isinstance(value, (dict, list)):
+        text = _json_text(value)
+    else:
+        text = str(value)
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _csv_value(value: Any) -> Any:
+    from runner.cohort import csv_safe
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return _exact(value)
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return csv_safe(_json_text(value))
+    return csv_safe(value)
+
+
+def _json_value(value: Any, is_json: bool) -> Any:
     if isinstance(value, Decimal):
-        return float(value)
+        return _exact(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or Infinity
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if is_json and isinstance(value, str):  # DuckDB's and Spark's JSON arrive as text
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
     return value
 
 
-def print_rows(columns: list[str], rows: list[tuple], fmt: str, console: Console,
-               title: str = "") -> None:
-    if fmt == "json":
-        for row in rows:
-            sys.stdout.write(json.dumps({c: _plain(v) for c, v in zip(columns, row, strict=True)},
-                                        ensure_ascii=False) + "\n")
+def _footer(shown: Shown) -> str:
+    order = f", ordered by {', '.join(shown.order_by)}" if shown.order_by else ""
+    if len(shown.rows) < shown.total:
+        return (f"{shown.name}: {len(shown.rows):,} of {shown.total:,} rows{order}; "
+                "--limit to see more")
+    return f"{shown.name}: {shown.total:,} row{'' if shown.total == 1 else 's'}{order}"
+
+
+def print_rows(shown: Shown, fmt: str, console: Console) -> None:
+    """`arpu show`. `json`: one object per line, JSON columns as JSON; `csv`: a header, then
+    rows (JSON columns as JSON text, formula-like cells quoted); for both, a note on stderr
+    when rows were left out. `table`: whole values, never cut: a table when it fits the
+    console's width, else psql's expanded display, one `-[ RECORD n ]-` block per row."""
+    if fmt in ("json", "csv"):
+        if fmt == "json":
+            for row in shown.rows:
+                record = {c: _json_value(v, c in shown.json_columns)
+                          for c, v in zip(shown.columns, row, strict=True)}
+                sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        else:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(shown.columns)
+            writer.writerows([[_csv_value(v) for v in row] for row in shown.rows])
+        sys.stdout.flush()
+        if len(shown.rows) < shown.total:
+            sys.stderr.write(_footer(shown) + "\n")
         return
-    if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[_plain(v) for v in row] for row in rows])
-        return
-    table = Table(*columns, title=title)
-    for row in rows:
-        table.add_row(*("" if v is None else f"{v:,.4f}" if isinstance(v, float) else str(v)
-                        for v in row))
-    console.print(table)
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    names = [_cell(c) for c in shown.columns]
+    cells = [[_cell(v) for v in row] for row in shown.rows]
+    numeric = [bool(shown.rows) and all(
+        isinstance(row[i], (int, float, Decimal)) and not isinstance(row[i], bool)
+        for row in shown.rows if row[i] is not None) for i in range(len(names))]
+    table = Table(title=Text(shown.name), title_style="bold")
+    for name, right in zip(names, numeric, strict=True):
+        table.add_column(Text(name), justify="right" if right else "left", no_wrap=True)
+    for texts in cells:
+        table.add_row(*(Text(c) for c in texts))
+    footer = _footer(shown)
+    natural = Measurement.get(console, console.options.update_width(1 << 20), table).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:
+        _print_expanded(names, cells, console)
+        footer += f" (expanded display: the table is wider than {console.width} columns)"
+    console.print(Text(footer, style="dim"))
+
+
+def _print_expanded(names: list[str], rows: list[list[str]], console: Console) -> None:
+    """psql's `\\x` layout: `name | value` lines, long values folded under the value."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    name_width = max((cell_len(n) for n in names), default=0)
+    value_width = max(console.width - name_width - 3, 16)
+    for number, row in enumerate(rows, start=1):
+        folded = [Text(v).wrap(console, value_width, overflow="fold") if v else [Text()]
+                  for v in row]
+        widest = max((line.cell_len for lines in folded for line in lines), default=0)
+        head = f"-[ RECORD {number} ]".ljust(name_width + 1, "-")
+        console.print(Text(head + "+" + "-" * (widest + 1)), soft_wrap=True)
+        for name, lines in zip(names, folded, strict=True):
+            for i, line in enumerate(lines):
+                label = name if i == 0 else ""
+                pad = " " * (name_width - cell_len(label))
+                console.print(Text(f"{label}{pad} |" + (" " if line else "")) + line,
+                              soft_wrap=True)

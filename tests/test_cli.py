@@ -71,7 +71,9 @@ def test_ls_and_show(built: ProjectHarness) -> None:
     assert names == ["stg_events", "int_orders", "fct_product_purchases", "fct_orders"]
     proc = arpu(built.root, "show", "category_opportunities", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-    assert rows[0]["category"] == "Home Supplies" and len(rows) == 8
+    assert [r["category"] for r in rows] == sorted(r["category"] for r in rows)  # by key
+    assert len(rows) == 8 and next(r for r in rows if r["rank"] == "1")["category"] == \
+        "Home Supplies"
     proc = arpu(built.root, "show", "fct_orders", "-n", "3", "--format", "json")
     assert len([json.loads(line) for line in proc.stdout.splitlines()]) == 3
 
