@@ -200,6 +200,7 @@ class IngestResult:
 
 
 def expand_paths(patterns: list[str | Path]) -> list[Path]:
+    """The files that patterns (files, folders, globs) name, as absolute resolved paths."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -207,7 +208,8 @@ def expand_paths(patterns: list[str | Path]) -> list[Path]:
         if not matches:
             raise IngestError("no file matches this pattern", location=text)
         for match in matches:
-            p = Path(match)
+            # resolved: a file is the same source_file however it was spelled
+            p = Path(match).resolve()
             if p.is_dir():
                 paths.extend(sorted(q for q in p.rglob("*") if q.is_file()))
             elif not p.exists():
@@ -437,6 +439,7 @@ class Loader:
     def _load_file(self, path: Path, progress: Callable[[int], None] | None) -> FileResult:
         import numpy as np  # here: a build that ingests nothing does not pay its import
 
+        path = path.resolve()  # source_file: one spelling per file
         try:
             size = path.stat().st_size
             records = _sniff_document(path)
