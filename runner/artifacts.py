@@ -1,6 +1,6 @@
 """What a command leaves behind and hands back: `target/manifest.json` and
-`target/run_results.json` (the files CI and tools read), and the result objects of
-commands."""
+`target/run_results.json` (the files CI and tools read), `arpu_build_info` (the vars each
+published relation was built with, published with them) and the result objects of commands."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 from runner import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from runner.compile import Compiler
+    from runner.engines.base import Engine
+
+# Published beside the models: one row per published relation, with the vars it was built with.
+BUILD_INFO = "arpu_build_info"
+
 
 
 @dataclass
@@ -113,3 +120,41 @@ class Shown:
     total: int
     order_by: list[str] = field(default_factory=list)
     json_columns: set[str] = field(default_factory=set)
+
+
+def record_build(engine: Engine, relation: Callable[[str], str], ran: list[str],
+                 published: list[str], vars_: dict[str, Any]) -> list[str]:
+    """Write `arpu_build_info` where the build writes, just before it publishes: the models
+    this build ran get its vars (`vars_`, JSON-ready) and the time; the others keep the row of
+    the build that made them (the previous table is carried like the relations it describes).
+    Returns `published` with the table added, for `Engine.publish`."""
+    import sqlglot
+    from sqlglot import exp
+
+    def sql(text: str) -> str:  # written in the models' dialect
+        return sqlglot.transpile(text, read="duckdb", write=engine.dialect)[0]
+
+    before: dict[str, tuple[Any, ...]] = {}
+    if engine.relation_exists(BUILD_INFO):
+        _, rows = engine.fetch(sql("select model, vars, built_at, arpu_version "
+                                   f"from {relation(BUILD_INFO)}"))
+        before = {str(r[0]): tuple(r[1:]) for r in rows}
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ",
+                                                                          timespec="seconds")
+    text = json.dumps(vars_, sort_keys=True, separators=(",", ":"), default=str)
+    fresh = set(ran)
+
+    def literal(value: Any) -> str:
+        return "null" if value is None else exp.Literal.string(str(value)).sql("duckdb")
+
+    values = []
+    for name in published:
+        info = (text, now, __version__) if name in fresh else before.get(name, (None,) * 3)
+        values.append(f"({literal(name)}, {', '.join(literal(v) for v in info)})")
+    engine.materialize(BUILD_INFO, sql(
+        "select cast(model as varchar) as model, cast(vars as varchar) as vars, "
+        "cast(built_at as timestamp) as built_at, cast(arpu_version as varchar) as arpu_version "
+        f"from (values {', '.join(values or ['(null, null, null, null)'])}) "
+        "as t(model, vars, built_at, arpu_version)" + ("" if values else " where false")),
+        "table")
+    return [*published, BUILD_INFO]

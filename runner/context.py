@@ -7,7 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.artifacts import BuildResult, ModelResult, Shown, write_manifest, write_run_results
+from runner.artifacts import (
+    BUILD_INFO,
+    BuildResult,
+    ModelResult,
+    Shown,
+    record_build,
+    write_manifest,
+    write_run_results,
+)
 from runner.config import Config, load_config
 from runner.engines.base import SAMPLE_LOADS
 from runner.errors import ArpuError, ConfigError, ExecutionError
@@ -36,6 +44,7 @@ class Context:
     ) -> None:
         self.project_dir = Path(project_dir).resolve()
         self.config: Config = load_config(self.project_dir, vars)
+        self.var_overrides: dict[str, Any] = dict(vars or {})  # --vars, as given
         self.target_name = target or self.config.target
         if self.target_name not in self.config.targets:
             raise ConfigError(
@@ -204,7 +213,7 @@ class Context:
         self._close_reader()  # the build attaches the published file, then renames over it
         try:
             engine.begin_build(
-                carry=[n for n in compiler.graph.order if n not in names],
+                carry=[n for n in compiler.graph.order if n not in names] + [BUILD_INFO],
                 incremental=[] if full_refresh or batch is None else
                 [n for n in names if compiler.models[n].materialized == "incremental"])
             for res in self._run_models(compiler, engine, names, validator, batch,
@@ -222,7 +231,10 @@ class Context:
                 result.messages_loaded, result.duplicates_removed = raw, raw - kept
             if result.success:
                 t0 = time.perf_counter()
-                engine.publish([n for n in compiler.graph.order if engine.relation_exists(n)])
+                engine.publish(record_build(
+                    engine, compiler.relation, names,
+                    [n for n in compiler.graph.order if engine.relation_exists(n)],
+                    self.config.vars.model_dump(mode="json")))
                 published = True
                 if removed and set(names) == set(compiler.graph.order):
                     engine.delete_where(SAMPLE_LOADS, "removed")
@@ -431,7 +443,8 @@ class Context:
 
     # what `arpu show` orders tables by that are not models (models: their unique_key)
     SHOW_KEYS = {"raw_events": ["load_id", "record_number"],
-                 "raw_rejected": ["load_id", "line_number"], "raw_loads": ["load_id"]}
+                 "raw_rejected": ["load_id", "line_number"], "raw_loads": ["load_id"],
+                 BUILD_INFO: ["model"]}
 
     def show(self, name: str, limit: int = 20) -> Shown:
         """The first `limit` rows of a relation, ordered by its key (a model's `unique_key`,

@@ -1,7 +1,12 @@
 """`arpu dashboard`: one self-contained HTML file (plotly.js inlined, no network) over the
 published relations: funnel, opportunities, ARPU over time, conversion over time, the experiment
 readout and the cohort. Data travels to the page as JSON in a `<script type="application/json">`
-block with `<`, `>` and `&` escaped; the page sets text with textContent and Plotly only."""
+block with `<`, `>` and `&` escaped; the page sets text with textContent and Plotly only.
+
+The page describes the build it draws: its labels (conversion window, promotion start, target)
+come from the vars each relation was published with (`arpu_build_info`), not from the vars
+`arpu dashboard` was given; when those differ, or the relations were built with different
+vars, the page says so."""
 
 from __future__ import annotations
 
@@ -16,7 +21,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.artifacts import BUILD_INFO
+
 if TYPE_CHECKING:
+    from runner.config import Vars
     from runner.context import Context
 
 Row = dict[str, Any]
@@ -28,6 +36,11 @@ VIEWERS_COLOUR, PURCHASERS_COLOUR, RATE_COLOUR = "#a9bcd0", "#2b5c8a", "#e07a1f"
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 GRAINS = ("day", "week", "month")
 SEGMENTS = ("all", "cohort", "non_cohort")
+
+# the relation each panel draws (whose vars label it)
+PANEL_MODELS = {"funnel": "category_funnel", "opportunities": "category_opportunities",
+                "arpu": "arpu_timeseries", "conversion": "category_conversion_timeseries",
+                "experiment": "experiment_results", "cohort": "cohort_non_converted"}
 
 PANELS: list[tuple[str, str]] = [
     ("funnel", "Which categories do viewers buy from?"),
@@ -181,6 +194,21 @@ def _built_at(results: dict[str, Any]) -> str:
         return str(stamp)
 
 
+def _stale_results(results: dict[str, Any], published_at: dt.datetime | None) -> list[str]:
+    """A build that ran after the published one and did not publish: say what the page shows."""
+    stamp = results.get("metadata", {}).get("generated_at")
+    if not stamp or published_at is None or results.get("success", True):
+        return []
+    try:
+        ran = dt.datetime.fromisoformat(stamp).astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except ValueError:
+        return []
+    if ran < published_at:  # (both to the second: a failed run_results is never older)
+        return []
+    return [f"The last build ({_ts(ran)}) failed or did not finish: this page shows the build "
+            f"published {_ts(published_at)}; the expectations line is the failed build's."]
+
+
 def _expectations(results: dict[str, Any]) -> dict[str, Any]:
     total, failed = 0, []
     for model in results.get("results", []):
@@ -200,6 +228,82 @@ def _expectations(results: dict[str, Any]) -> dict[str, Any]:
             f"{f['model']}: {f['expectation']} ({f['severity']})" for f in failed[:5]) + (
             " …" if len(failed) > 5 else "")
     return {"total": total, "failed": failed, "text": text, "ok": bool(total) and not failed}
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _var_text(value: Any) -> str:
+    return "not set" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+@dataclass
+class BuildVars:
+    """The vars behind the page: per panel, those its relation was built with (else the
+    current ones, for a build that did not record them), and what the page must say about
+    them (`notes`)."""
+
+    panel: dict[str, Vars]
+    main: Vars  # the vars most of the page's relations were built with
+    recorded: bool
+    published_at: dt.datetime | None = None  # when the newest of them was built
+    notes: list[str] = field(default_factory=list)
+
+
+def build_vars(ctx: Context) -> BuildVars:
+    from runner.config import Vars
+
+    recorded: dict[str, dict[str, Any]] = {}
+    stamps = []
+    for row in _safe_rows(ctx, BUILD_INFO):
+        if isinstance(row.get("built_at"), dt.datetime):
+            stamps.append(row["built_at"])
+        try:
+            data = json.loads(row["vars"]) if row.get("vars") else None
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            recorded[str(row["model"])] = {k: v for k, v in data.items() if k in Vars.model_fields}
+    current = ctx.config.vars
+    panel = {key: Vars.model_validate(recorded[model]) if model in recorded else current
+             for key, model in PANEL_MODELS.items()}
+    shown = {model: recorded[model] for model in PANEL_MODELS.values() if model in recorded}
+    texts = [json.dumps(v, sort_keys=True) for v in shown.values()]
+    main = (Vars.model_validate(json.loads(statistics.mode(texts))) if texts else current)
+    result = BuildVars(panel, main, bool(shown), max(stamps, default=None))
+    if not shown:
+        return result
+    if len(shown) < len(PANEL_MODELS):
+        missing = [m for m in PANEL_MODELS.values() if m not in shown]
+        result.notes.append(f"The vars of {', '.join(missing)} were not recorded (published "
+                            "by an earlier arpu or build): their labels follow arpu.yml.")
+    varying = [key for key in Vars.model_fields
+               if len({json.dumps(v.get(key)) for v in shown.values()}) > 1]
+    if varying:
+        parts = []
+        for key in varying:
+            by_value: dict[str, list[str]] = {}
+            for model, values in shown.items():
+                by_value.setdefault(_var_text(values.get(key)), []).append(model)
+            parts.append(f"{key} is " + "; ".join(f"{value} for {', '.join(models)}"
+                                                for value, models in by_value.items()))
+        result.notes.append("The relations on this page were built with different vars (a "
+                            "partial `arpu build --select`): " + ". ".join(parts)
+                            + ". Run `arpu build` to rebuild them together.")
+    given = current.model_dump(mode="json")
+    differ = []
+    for key in getattr(ctx, "var_overrides", {}):
+        built = sorted({_var_text(v.get(key)) for v in shown.values()})
+        if key in given and built != [_var_text(given[key])]:
+            differ.append(f"{key} {_var_text(given[key])} given, {' / '.join(built)} in the build")
+    if differ:
+        result.notes.append(
+            f"--vars differ from the published build ({_ts(result.published_at)}) that this "
+            "page draws: "
+            + "; ".join(differ) + ". The numbers and labels are the build's; run `arpu build` "
+            "with these --vars to see yours.")
+    return result
 
 
 # -- the figures -----------------------------------------------------------------------------
@@ -557,8 +661,18 @@ def render_dashboard(ctx: Context, out: Path) -> DashboardSummary:
     got = _gather(ctx)
     currency = got["currency"]
     sym = CURRENCY_SYMBOLS.get(currency.upper(), f"{currency} ")
-    vars_ = ctx.config.vars
-    promo_start = vars_.promo_start
+    results = _run_results(ctx)
+    built = build_vars(ctx)
+    stale = _stale_results(results, built.published_at)
+    built.notes += stale
+    if results and not stale:
+        built_text = (f"{_ts(built.published_at) if built.published_at else _built_at(results)}"
+                      f" ({results.get('elapsed_seconds', 0):.1f} s, target "
+                      f"{results.get('metadata', {}).get('target', ctx.target_name)})")
+    else:
+        built_text = _ts(built.published_at) if built.published_at else "not built"
+    vars_ = built.main
+    promo_start = built.panel["arpu"].promo_start
     categories = sorted({str(r["category"]) for r in got["funnel"]}
                         | {str(r["category"]) for r in got["opps"]}
                         | {str(r["category"]) for r in got["cohort_sizes"]})
@@ -585,17 +699,19 @@ def render_dashboard(ctx: Context, out: Path) -> DashboardSummary:
     figures = {"funnel": funnel_fig, "opportunities": opp_fig, "arpu": arpu_fig,
                "conversion": conv_fig, "experiment": exp_fig, "cohort": cohort_fig}
 
-    results = _run_results(ctx)
     expectations = _expectations(results)
     first, last, events = got["span"]
     target_size = next((int(r["users"]) for r in got["cohort_sizes"]
                         if str(r["category"]) == target), 0)
     target_row = targets[0] if targets else {}
+    lead = ("Target (var target_category)" if built.panel["opportunities"].target_category
+            else "Recommended")
     notes = {
         "funnel": "Users who viewed a product of the category and bought one within "
-                  f"{vars_.conversion_window_days} days (bars), and the conversion (diamonds).",
+                  f"{_days(built.panel['funnel'].conversion_window_days)} (bars), and the "
+                  "conversion (diamonds).",
         "opportunities": (
-            f"Recommended: {target} — conversion {_pct(target_row.get('conversion_rate'))}, "
+            f"{lead}: {target} — conversion {_pct(target_row.get('conversion_rate'))}, "
             f"average item price {_money(target_row.get('avg_item_price'), sym)}, "
             f"{_money(target_row.get('revenue_at_stake'), sym)} at stake. Dotted lines: "
             f"medians ({_pct(medians['median_conversion'])}, "
@@ -607,10 +723,13 @@ def render_dashboard(ctx: Context, out: Path) -> DashboardSummary:
                    " Set var promo_start to mark the promotion."),
         "conversion": f"Funnel conversion per {conv_grain} (segment all); the target "
                       f"category{f' ({target})' if target else ''} is drawn bold.",
-        "experiment": " ".join(verdicts),
+        "experiment": " ".join(verdicts) + (
+            f" Revenue counts for {_days(built.panel['experiment'].experiment_window_days)} "
+            "after exposure." if got["experiments"] else ""),
         "cohort": (
             f"Target cohort: {target_size:,} users who viewed {target} and did not buy"
-            + (f" before {promo_start}" if promo_start else "")
+            + (f" before {built.panel['cohort'].promo_start}"
+               if built.panel["cohort"].promo_start else "")
             + ". Send it to your messaging tool with `arpu cohort export --format csv --out "
               "cohort.csv` (a list) or `arpu cohort export --format ndjson` (Segment identify "
               "messages with a trait)." if target else
@@ -622,13 +741,13 @@ def render_dashboard(ctx: Context, out: Path) -> DashboardSummary:
         "events": f"{int(events or 0):,} events",
         "analysis": (f"[{vars_.start_date or 'first event'}, {vars_.end_date or 'last event'}]"
                      if vars_.start_date or vars_.end_date else "whole data")
-                    + f", conversion window {vars_.conversion_window_days} days",
-        "built": (f"{_built_at(results)} "
-                  f"({results.get('elapsed_seconds', 0):.1f} s, "
-                  f"target {results.get('metadata', {}).get('target', ctx.target_name)})"
-                  if results else "not built"),
+                    + f", conversion window {_days(vars_.conversion_window_days)}"
+                    + (f", promotion from {vars_.promo_start}" if vars_.promo_start else "")
+                    + (f", target {vars_.target_category}" if vars_.target_category else ""),
+        "built": built_text,
         "expectations": expectations["text"],
         "expectations_ok": expectations["ok"],
+        "notes": built.notes,
     }
     series_per_panel = {key: len(fig.data) for key, fig in figures.items()}
     payload = {

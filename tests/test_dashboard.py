@@ -42,14 +42,16 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-@pytest.fixture
-def built_sample(sample_project: ProjectHarness) -> ProjectHarness:
-    assert sample_project.build(promo_start=PROMO).success
-    return sample_project
+@pytest.fixture(scope="module")
+def built_sample(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
+    """The sample built once for the module (the tests only read it)."""
+    project = ProjectHarness(tmp_path_factory.mktemp("dashboard") / "project", with_sample=True)
+    assert project.build(promo_start=PROMO).success
+    return project
 
 
 def test_numbers_match_relations(built_sample: ProjectHarness, tmp_path: Path) -> None:
-    summary, html = _render(built_sample, tmp_path / "dash.html", promo_start=PROMO)
+    summary, html = _render(built_sample, tmp_path / "dash.html")  # the build's promo_start
     data = _payload(html)["data"]
     assert summary.panels == ["funnel", "opportunities", "arpu", "conversion", "experiment",
                               "cohort"]
@@ -88,6 +90,7 @@ def test_numbers_match_relations(built_sample: ProjectHarness, tmp_path: Path) -
     assert "At 95% confidence" in notes["experiment"]
     header = _payload(html)["header"]
     assert header["expectations"].startswith("all ") and header["expectations_ok"]
+    assert header["notes"] == []  # built with these vars, rendered without --vars
 
 
 def _hostile_events(path: Path) -> Path:
@@ -114,11 +117,13 @@ def _hostile_events(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def hostile_project(arpu_project: ProjectHarness, tmp_path: Path) -> ProjectHarness:
-    arpu_project.ingest(_hostile_events(tmp_path / "hostile.ndjson"))
-    assert arpu_project.build().success
-    return arpu_project
+@pytest.fixture(scope="module")
+def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
+    root = tmp_path_factory.mktemp("hostile")
+    project = ProjectHarness(root / "project")
+    project.ingest(_hostile_events(root / "hostile.ndjson"))
+    assert project.build().success
+    return project
 
 
 def test_hostile_category_names_stay_text(hostile_project: ProjectHarness,

@@ -1,5 +1,6 @@
 """Issue 16, first contact: `arpu show` prints whole values in key order with the rows it left
-out; data never becomes markup. Each project is built once per module."""
+out, data never becomes markup; `arpu dashboard` labels itself with the vars of the build it
+draws and says when `--vars` differ. Each project is built once per module."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ import pytest
 from conftest import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
 from rich.console import Console
 
-from runner.artifacts import Shown
+from runner.artifacts import BuildResult, ModelResult, Shown, write_run_results
+from runner.dashboard import render_dashboard
 from runner.report import format_number, print_rows
 
 PROMO = "2026-03-09"
 BUILD_VARS = {"promo_start": PROMO, "conversion_window_days": 1}
 HOSTILE = FIXTURES / "show_hostile.ndjson"
+DATA_BLOCK = re.compile(
+    r'<script type="application/json" id="arpu-data">(.*?)</script>', re.DOTALL)
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +200,63 @@ def _drop_schemas(name: str) -> None:
                                     [rf"^arpu_test_{name}_{os.getpid()}(__work|__next)?$"]
                                     ).fetchall():
             pg.execute(f'drop schema "{schema}" cascade')
+
+
+# -- arpu dashboard --------------------------------------------------------------------------
+def _page(path: Path) -> dict[str, Any]:
+    blocks = DATA_BLOCK.findall(path.read_text(encoding="utf-8"))
+    assert len(blocks) == 1
+    payload: dict[str, Any] = json.loads(blocks[0])
+    return payload
+
+
+def test_board_is_labelled_with_the_vars_of_the_build(sample: ProjectHarness,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "board.html"
+    done = run_arpu(sample.root, "dashboard", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    page = _page(out)
+    notes = {p["id"]: p["note"] for p in page["panels"]}
+    figures = {p["id"]: p["figure"] for p in page["panels"]}
+    assert "bought one within 1 day " in notes["funnel"]
+    assert figures["arpu"]["layout"]["shapes"][0]["x0"] == PROMO
+    assert f"promotion start {PROMO}" in notes["arpu"]
+    assert f"did not buy before {PROMO}" in notes["cohort"]
+    assert "conversion window 1 day" in page["header"]["analysis"]
+    assert page["header"]["notes"] == []
+    assert page["data"]["promo_start"] == PROMO
+    recorded = {r["model"]: json.loads(r["vars"]) for r in sample.rows("arpu_build_info")}
+    assert recorded["category_funnel"]["conversion_window_days"] == 1
+
+
+def test_board_says_when_its_vars_differ_from_the_build(sample: ProjectHarness,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "board.html"
+    done = run_arpu(sample.root, "dashboard", "--out", str(out), "--vars",
+                    '{"conversion_window_days": 3, "target_category": "Home Suplies"}')
+    assert done.returncode == 0, done.stderr
+    page = _page(out)
+    [note] = page["header"]["notes"]
+    assert note.startswith("--vars differ from the published build")
+    assert "conversion_window_days 3 given, 1 in the build" in note
+    assert "target_category Home Suplies given, not set in the build" in note
+    funnel = next(p["note"] for p in page["panels"] if p["id"] == "funnel")
+    assert "within 1 day " in funnel  # the page stays the build's
+
+
+def test_board_says_when_relations_come_from_different_builds(hostile: ProjectHarness,
+                                                              tmp_path: Path) -> None:
+    """A partial build with other vars, then a build that failed (its run_results.json)."""
+    assert hostile.build(["category_funnel"], conversion_window_days=3).success
+    failed = BuildResult("duckdb", [ModelResult("category_funnel", "error", error="boom")])
+    write_run_results(hostile.root / "target", failed, "duckdb")
+    with hostile.context() as ctx:
+        render_dashboard(ctx, tmp_path / "board.html")
+    page = _page(tmp_path / "board.html")
+    mixed, stale = page["header"]["notes"]
+    assert mixed.startswith("The relations on this page were built with different vars")
+    assert ("conversion_window_days is 3 for category_funnel; 7 for category_opportunities"
+            in mixed)
+    assert stale.startswith("The last build (") and "failed or did not finish" in stale
+    funnel = next(p["note"] for p in page["panels"] if p["id"] == "funnel")
+    assert "within 3 days " in funnel
