@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 BUILD_INFO = "arpu_build_info"
 
 
-
 @dataclass
 class ModelResult:
     model: str
