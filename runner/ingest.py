@@ -1,8 +1,11 @@
 """`arpu ingest`: Segment messages from files into `raw_events`, bad lines into `raw_rejected`.
 
 Files stream in chunks; Python only splits bytes into lines and hands each chunk to DuckDB, which
-parses, validates and types every line in bulk. Accounting holds for every file:
-`lines read = loaded + rejected` (blank lines are skipped and not counted).
+parses, validates and types every line in bulk. Python reads a line itself only where DuckDB
+would read it otherwise than a JSON reader: a line that may break RFC 8259 (NaN, a trailing
+comma), repeats a key (DuckDB takes the first value, SPEC the last) or carries `products` as a
+string holding an array. Accounting holds for every file: `lines read = loaded + rejected`
+(blank lines are skipped and not counted).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import glob
 import json
 import os
 import re
+import string
 import threading
 import time
 import zlib
@@ -32,6 +36,9 @@ from runner.faults import fault_point
 CHUNK_BYTES = 8 << 20
 BLOCK_BYTES = 1 << 20  # read and gunzip in blocks of this size
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
+MAX_MESSAGE_BYTES = 1 << 20  # SPEC: size limits default to at least 1 MiB per message ...
+MAX_PRODUCTS = 10_000  # ... and 10,000 products per order
+WHITESPACE = " \t\n\r\f\v"  # a string of only these is missing, as an empty one
 
 RAW_TABLES = """
 create table if not exists raw_events (
@@ -51,8 +58,10 @@ create table if not exists raw_loads (
 );
 """
 
-# Each number-valued field must be absent, null, a non-negative number or a numeric string.
 CHECK_MACROS = r"""
+-- `s` without leading and trailing WHITESPACE (DuckDB's E'' strings know no \v)
+create or replace temp macro _trim_ws(s) as (trim(s, E' \t\n\r\f' || chr(11)));
+-- a number-valued field must be absent, null, a non-negative number or a numeric string
 create or replace temp macro _num_problem(v) as (
     case
         when v is null or json_type(v) = 'NULL' then null
@@ -67,29 +76,45 @@ create or replace temp macro _num_problem(v) as (
         else 'is not a number'
     end
 );
--- ISO 8601 date or date-time with an optional offset; anything looser is not a time
+-- ISO 8601 date or date-time with an optional offset, between any whitespace; anything
+-- looser is not a time
 create or replace temp macro _ts(v) as (
-    case when regexp_full_match(trim(v), '\d{4}-\d{2}-\d{2}'
-        || '([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?')
-    then try_cast(replace(upper(trim(v)), ',', '.') as timestamptz) at time zone 'UTC' end
+    case when regexp_full_match(v, '[ \t\n\r\f\v]*\d{4}-\d{2}-\d{2}([Tt ]([01]\d|2[0-3])'
+        || ':[0-5]\d(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?[ \t\n\r\f\v]*')
+    then try_cast(replace(upper(_trim_ws(v)), ',', '.') as timestamptz) at time zone 'UTC' end
+);
+-- SPEC's "missing": an empty or whitespace-only string is null. Most values start with a
+-- visible character and are not trimmed; `s` should be a column (a macro repeats its argument).
+create or replace temp macro _given(s) as (
+    case when ascii(s) > 32 then s when _trim_ws(s) <> '' then s end
+);
+-- whether a list of an object's keys names one twice; a short list (any real object) compares
+-- positions, which is cheaper than hashing
+create or replace temp macro _repeats_a_key(keys) as (
+    case when len(keys) <= 64
+         then list_bool_or(list_transform(keys, lambda k, i: list_position(keys, k) <> i))
+         else len(keys) <> list_unique(keys) end
 );
 """
 
+# Classifies the chunk's lines into `$table`: typed columns, a reason for a rejected line, and
+# `recheck` for a line Python must read first (`_canonical`): one that repeats a key where
+# ingest reads (DuckDB's JSON functions take a repeated key's first value, JSON readers the
+# last), or whose `products` is a string. `$source` is a CTE `texts` giving each line's kept
+# `raw` text and the `text` parsed.
 CLASSIFY = r"""
-create or replace temp table _parsed as
-with src as (
-    select line_number, record_number,
-        -- a CRLF file's lines end in CR; rtrim alone would scan every line, so ask first
-        case when ends_with(raw, chr(13)) then rtrim(raw, chr(13)) else raw end as raw,
-        cast(forced_reason as varchar) as forced_reason  -- all None: NumPy gives no type
-    from _chunk
-    where starts_with(raw, '{') or trim(raw, E' \t\r\n\f\v') <> ''
-), valid as (
+create or replace temp table $table as
+with $source, valid as (
     -- a valid JSON text that starts with '{' is an object: no second parse to find out
-    select *, json_valid(raw) as is_json, starts_with(ltrim(raw), '{') as is_object from src
+    select *, keys is not null as is_json, starts_with(ltrim(text), '{') as is_object
+    from (
+        -- the keys of the objects whose repeated keys would matter; the parse that finds
+        -- them also tells valid JSON (an error, caught) from not
+        select *, try(json_keys(text, ['$', '$.properties', '$.traits'])) as keys from texts
+    )
 ), fields as (
     select *,
-        case when is_json and is_object then json_extract(raw, [
+        case when is_json and is_object then json_extract(text, [
             '$.type', '$.event', '$.messageId', '$.userId', '$.anonymousId',
             '$.timestamp', '$.originalTimestamp', '$.receivedAt', '$.sentAt',
             '$.properties', '$.traits', '$.context',
@@ -98,34 +123,57 @@ with src as (
     from valid
 ), vals as (
     select line_number, record_number, raw, forced_reason, is_json, is_object,
-        nullif(f[1] ->> '$', '') as message_type,
-        f[2] ->> '$' as event,
-        nullif(f[3] ->> '$', '') as message_id,
-        nullif(f[4] ->> '$', '') as user_id,
-        nullif(f[5] ->> '$', '') as anonymous_id,
-        f[6] ->> '$' as ts_raw, f[7] ->> '$' as ots_raw, f[8] ->> '$' as rat_raw,
-        f[9] ->> '$' as sat_raw,
+        f[1] ->> '$' as type_text, f[2] ->> '$' as event_text, f[3] ->> '$' as message_id_text,
+        f[4] ->> '$' as user_id_text, f[5] ->> '$' as anonymous_id_text,
+        f[6] ->> '$' as ts_text, f[7] ->> '$' as ots_text, f[8] ->> '$' as rat_text,
+        f[9] ->> '$' as sat_text,
         f[10] as properties, f[11] as traits, f[12] as context,
         _num_problem(f[13]) as price_problem, _num_problem(f[14]) as quantity_problem,
         _num_problem(f[15]) as revenue_problem, _num_problem(f[16]) as total_problem,
-        f[17] as products
+        f[17] as products, keys[1] as top_keys, keys[2] as property_keys,
+        keys[3] as trait_keys
     from fields
+), present as (
+    select *,
+        _given(type_text) as message_type, _given(event_text) as event,
+        _given(message_id_text) as message_id, _given(user_id_text) as user_id,
+        _given(anonymous_id_text) as anonymous_id,
+        _given(ts_text) as ts_raw, _given(ots_text) as ots_raw, _given(rat_text) as rat_raw,
+        _given(sat_text) as sat_raw
+    from vals
 ), checked as (
     select *,
         coalesce(ts_raw, ots_raw, rat_raw) as time_raw,
         _ts(coalesce(ts_raw, ots_raw, rat_raw)) as event_ts,
         case when products is null or products = 'null' then null
+             when starts_with(products, '"')
+                 then 'properties.products is a string that does not hold a JSON array'
              when not starts_with(products, '[') then 'properties.products is not an array'
-             -- json_extract re-serialises minified: a clean price/quantity starts with a digit
-             -- or is null, so only other arrays need the element-by-element check
-             when not regexp_matches(products, '"(price|quantity)":[^0-9n]') then null
+             -- json_extract re-serialises minified, numbers as written: a clean number starts
+             -- with a digit, has no exponent and fewer than 300 digits (so it is finite), or
+             -- is null; only other arrays need the element-by-element check
+             when not regexp_matches(products,
+                 '"(price|quantity|revenue|total)":([^0-9n]|[0-9.]*[eE]|[0-9]{300})') then null
              else list_filter(list_transform(json_extract(products, '$[*]'), lambda p, i: coalesce(
                  'properties.products[' || (i - 1) || '].price ' || _num_problem(p -> '$.price'),
                  'properties.products[' || (i - 1) || '].quantity '
-                     || _num_problem(p -> '$.quantity'))
+                     || _num_problem(p -> '$.quantity'),
+                 'properties.products[' || (i - 1) || '].revenue '
+                     || _num_problem(p -> '$.revenue'),
+                 'properties.products[' || (i - 1) || '].total ' || _num_problem(p -> '$.total'))
              ), lambda x: x is not null)[1]
-        end as product_problem
-    from vals
+        end as product_problem,
+        case when not is_json or not is_object or forced_reason is not null
+                  or strlen(raw) > $max_bytes then false  -- rejected before keys matter
+             when starts_with(products, '"') then true
+             when _repeats_a_key(top_keys) then true
+             when _repeats_a_key(property_keys) then true
+             when _repeats_a_key(trait_keys) then true
+             when starts_with(products, '[') then coalesce(list_bool_or(list_transform(
+                 json_keys(products, '$[*]'), lambda ks: _repeats_a_key(ks))), false)
+             else false
+        end as recheck
+    from present
 )
 select line_number, record_number, raw, message_type, event, message_id, user_id, anonymous_id,
     event_ts, _ts(rat_raw) as received_at, _ts(sat_raw) as sent_at, _ts(ots_raw) as original_ts,
@@ -134,7 +182,7 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
     case when message_id is null then 'md5:' || md5(raw) end as content_id,
     case
         when forced_reason is not null then forced_reason
-        when strlen(raw) > 32768 then 'message larger than 32 KB (Segment''s limit)'
+        when strlen(raw) > $max_bytes then 'message larger than $max_bytes_text bytes'
         when not is_json then 'not valid JSON'
         when not is_object then 'not a JSON object'
         when time_raw is null then 'no event time (timestamp, originalTimestamp, receivedAt)'
@@ -147,24 +195,80 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
         when revenue_problem is not null then 'properties.revenue ' || revenue_problem
         when total_problem is not null then 'properties.total ' || total_problem
         when products is not null and starts_with(products, '[')
-             and json_array_length(products) > 1000
-            then 'properties.products has more than 1,000 items'
+             and json_array_length(products) > $max_products
+            then 'properties.products has more than $max_products_text items'
         when product_problem is not null then product_problem
     end as reason,
+    recheck,
     -- DuckDB's JSON reader accepts NaN, Infinity and trailing commas; RFC 8259 does not.
     is_json and (contains(raw, 'NaN') or contains(raw, 'Infinity')
                  or regexp_matches(raw, ',\s*[\]}]')) as suspicious
 from checked
 """
 
-def _strict_problem(raw: str) -> str | None:
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
+# The lines of a chunk as read (a CRLF file's lines end in CR; rtrim alone would scan every
+# line, so ask first); blank lines are skipped.
+CHUNK_SOURCE = r"""src as (
+    select line_number, record_number,
+        case when ends_with(raw, chr(13)) then rtrim(raw, chr(13)) else raw end as raw,
+        cast(forced_reason as varchar) as forced_reason  -- all None: NumPy gives no type
+    from _chunk
+    where starts_with(raw, '{') or _trim_ws(raw) <> ''
+), texts as (
+    select *, raw as text from src
+)"""
 
+# Lines `_canonical` rewrote: the rewritten text is parsed, the line as read is kept.
+RECHECK_SOURCE = r"""texts as (
+    select line_number, record_number, raw, cast(forced_reason as varchar) as forced_reason,
+        canonical as text
+    from _recheck
+)"""
+
+
+def _classify_sql(table: str, source: str, max_bytes: int, max_products: int) -> str:
+    return string.Template(CLASSIFY).safe_substitute(
+        table=table, source=source, max_bytes=int(max_bytes), max_products=int(max_products),
+        max_bytes_text=f"{max_bytes:,}", max_products_text=f"{max_products:,}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _canonical(raw: str) -> tuple[str, str | None]:
+    """The line as JSON readers read it, for DuckDB to classify: a repeated key takes its last
+    value, and a `properties.products` string holding a JSON array becomes that array (empty or
+    whitespace-only: null; anything else stays a string, which is then rejected). Returns
+    (text, None), or (raw, reason) for a line that is not strict JSON."""
     try:
-        json.loads(raw, parse_constant=no_constants)
+        message = json.loads(raw, parse_constant=_no_constant)
+        properties = message.get("properties") if isinstance(message, dict) else None
+        if isinstance(properties, dict) and isinstance(properties.get("products"), str):
+            held = properties["products"]
+            if not held.strip(WHITESPACE):
+                properties["products"] = None
+            else:
+                with contextlib.suppress(ValueError):
+                    products = json.loads(held, parse_constant=_no_constant)
+                    if isinstance(products, list):
+                        properties["products"] = products
+        # a number too large for a double reads as inf and is written Infinity, which DuckDB
+        # reads back as inf: rejected as not finite, as the number itself would be
+        return json.dumps(message, separators=(",", ":")), None
+    except ValueError:
+        return raw, "not valid JSON"
+    except RecursionError:
+        return raw, "JSON nested too deeply"
+
+
+def _strict_problem(raw: str) -> str | None:
+    try:
+        json.loads(raw, parse_constant=_no_constant)
     except ValueError:
         return "not valid JSON"
+    except RecursionError:
+        return "JSON nested too deeply"
     return None
 
 
@@ -362,7 +466,7 @@ def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
         value = json.loads(first.decode("utf-8-sig"))
         if isinstance(value, dict) and not isinstance(value.get("batch"), list):
             return None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         pass
     if path.stat().st_size > DOCUMENT_LIMIT:
         return None
@@ -371,7 +475,7 @@ def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
         return None
     try:
         return _document_records(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
 
 
@@ -403,10 +507,18 @@ class Loader:
     """Loads files into one DuckDB connection's raw tables."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 max_products: int = MAX_PRODUCTS) -> None:
+        """`max_message_bytes` and `max_products` (per order): larger messages are rejected."""
+        if max_message_bytes < 1 or max_products < 0:
+            raise ValueError("max_message_bytes must be positive and max_products not negative")
         self.con = con
         self.load_id_offset = load_id_offset
         self.workers = workers or min(os.cpu_count() or 1, 4)
+        self.classify_sql = _classify_sql("_parsed", CHUNK_SOURCE, max_message_bytes,
+                                          max_products)
+        self.recheck_sql = _classify_sql("_reparsed", RECHECK_SOURCE, max_message_bytes,
+                                         max_products)
         con.execute("set TimeZone = 'UTC'")
         con.execute(RAW_TABLES)
 
@@ -538,25 +650,25 @@ class Loader:
                 cursors.get().close()
         return res
 
-    @staticmethod
     def _load_chunk(
-        con: duckdb.DuckDBPyConnection, chunk: dict[str, Any], source_file: str, load_id: int,
-        loaded_at: dt.datetime
+        self, con: duckdb.DuckDBPyConnection, chunk: dict[str, Any], source_file: str,
+        load_id: int, loaded_at: dt.datetime
     ) -> tuple[int, int]:
         """Classify one chunk into raw_events and raw_rejected: (lines read, rejected)."""
         con.register("_chunk", chunk)
         try:
-            con.execute(CLASSIFY)
+            con.execute(self.classify_sql)
         finally:
             con.unregister("_chunk")
+        self._recheck(con)
         suspicious = con.execute(
-            "select line_number, raw from _parsed where suspicious"
+            "select record_number, raw from _parsed where suspicious and not recheck"
         ).fetchall()
-        for line_number, raw in suspicious:
+        for record_number, raw in suspicious:
             problem = _strict_problem(raw)
             if problem:
-                con.execute("update _parsed set reason = ? where line_number = ?",
-                            [problem, line_number])
+                con.execute("update _parsed set reason = ? where record_number = ?",
+                            [problem, record_number])
         con.execute(
             """insert into raw_events select ?, ?, ?, line_number, record_number, message_id,
                    coalesce(message_type, case when event is not null then 'track' end), event,
@@ -574,3 +686,30 @@ class Loader:
             "select count(*), count(reason) from _parsed").fetchall()[0]
         con.execute("drop table _parsed")
         return int(read), int(bad)
+
+    def _recheck(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Classify again, from the text `_canonical` gives, the lines the first pass marked
+        (a repeated key, a `products` string); each keeps its raw text and content_id."""
+        import numpy as np
+
+        marked = con.execute(
+            "select line_number, record_number, raw from _parsed where recheck").fetchall()
+        if not marked:
+            return
+        canonical = [_canonical(raw) for _, _, raw in marked]
+        con.register("_recheck", {
+            "line_number": np.array([m[0] for m in marked], dtype=np.int64),
+            "record_number": np.array([m[1] for m in marked], dtype=np.int64),
+            "raw": np.array([m[2] for m in marked], dtype=object),
+            "forced_reason": np.array([c[1] for c in canonical], dtype=object),
+            "canonical": np.array([c[0] for c in canonical], dtype=object),
+        })
+        try:
+            con.execute(self.recheck_sql)
+        finally:
+            con.unregister("_recheck")
+        con.execute("delete from _parsed where record_number in "
+                    "(select record_number from _reparsed)")
+        # strictness was checked by `_canonical`: not suspicious again
+        con.execute("insert into _parsed select * replace (true as recheck) from _reparsed")
+        con.execute("drop table _reparsed")

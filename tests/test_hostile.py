@@ -120,13 +120,15 @@ def test_limits_reject_with_reasons(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.ndjson.gz"
     truncated.write_bytes(packed[: len(packed) // 2])
     con = duckdb.connect()
-    result = Loader(con).load([limits, latin1, truncated])
+    # limits below the defaults (1 MiB, 10,000 products: SPEC's "at least")
+    result = Loader(con, max_message_bytes=32 << 10, max_products=1000).load(
+        [limits, latin1, truncated])
     assert result.lines_read == result.loaded + result.rejected
     reasons = dict(con.execute("select source_file || ':' || line_number, reason "
                                "from raw_rejected").fetchall())
-    assert reasons[f"{limits}:2"] == "message larger than 32 KB (Segment's limit)"
+    assert reasons[f"{limits}:2"] == "message larger than 32,768 bytes"
     assert reasons[f"{limits}:3"] == "properties.products has more than 1,000 items"
-    assert reasons[f"{limits}:4"] == "message larger than 32 KB (Segment's limit)"
+    assert reasons[f"{limits}:4"] == "message larger than 32,768 bytes"
     assert reasons[f"{latin1}:1"] == "not valid UTF-8"
     cut = [k for k in reasons if k.startswith(str(truncated))]
     assert len(cut) == 1 and reasons[cut[0]].startswith("gzip stream truncated")

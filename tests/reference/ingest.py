@@ -2,12 +2,18 @@
 
 Readings (agreed with the runner's author, see the module docstring of `spec_impl`):
 - strict RFC 8259 JSON; each line must be an object; a whole file may instead be one JSON array,
-  a Segment batch `{"batch": [...]}` or a single (pretty-printed) object;
-- a missing id is absent, null or ""; numeric ids are used as their string form;
-- event time = the first of timestamp / originalTimestamp / receivedAt that is not null; if that
-  one does not parse as ISO 8601 the message is rejected;
+  a Segment batch `{"batch": [...]}` or a single (pretty-printed) object; within one object a
+  repeated key takes its last value (as `json` reads it);
+- a field ingest reads (type, event, messageId, userId, anonymousId, timestamp,
+  originalTimestamp, receivedAt) is missing when absent, null, or a string that is empty or only
+  whitespace (" \t\n\r\f\v"); numeric ids are used as their string form;
+- event time = the first of timestamp / originalTimestamp / receivedAt that is not missing; if
+  that one does not parse as ISO 8601 the message is rejected;
 - price / quantity / revenue / total (properties and each product) must be null, a number or a
-  numeric string, finite and >= 0; `products`, when not null, must be an array.
+  numeric string, finite and >= 0; `products`, when not missing, must be an array or a string
+  holding one (which is then read as that array);
+- size limits: a message of more than MAX_MESSAGE_BYTES (UTF-8) or an order of more than
+  MAX_PRODUCTS products is rejected.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from typing import Any
 
 NUMERIC_FIELDS = ("price", "quantity", "revenue", "total")
 TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
+WHITESPACE = " \t\n\r\f\v"
+MAX_MESSAGE_BYTES = 1 << 20  # SPEC: configurable, default at least 1 MiB ...
+MAX_PRODUCTS = 10_000  # ... and 10,000 products per order
 
 _NUMERIC_STRING = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _ISO = re.compile(
@@ -49,7 +58,7 @@ def parse_iso(value: Any) -> datetime | None:
     """ISO 8601 date or date-time with any offset -> naive UTC; None when it does not parse."""
     if not isinstance(value, str):
         return None
-    m = _ISO.fullmatch(value.strip())
+    m = _ISO.fullmatch(value.strip(WHITESPACE))
     if not m:
         return None
     frac = (m["f"] or "")[:6].ljust(6, "0")
@@ -71,12 +80,17 @@ def parse_iso(value: Any) -> datetime | None:
     return dt
 
 
+def missing(value: Any) -> bool:
+    """SPEC's "missing": absent (None here), null, or a string empty or only whitespace."""
+    return value is None or (isinstance(value, str) and not value.strip(WHITESPACE))
+
+
 def id_string(value: Any) -> str | None:
-    """userId / anonymousId / messageId: None when absent, null or ""; numbers as text."""
-    if value is None or isinstance(value, bool):
+    """userId / anonymousId / messageId: None when missing; numbers as text."""
+    if missing(value) or isinstance(value, bool):
         return None
     if isinstance(value, str):
-        return value if value != "" else None
+        return value
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -140,13 +154,31 @@ class Message:
     user_key: str = ""
 
 
+def _products(properties: dict) -> list | None:
+    """`properties.products`: an array, or a string holding one (read as that array)."""
+    products = properties.get("products")
+    if isinstance(products, str):
+        if missing(products):
+            return None
+        try:
+            products = loads_strict(products)
+        except ValueError:
+            raise Reject("properties.products is a string that is not JSON") from None
+        if not isinstance(products, list):
+            raise Reject("properties.products is a string that does not hold an array")
+        properties["products"] = products
+    if products is not None and not isinstance(products, list):
+        raise Reject("properties.products is not an array")
+    return products
+
+
 def _validate(obj: Any) -> dict:
     """Raise Reject with the reason, or return the typed fields."""
     if not isinstance(obj, dict):
         raise Reject("not a JSON object")
     event_ts = None
     for name in TIME_FIELDS:
-        if obj.get(name) is not None:
+        if not missing(obj.get(name)):
             event_ts = parse_iso(obj[name])
             if event_ts is None:
                 raise Reject(f"unparseable event time in {name}: {json.dumps(obj[name])[:40]}")
@@ -159,11 +191,11 @@ def _validate(obj: Any) -> dict:
     properties = obj.get("properties")
     properties = properties if isinstance(properties, dict) else {}
     numbers = {f: parse_number(properties.get(f), f"properties.{f}") for f in NUMERIC_FIELDS}
-    products = properties.get("products")
+    products = _products(properties)
     product_numbers: list = []
     if products is not None:
-        if not isinstance(products, list):
-            raise Reject("properties.products is not an array")
+        if len(products) > MAX_PRODUCTS:
+            raise Reject(f"more than {MAX_PRODUCTS} products")
         for i, product in enumerate(products):
             product = product if isinstance(product, dict) else {}
             product_numbers.append({
@@ -171,8 +203,8 @@ def _validate(obj: Any) -> dict:
                 for f in NUMERIC_FIELDS
             })
     received_at = parse_iso(obj.get("receivedAt"))
-    mtype = obj.get("type")
-    event = obj.get("event")
+    mtype = None if missing(obj.get("type")) else obj["type"]
+    event = None if missing(obj.get("event")) else obj["event"]
     if mtype is None and event is not None:
         mtype = "track"
     return dict(
@@ -261,6 +293,8 @@ def load(lines_by_file: dict[str, list[str]]) -> Loaded:
         lines_read[source_file] = len(items)
         for line_number, raw in items:
             try:
+                if len(raw.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+                    raise Reject(f"larger than {MAX_MESSAGE_BYTES} bytes")
                 try:
                     obj = loads_strict(raw)
                 except ValueError as exc:
