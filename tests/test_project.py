@@ -97,3 +97,22 @@ def test_string_vars_are_quoted_literals() -> None:
     sql = ctx.compiler().render(ctx.compiler().models["category_opportunities"])
     assert "'x''); drop table fct_orders; --'" in sql
     sqlglot.parse_one(sql, read="duckdb")  # still one statement
+
+
+def test_dbt_selector_grammar_on_the_graph() -> None:
+    """dbt's meaning: a comma intersects, spaces unite, n+ and +n limit the depth, @ adds the
+    ancestors of the descendants, --exclude subtracts; the CLI tests drive the same via arpu."""
+    graph = Context(ROOT).compiler().graph
+    assert graph.select(["+fct_orders,+dim_users"]) == ["stg_events"]
+    assert graph.select(["1+fct_orders"]) == ["int_orders", "fct_product_purchases",
+                                              "fct_orders"]
+    assert set(graph.select(["fct_orders+1"])) == {"fct_orders"} | graph.descendants(
+        "fct_orders", 1)
+    family = {"int_orders"} | graph.descendants("int_orders")
+    assert set(graph.select(["@int_orders"])) == family | {
+        a for m in family for a in graph.ancestors(m)}
+    assert graph.select(["staging"]) == graph.select(["path:models/staging"]) == ["stg_events"]
+    assert "stg_events" not in graph.select(None, ["staging"])
+    for refused in ("config.materialized:table", "source:segment", "@a+", "a,", ""):
+        with pytest.raises(ConfigError):
+            graph.select([refused])
