@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, UsageError
 
 CONFIG_FILE = "arpu.yml"
 
@@ -180,24 +180,141 @@ def _format_error(err: Any) -> str:
     return f"{key}: {msg}" if key else msg
 
 
+def find_project(start: Path) -> Path:
+    """The folder holding `arpu.yml`: `start` or the nearest of its parents, as dbt and git
+    look for their project (`-C dir`, else the current folder, is the start)."""
+    start = start.expanduser()
+    if not start.is_dir():
+        raise UsageError("no such folder" if not start.exists() else "not a folder",
+                         location=str(start))
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise UsageError(f"no {CONFIG_FILE} in {start} or its parents (run `arpu init` to start "
+                     "a project, or pass -C <project folder>)")
+
+
+class _EnvVarMissing(Exception):
+    pass
+
+
+def _env_var(name: str, default: Any = None) -> str:
+    """dbt's env_var(): the variable's value, else the default, else a config error."""
+    if name in os.environ:
+        return os.environ[name]
+    if default is None:
+        raise _EnvVarMissing(name)
+    return str(default)
+
+
+def _render_env_vars(node: yaml.Node | None, path: Path) -> list[str]:
+    """Render each scalar of arpu.yml that holds Jinja (`{{ env_var('X', 'default') }}`) in a
+    sandbox that offers env_var() and nothing else. Scalars are rendered after the YAML is
+    parsed, each once, and stay strings, so a value from the environment is data: it cannot
+    add keys or be rendered again. Returns the rendered values (kept out of error messages)."""
+    rendered: list[str] = []
+    seen: set[int] = set()
+    stack = [node] if node is not None else []
+    environment = None
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:  # an alias: the same node again
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            stack.extend(reversed([value for _, value in current.value]))  # in file order
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(reversed(current.value))
+        elif isinstance(current, yaml.ScalarNode) and ("{{" in current.value
+                                                        or "{%" in current.value):
+            if environment is None:
+                from jinja2 import StrictUndefined
+                from jinja2.sandbox import SandboxedEnvironment
+
+                environment = SandboxedEnvironment(undefined=StrictUndefined)
+                environment.globals.clear()
+                environment.globals["env_var"] = _env_var
+            current.value = _render_scalar(environment, current, path)
+            current.tag = "tag:yaml.org,2002:str"
+            rendered.append(current.value)
+    return rendered
+
+
+def _render_scalar(environment: Any, node: yaml.ScalarNode, path: Path) -> str:
+    import jinja2
+
+    line = node.start_mark.line + 1
+    try:
+        return str(environment.from_string(node.value).render())
+    except _EnvVarMissing as exc:
+        raise ConfigError(f"env_var('{exc.args[0]}'): the environment variable is not set and "
+                          "has no default (env_var('NAME', 'default'))",
+                          location=f"{path}:{line}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"Jinja: {exc.message}", location=f"{path}:{line}") from None
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(f"Jinja: {exc.message} (arpu.yml offers env_var() only)",
+                          location=f"{path}:{line}") from None
+    except Exception as exc:  # the sandbox's refusals, a wrong call to env_var()
+        raise ConfigError(f"Jinja: {type(exc).__name__}: {exc}",
+                          location=f"{path}:{line}") from None
+
+
+def _construct(node: yaml.Node, path: Path) -> Any:
+    """The YAML's values; a scalar YAML cannot build (a date such as 2026-13-45) is a config
+    error at its line, not a Python exception."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        message, where = str(exc), str(path)
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, yaml.MappingNode):
+                stack.extend(reversed([n for pair in current.value for n in pair]))
+            elif isinstance(current, yaml.SequenceNode):
+                stack.extend(reversed(current.value))
+            elif isinstance(current, yaml.ScalarNode):
+                try:
+                    yaml.SafeLoader("").construct_object(current)
+                except (ValueError, TypeError, yaml.YAMLError):
+                    kind = current.tag.rsplit(":", 1)[-1].replace("timestamp", "date")
+                    message = f"'{current.value}' is not a valid {kind} ({exc})"
+                    where = f"{path}:{current.start_mark.line + 1}"
+                    break
+        raise ConfigError(message, location=where) from None
+    finally:
+        loader.dispose()
+
+
 def load_config(project_dir: Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read `arpu.yml` (defaults when absent) and apply var overrides from --vars."""
+    """Read `arpu.yml` (defaults when absent) and apply var overrides from --vars. Any value
+    may read the environment as in dbt: `host: "{{ env_var('ARPU_PG_HOST', '127.0.0.1') }}"`."""
     path = project_dir / CONFIG_FILE
     text = path.read_text() if path.exists() else ""
     try:
-        data = yaml.safe_load(text) or {}
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", exc)
         raise ConfigError(f"not valid YAML: {problem}", location=where) from None
+    from_env = _render_env_vars(node, path)
+    data = _construct(node, path) if node is not None else {}
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", location=str(path))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(_format_error(err), location=_location(path, text, _loc(err))) from None
+        message = _format_error(err)
+        if any(value in message.partition(": ")[2] for value in from_env if value):
+            # a value read from the environment may be a secret: never print it
+            message = (".".join(str(p) for p in _loc(err)) +
+                       ": not a valid value (it comes from env_var(); not shown)")
+        raise ConfigError(message, location=_location(path, text, _loc(err))) from None
     if config.target not in config.targets:
         raise ConfigError(f"target: '{config.target}' is not defined under targets",
                           location=str(path))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load_config, parse_vars_option
-from runner.errors import ConfigError
+from runner.config import find_project, load_config, parse_vars_option
+from runner.errors import ConfigError, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +69,30 @@ def test_vars_option_accepts_json_and_yaml() -> None:
     assert parse_vars_option("{funnel_reentry: true}") == {"funnel_reentry": True}
     with pytest.raises(ConfigError, match="--vars"):
         parse_vars_option("[1, 2]")
+
+
+def test_find_project_looks_in_the_folder_and_its_parents(tmp_path: Path) -> None:
+    (tmp_path / "arpu.yml").write_text("target: duckdb\n")
+    (tmp_path / "models" / "marts").mkdir(parents=True)
+    assert find_project(tmp_path / "models" / "marts") == tmp_path.resolve()
+    with pytest.raises(UsageError, match="no such folder"):
+        find_project(tmp_path / "missing")
+
+
+def test_env_var_renders_values_once_in_a_sandbox(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "arpu.yml").write_text(
+        "target: pg\ntargets:\n  pg:\n    type: postgres\n"
+        "    host: \"{{ env_var('ARPU_TEST_HOST') }}\"\n"
+        "vars:\n  conversion_window_days: &days \"{{ env_var('ARPU_TEST_WINDOW', 7) }}\"\n"
+        "  experiment_window_days: *days\n")
+    monkeypatch.setenv("ARPU_TEST_HOST", "{{ env_var('NOT_RENDERED_AGAIN') }}")
+    monkeypatch.setenv("ARPU_TEST_WINDOW", "3")
+    config = load_config(tmp_path)
+    assert config.targets["pg"].host == "{{ env_var('NOT_RENDERED_AGAIN') }}"  # type: ignore
+    assert config.vars.conversion_window_days == config.vars.experiment_window_days == 3
+    monkeypatch.delenv("ARPU_TEST_HOST")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'arpu.yml'}:5: env_var('ARPU_TEST_HOST')")
+    assert info.value.exit_code == 2
