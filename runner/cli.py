@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 import typer
 
-from runner.errors import ArpuError
+from runner.errors import ArpuError, UsageError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from rich.console import Console
 
     from runner.context import Context
+    from runner.report import Output, RunLog
 
 app = typer.Typer(
     help="arpu: ARPU, funnels, cohorts and A/B readouts from Segment events, in your warehouse.",
@@ -41,71 +50,220 @@ def _console(stderr: bool = False) -> Console:
         _consoles[stderr] = Console(stderr=stderr, width=None if stream.isatty() else 120)
     return _consoles[stderr]
 
-_state: dict[str, Any] = {"debug": False, "project_dir": Path(".")}
 
-SelectOpt = typer.Option(None, "--select", "-s", metavar="MODELS",
-                         help="Models: m, m+, +m, tag:x (repeatable).")
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+_STARTED = time.perf_counter()
+_state: dict[str, Any] = {
+    "debug": False, "start": Path("."), "project": None, "quiet": False,
+    "log_format": LogFormat.text, "fail_fast": False, "log": None, "interrupted": False,
+}
+
+SelectOpt = typer.Option(
+    None, "--select", "-s", metavar="SELECTOR",
+    help="dbt's syntax: m, +m, m+, 2+m, m+1, @m, tag:x, path:models/marts, fqn:, file:; "
+         "'a b' (or -s a -s b) is a union, 'a,b' an intersection.")
+ExcludeOpt = typer.Option(None, "--exclude", metavar="SELECTOR",
+                          help="Models to leave out, in --select's syntax.")
 VarsOpt = typer.Option(None, "--vars", metavar="JSON|YAML",
                        help="Vars for this run, JSON or YAML: '{\"k\": 1}'.")
 TargetOpt = typer.Option(None, "--target", "-t", metavar="NAME",
                          help="Target name from arpu.yml.")
 FullRefreshOpt = typer.Option(False, "--full-refresh",
                               help="Rebuild incremental models from all loaded data.")
+FailFastOpt = typer.Option(False, "--fail-fast", "-x",
+                           help="Start no model after the first failure (the rest are skipped).")
+ThreadsOpt = typer.Option(None, "--threads", min=1, metavar="N",
+                          help="Models built at once (the target's concurrency).")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only errors and the summary line.")
+LogFormatOpt = typer.Option(None, "--log-format", case_sensitive=False,
+                            help="text, or json: one JSON object per line for each event.")
 
 
 def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One handler for every command: `Error: ...` on one line, exit 1 or 2; --debug re-raises."""
+    """One handler for every command: `Error: ...` on one line, exit 1 or 2 (130 when
+    interrupted); --debug re-raises. The project's log records the outcome."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        code = 0
         try:
             return func(*args, **kwargs)
-        except ArpuError as exc:
-            if _state["debug"]:
-                raise
-            _console(stderr=True).print(f"[red]Error:[/red] {exc}", markup=True,
-                                        highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            _console(stderr=True).print("[red]Interrupted[/red]")
-            raise typer.Exit(130) from None
-        except (typer.Exit, typer.BadParameter, SystemExit):
+        except typer.Exit as exc:
+            code = exc.exit_code
             raise
-        except Exception as exc:  # a bug or an engine error: still one line unless --debug
-            if _state["debug"]:
+        except click.ClickException as exc:
+            code = exc.exit_code
+            raise
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            raise
+        except BrokenPipeError:  # `arpu ... | head`: the reader has what it wanted
+            _silence_stdout()
+            raise typer.Exit(0) from None
+        except BaseException as exc:
+            code = _exit_code(exc)
+            if _state["debug"] and code != 130:
                 raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            _console(stderr=True).print(f"[red]Error:[/red] {type(exc).__name__}: {first} "
-                                        "(run with --debug for the traceback)",
-                                        highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(code) from None
+        finally:
+            log: RunLog | None = _state["log"]
+            if log is not None:
+                log.write("info", f"exit {code} after {time.perf_counter() - _STARTED:.2f} s")
+                log.close()
+                _state["log"] = None
 
     return wrapper
 
 
-def _context(target: str | None = None, vars_text: str | None = None) -> Context:
+def _exit_code(exc: BaseException) -> int:
+    """Say what went wrong in one line and return the exit code."""
+    from runner.errors import missing_extra
+    from runner.lock import duckdb_holder
+
+    if _state["interrupted"] or _was_interrupted(exc):
+        # Ctrl-C surfaces as KeyboardInterrupt or as the error of the query it stopped
+        _say("Interrupted", "interrupted", 130)
+        return 130
+    if isinstance(exc, ModuleNotFoundError):
+        extra = missing_extra(exc)
+        if extra is not None:
+            exc = extra
+    if isinstance(exc, ArpuError):
+        holder = duckdb_holder(exc.message)
+        if holder is not None:
+            exc = UsageError(f"{holder} holds this database: wait for it to finish or stop it",
+                             location=exc.location)
+        _say(f"Error: {exc}", "error", exc.exit_code)
+        return exc.exit_code
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    _say(f"Error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+         "error", 1)
+    return 1
+
+
+def _was_interrupted(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _say(message: str, event: str, code: int) -> None:
+    """An error line on stderr (red on a terminal), and in the log and the JSON events."""
+    from rich.markup import escape
+
+    word, _, rest = message.partition(" ")
+    _console(stderr=True).print(f"[red]{escape(word)}[/red] {escape(rest)}".rstrip(),
+                                highlight=False, soft_wrap=True)
+    _output().emit(event, level="error", message=message.removeprefix("Error: "),
+                   exit_code=code)
+
+
+def _silence_stdout() -> None:
+    """Python's recipe for a closed pipe: point stdout at /dev/null so the exit's flush does
+    not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _project() -> Path:
+    """The project folder: where arpu.yml is, at -C (or here) or above; opens its log."""
+    if _state["project"] is None:
+        from runner.config import find_project
+        from runner.report import RunLog
+
+        folder = find_project(_state["start"])
+        log = RunLog(folder / "target" / "arpu.log")
+        log.write("info", f"arpu {' '.join(sys.argv[1:])} (cwd {Path.cwd()})")
+        _state.update(project=folder, log=log)
+    project: Path = _state["project"]
+    return project
+
+
+def _output() -> Output:
+    """Where this command's events go: the terminal, as --quiet and --log-format say, and
+    the project's log (once the project is found)."""
+    from runner.report import Output
+
+    return Output(_console(), quiet=_state["quiet"], json=_state["log_format"] == LogFormat.json,
+                  log=_state["log"], interrupted=lambda: bool(_state["interrupted"]))
+
+
+def _context(target: str | None = None, vars_text: str | None = None,
+             threads: int | None = None) -> Context:
     from runner.config import parse_vars_option
     from runner.context import Context
 
-    return Context(_state["project_dir"], target=target, vars=parse_vars_option(vars_text))
+    ctx = Context(_project(), target=target, vars=parse_vars_option(vars_text))
+    if threads is not None:
+        chosen = ctx.config.targets[ctx.target_name]
+        if chosen.type == "duckdb":
+            ctx.config.targets[ctx.target_name] = chosen.model_copy(
+                update={"concurrency": threads})
+        elif threads > 1:
+            _console(stderr=True).print(f"Note: the {chosen.type} target builds one model at a "
+                                        "time; --threads is ignored", highlight=False)
+    return ctx
+
+
+@contextmanager
+def _writing(command: str) -> Iterator[None]:
+    """The project's lock (runner/lock.py) around a command that writes."""
+    from runner.lock import project_lock
+
+    with project_lock(_project(), command):
+        yield
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("arpu")
+        except PackageNotFoundError:  # run from a checkout that is not installed
+            from runner import __version__ as number
+        typer.echo(f"arpu {number}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
-    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Project folder."),
+    project_dir: Path = typer.Option(
+        Path("."), "--project-dir", "-C",
+        help="Where to look for arpu.yml (this folder or its parents)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    quiet: bool = QuietOpt,
+    log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", case_sensitive=False,
+                                         help="text, or json: one JSON object per line."),
+    fail_fast: bool = FailFastOpt,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print arpu's version and exit."),
 ) -> None:
-    _state["debug"] = debug
-    _state["project_dir"] = project_dir
+    _state.update(debug=debug, start=project_dir, quiet=quiet, log_format=log_format,
+                  fail_fast=fail_fast)
 
 
 def _build(select: list[str] | None, vars_text: str | None, target: str | None,
-           mode: str = "build", full_refresh: bool = False) -> None:
+           mode: str = "build", full_refresh: bool = False, exclude: list[str] | None = None,
+           fail_fast: bool = False, threads: int | None = None, quiet: bool = False,
+           log_format: LogFormat | None = None) -> None:
     from runner import report
 
-    with _context(target, vars_text) as ctx:
-        result = report.build_with_progress(ctx, select, _console(), mode, full_refresh)
-    report.print_build_summary(result, _console())
+    _state.update(quiet=quiet or _state["quiet"], log_format=log_format or _state["log_format"])
+    _project()  # the log first, so that it records every event
+    out = _output()
+    with _writing(mode), _context(target, vars_text, threads) as ctx:
+        result = report.build_with_progress(ctx, select, out, mode, full_refresh, exclude=exclude,
+                                            fail_fast=fail_fast or _state["fail_fast"])
+    report.print_build_summary(result, out)
     if not result.success:
         raise typer.Exit(1)
 
@@ -114,35 +272,70 @@ def _build(select: list[str] | None, vars_text: str | None, target: str | None,
 @_handled
 def build(
     select: list[str] | None = SelectOpt,
+    exclude: list[str] | None = ExcludeOpt,
     vars: str | None = VarsOpt,
     target: str | None = TargetOpt,
     full_refresh: bool = FullRefreshOpt,
+    fail_fast: bool = FailFastOpt,
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+    log_format: LogFormat | None = LogFormatOpt,
 ) -> None:
     """Compile, run every model in dependency order and validate it."""
-    _build(select, vars, target, full_refresh=full_refresh)
+    _build(select, vars, target, "build", full_refresh, exclude, fail_fast, threads, quiet,
+           log_format)
 
 
 @app.command()
 @_handled
 def run(
     select: list[str] | None = SelectOpt,
+    exclude: list[str] | None = ExcludeOpt,
     vars: str | None = VarsOpt,
     target: str | None = TargetOpt,
     full_refresh: bool = FullRefreshOpt,
+    fail_fast: bool = FailFastOpt,
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+    log_format: LogFormat | None = LogFormatOpt,
 ) -> None:
     """Run the models in dependency order (without validation)."""
-    _build(select, vars, target, mode="run", full_refresh=full_refresh)
+    _build(select, vars, target, "run", full_refresh, exclude, fail_fast, threads, quiet,
+           log_format)
 
 
 @app.command("test")
 @_handled
 def test_(
     select: list[str] | None = SelectOpt,
+    exclude: list[str] | None = ExcludeOpt,
     vars: str | None = VarsOpt,
     target: str | None = TargetOpt,
+    fail_fast: bool = FailFastOpt,
+    quiet: bool = QuietOpt,
+    log_format: LogFormat | None = LogFormatOpt,
 ) -> None:
     """Validate the relations in the warehouse now, without building them."""
-    _build(select, vars, target, mode="test")
+    _build(select, vars, target, "test", exclude=exclude, fail_fast=fail_fast, quiet=quiet,
+           log_format=log_format)
+
+
+@app.command()
+@_handled
+def init(
+    path: Path = typer.Argument(Path("."), help="Folder of the new project (made if missing)."),
+) -> None:
+    """Start a project: arpu.yml, the shipped models, macros and sample, a .gitignore."""
+    from runner.scaffold import init_project
+
+    result = init_project(path if path.is_absolute() else _state["start"] / path)
+    _console().print(f"Created an arpu project in {result.path}: {', '.join(result.written)} "
+                     f"({result.models} models)", highlight=False)
+    if result.source is None:
+        _console(stderr=True).print(
+            "Note: this installation carries no models (a wheel without them): models/ and "
+            "macros/ are empty", highlight=False)
+    _console().print(f"Next: cd {result.path} && arpu build", highlight=False)
 
 
 @app.command()
@@ -150,11 +343,12 @@ def test_(
 def compile(
     target: str | None = TargetOpt,
     select: list[str] | None = SelectOpt,
+    exclude: list[str] | None = ExcludeOpt,
     vars: str | None = VarsOpt,
 ) -> None:
     """Write each model's SQL for a target into target/compiled/<dialect>/ (no connection)."""
     with _context(target, vars) as ctx:
-        compiled = ctx.compile(target)
+        compiled = ctx.compile(target, select, exclude)
     out = compiled[0].path.parent if compiled else ctx.target_dir
     _console().print(f"Compiled {len(compiled)} models to {out}")
 
@@ -168,7 +362,7 @@ def ingest(
     """Load Segment messages into raw_events; bad lines go to rejected_events."""
     from runner import report
 
-    with _context(target) as ctx:
+    with _writing("ingest"), _context(target) as ctx:
         result = report.ingest_with_progress(ctx, paths, _console())
     report.print_ingest(result, _console())
 
@@ -186,7 +380,7 @@ def seed(
     from runner import report
     from runner.seed import generate
 
-    path = out or _state["project_dir"] / "target" / f"seed_{events}_{seed}.ndjson.gz"
+    path = out or _project() / "target" / f"seed_{events}_{seed}.ndjson.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
     with _console().status(f"Generating {events:,} events"):
         stats = generate(path, events=events, seed=seed)
@@ -194,19 +388,19 @@ def seed(
                   f"{stats.seconds:.1f} s: {stats.events / max(stats.seconds, 1e-9):,.0f} events/s "
                   f"-> {path}")
     if load:
-        with _context(target) as ctx:
-            result = report.ingest_with_progress(ctx, [path], _console(), sample=True)
+        with _writing("seed"), _context(target) as ctx:
+            result = report.ingest_with_progress(ctx, [str(path)], _console(), sample=True)
         report.print_ingest(result, _console())
 
 
 @app.command("ls")
 @_handled
-def ls_(select: list[str] | None = SelectOpt) -> None:
+def ls_(select: list[str] | None = SelectOpt, exclude: list[str] | None = ExcludeOpt) -> None:
     """List models with their materialization and dependencies."""
     from rich.table import Table
 
     with _context() as ctx:
-        models = ctx.ls(select)
+        models = ctx.ls(select, exclude)
     table = Table("model", "materialized", "depends on", box=None)
     for m in models:
         table.add_row(m.name, m.materialized, ", ".join(m.depends_on))
@@ -278,8 +472,69 @@ def dashboard(
         webbrowser.open(summary.path.resolve().as_uri())
 
 
+SELECTOR_FLAGS = ("--select", "-s", "--exclude")
+SELECTING = ("build", "run", "test", "compile", "ls")
+GLOBAL_VALUES = ("-C", "--project-dir", "--log-format")
+
+
+def _selector_words(args: list[str]) -> list[str]:
+    """dbt's `--select a b` (the flag takes every word up to the next option): the words
+    become one argument, `--select "a b"`, which is a union as in dbt. Only for the commands
+    that select, and only words that do not start with `-`."""
+    out: list[str] = []
+    command = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            out.extend(args[i - 1:])
+            break
+        if command is None and not arg.startswith("-") and not (
+                out and out[-1] in GLOBAL_VALUES):
+            command = arg
+        flag, equals, value = arg.partition("=")
+        if command not in SELECTING or flag not in SELECTOR_FLAGS:
+            out.append(arg)
+            continue
+        words = [value] if equals else args[i:i + 1]
+        i += 0 if equals else len(words)
+        while i < len(args) and not args[i].startswith("-"):
+            words.append(args[i])
+            i += 1
+        out.extend([flag, " ".join(words)] if words else [arg])
+    return out
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: stop the command where it is (KeyboardInterrupt; a build in progress is
+    abandoned, the published database stays as it was); a second Ctrl-C ends the process
+    at once, as a kill would, which the build also survives."""
+    if _state["interrupted"]:
+        os.write(2, b"Interrupted\n")
+        os._exit(130)
+    _state["interrupted"] = True
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    app()
+    signal.signal(signal.SIGINT, _on_sigint)
+    code: int | str | None = 0
+    try:
+        app(args=_selector_words(sys.argv[1:]), prog_name="arpu")
+    except SystemExit as exc:
+        code = exc.code
+    except BrokenPipeError:
+        code = 0
+    except KeyboardInterrupt:  # between commands' handlers (while parsing, say)
+        sys.stderr.write("Interrupted\n")
+        code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: a late Ctrl-C
+    try:                                          # must not turn its exit into a traceback
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader closed the pipe (`arpu cohort export | head`)
+        _silence_stdout()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ def _loc(err: Any) -> tuple[Any, ...]:
 def _format_error(err: Any) -> str:
     key = ".".join(str(p) for p in _loc(err))
     kinds = {"extra_forbidden": "unknown key", "missing": "missing key"}
-    msg = kinds.get(err["type"], err["msg"])
+    msg = kinds.get(err["type"], err["msg"]).removeprefix("Value error, ")
     return f"{key}: {msg}" if key else msg
 
 

@@ -66,6 +66,7 @@ class Context:
         name = target or self.target_name
         if name not in self._compilers:
             self._compilers[name] = Compiler(self.project_dir, self.config, name)
+            self._compilers[name].graph.root = self.project_dir  # for path: selectors
         return self._compilers[name]
 
     def engine(self) -> Engine:
@@ -101,15 +102,18 @@ class Context:
         self.close()
 
     # -- commands ----------------------------------------------------------------------------
-    def ls(self, select: list[str] | None = None) -> list[Model]:
+    def ls(self, select: list[str] | None = None, exclude: list[str] | None = None
+           ) -> list[Model]:
         compiler = self.compiler()
-        return [compiler.models[n] for n in compiler.graph.select(select)]
+        return [compiler.models[n] for n in compiler.graph.select(select, exclude)]
 
     def compile(
-        self, target: str | None = None, select: list[str] | None = None
+        self, target: str | None = None, select: list[str] | None = None,
+        exclude: list[str] | None = None,
     ) -> list[CompiledModel]:
         compiler = self.compiler(target)
-        compiled = [compiler.compile(compiler.models[n]) for n in compiler.graph.select(select)]
+        compiled = [compiler.compile(compiler.models[n])
+                    for n in compiler.graph.select(select, exclude)]
         write_manifest(self.target_dir, compiler)
         return compiled
 
@@ -184,9 +188,12 @@ class Context:
         on_event: Callback | None = None,
         validate: bool = True,
         full_refresh: bool = False,
+        exclude: list[str] | None = None,
+        fail_fast: bool = False,
     ) -> BuildResult:
         """Compile, then run the selected models in dependency order, validating each right
-        after it is built; a failed model or `error` expectation skips everything downstream."""
+        after it is built; a failed model or `error` expectation skips everything downstream
+        (`fail_fast`: every model not started yet)."""
         started = time.perf_counter()
         notify = on_event or (lambda *_: None)
         from concurrent.futures import ThreadPoolExecutor
@@ -196,7 +203,7 @@ class Context:
             compiling = pool.submit(self.compiler)
             seeded = self.ensure_sources()
             compiler = compiling.result()
-        names = compiler.graph.select(select)
+        names = compiler.graph.select(select, exclude)
         result = BuildResult(target=self.target_name, validated=validate)
         if seeded is not None:
             result.seeded = True
@@ -217,7 +224,7 @@ class Context:
                 incremental=[] if full_refresh or batch is None else
                 [n for n in names if compiler.models[n].materialized == "incremental"])
             for res in self._run_models(compiler, engine, names, validator, batch,
-                                        full_refresh, notify):
+                                        full_refresh, notify, fail_fast):
                 result.results.append(res)
             order = {name: i for i, name in enumerate(names)}
             result.results.sort(key=lambda r: order[r.model])
@@ -250,10 +257,11 @@ class Context:
 
     def _run_models(self, compiler: Compiler, engine: Engine, names: list[str],
                     validator: Validator | None, batch: int | None, full_refresh: bool,
-                    notify: Callback) -> Iterator[ModelResult]:
+                    notify: Callback, fail_fast: bool = False) -> Iterator[ModelResult]:
         """Build and validate `names`, each once its parents are done, up to the engine's
         `concurrency` at once (models that do not depend on each other overlap); a failed model
-        or `error` expectation skips everything downstream. Results in completion order."""
+        or `error` expectation skips everything downstream, and with `fail_fast` every model
+        not started yet (those running finish). Results in completion order."""
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         parents = {n: set(compiler.models[n].depends_on) & set(names) for n in names}
@@ -285,8 +293,10 @@ class Context:
                     waiting.remove(name)
                     model = compiler.models[name]
                     upstream_failed = failed & compiler.graph.ancestors(name)
-                    if upstream_failed:
-                        why = f"upstream failed: {', '.join(sorted(upstream_failed))}"
+                    if upstream_failed or (fail_fast and failed):
+                        why = (f"upstream failed: {', '.join(sorted(upstream_failed))}"
+                               if upstream_failed else
+                               f"--fail-fast: {', '.join(sorted(failed))} failed")
                         res = ModelResult(name, "skipped", materialized=model.materialized,
                                           error=why)
                         finished.add(name)
@@ -307,18 +317,25 @@ class Context:
                     notify("done", name, res)
                     yield res
 
-    def test(self, select: list[str] | None = None, on_event: Callback | None = None
-             ) -> BuildResult:
+    def test(self, select: list[str] | None = None, on_event: Callback | None = None,
+             exclude: list[str] | None = None, fail_fast: bool = False) -> BuildResult:
         """Validate what is in the warehouse now, without building (`arpu test`)."""
         started = time.perf_counter()
         notify = on_event or (lambda *_: None)
         compiler = self.compiler()
-        names = compiler.graph.select(select)
+        names = compiler.graph.select(select, exclude)
         result = BuildResult(target=self.target_name, validated=True)
         validator = self._validator(names, published=True)
         try:
             for name in names:
                 model = compiler.models[name]
+                failed = [r.model for r in result.results if r.status == "error"]
+                if fail_fast and failed:
+                    res = ModelResult(name, "skipped", materialized=model.materialized,
+                                      error=f"--fail-fast: {', '.join(failed)} failed")
+                    result.results.append(res)
+                    notify("done", name, res)
+                    continue
                 notify("start", name, None)
                 res = ModelResult(name, "success", materialized=model.materialized)
                 self._check(validator, model, res)

@@ -64,3 +64,19 @@ class IngestError(ArpuError):
     """A whole input file cannot be read (missing, unreadable); bad lines never raise."""
 
     exit_code = 2
+
+
+# optional dependencies: the module a target imports -> the extra that installs it
+EXTRAS = {"psycopg": "postgres", "psycopg_binary": "postgres", "pyspark": "spark",
+          "py4j": "spark"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> UsageError | None:
+    """A target's optional dependency is not installed: say which extra installs it."""
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return None
+    java = " (and Java 17)" if extra == "spark" else ""
+    return UsageError(f"the {extra} target needs {module}, which is not installed: "
+                      f"pip install 'arpu[{extra}]'{java}")

@@ -6,18 +6,23 @@ import csv
 import datetime as dt
 import json
 import math
+import os
 import re
 import sys
 import time
+from contextlib import nullcontext
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from runner.artifacts import BuildResult, Shown
     from runner.context import Context
     from runner.ingest import IngestResult
@@ -25,51 +30,133 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"success": "green", "error": "red", "skipped": "yellow"}
 
 
-def build_with_progress(ctx: Context, select: list[str] | None, console: Console,
-                        mode: str = "build", full_refresh: bool = False) -> BuildResult:
+class RunLog:
+    """`target/arpu.log`: what each command did, appended, one line per event with a
+    timestamp and the process id (dbt's logs/dbt.log)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, level: str, message: str) -> None:
+        if self._file.closed:
+            return
+        now = dt.datetime.now().astimezone().isoformat(sep=" ", timespec="milliseconds")
+        self._file.write(f"{now} {os.getpid():>7} {level:<5} {message}\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Output:
+    """Where a command's events go: the terminal (rich text with progress, or with
+    `--log-format json` one JSON object per line on stdout), `quiet` keeping only errors and
+    the summary line, and every event also in the project's log."""
+
+    def __init__(self, console: Console, quiet: bool = False, json: bool = False,
+                 log: RunLog | None = None,
+                 interrupted: Callable[[], bool] = lambda: False) -> None:
+        self.console, self.quiet, self.json, self.log = console, quiet, json, log
+        self.interrupted = interrupted  # Ctrl-C was pressed (the CLI's signal handler)
+
+    @property
+    def text(self) -> bool:
+        """Human lines on the terminal (not JSON); `quiet` still limits them."""
+        return not self.json
+
+    @property
+    def live(self) -> bool:
+        """Spinners and progress bars: text, not quiet."""
+        return not self.json and not self.quiet
+
+    def emit(self, event: str, level: str = "info", **fields: Any) -> None:
+        """One event: a line in the log, and a JSON object on stdout in JSON mode (quiet:
+        errors and the summary only)."""
+        if self.log is not None:
+            flat = {f"{k}.{sub}" if isinstance(v, dict) else k: value
+                    for k, v in fields.items()
+                    for sub, value in (v.items() if isinstance(v, dict) else [(k, v)])}
+            self.log.write(level, event + "".join(f" {k}={_log_value(v)}" for k, v in
+                                                  flat.items() if v is not None))
+        if self.json and (not self.quiet or level == "error" or event == "summary"):
+            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+            record = {"ts": now, "level": level, "event": event, **fields}
+            sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+
+def _log_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if any(c.isspace() for c in text) else text
+
+
+def build_with_progress(ctx: Context, select: list[str] | None, out: Output,
+                        mode: str = "build", full_refresh: bool = False,
+                        exclude: list[str] | None = None, fail_fast: bool = False
+                        ) -> BuildResult:
     """mode: `build` (run and validate), `run` (no validation) or `test` (validate only)."""
-    total = len(ctx.compiler().graph.select(select))
+    console = out.console
+    total = len(ctx.compiler().graph.select(select, exclude))
     verb = {"build": "Building", "run": "Running", "test": "Testing"}[mode]
     target = ctx.config.targets[ctx.target_name]
     started = time.perf_counter()
-    with console.status(f"Connecting to {ctx.target_name} ({target.type})"
-                        + (f", starting Spark on {target.master}" if target.type == "spark"
-                           else "")):
+    out.emit("start", command=mode, target=ctx.target_name, models=total)
+    connecting = (f"Connecting to {ctx.target_name} ({target.type})"
+                  + (f", starting Spark on {target.master}" if target.type == "spark" else ""))
+    with console.status(connecting) if out.live else nullcontext():
         ctx.engine()
-    if target.type != "duckdb":
+    if target.type != "duckdb" and out.live:
         console.print(f"Connected to {ctx.target_name} ({target.type}) in "
                       f"{time.perf_counter() - started:.1f} s", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+                  "{task.total}"), TimeElapsedColumn(), console=console, transient=True,
+                  disable=not out.live) as bar:
         task = bar.add_task(f"{verb} on {ctx.target_name}", total=total)
 
         def on_event(kind: str, name: str, payload: Any) -> None:
+            if out.interrupted():  # DuckDB reports Ctrl-C as the error of the query it
+                raise KeyboardInterrupt  # stopped, which some code may have caught
             if kind == "seeded":
-                console.print(f"Fresh project: loaded the bundled sample {name} "
-                              f"({payload.loaded:,} messages, {payload.rejected:,} rejected)")
+                out.emit("seeded", file=name, loaded=payload.loaded, rejected=payload.rejected)
+                if out.text and not out.quiet:
+                    console.print(f"Fresh project: loaded the bundled sample {name} "
+                                  f"({payload.loaded:,} messages, {payload.rejected:,} rejected)",
+                                  highlight=False)
             elif kind == "start":
                 bar.update(task, description=f"{verb} {name}")
+                out.emit("model_start", model=name)
             elif kind == "done":
                 bar.advance(task)
-                style = STATUS_STYLE.get(payload.status, "white")
-                rows = f"{payload.rows:,} rows" if payload.rows is not None else ""
-                checks = payload.expectations
-                passed = sum(e["success"] for e in checks)
-                warned = sum(not e["success"] and e["severity"] == "warn" for e in checks)
-                tally = f"{passed}/{len(checks)} checks" if checks else ""
-                if warned:
-                    tally += f", {warned} warn"
-                seconds = payload.seconds + payload.validation_seconds
-                console.print(f"  [{style}]{payload.status:<7}[/{style}] {name:<32} "
-                              f"{rows:>14} {tally:>20}  {seconds:6.2f} s", highlight=False)
-                if payload.error:
-                    console.print(f"           [{style}]{payload.error}[/{style}]",
-                                  highlight=False, soft_wrap=True)
+                _model_done(out, name, payload)
 
         if mode == "test":
-            return ctx.test(select, on_event=on_event)
+            return ctx.test(select, on_event=on_event, exclude=exclude, fail_fast=fail_fast)
         return ctx.build(select, on_event=on_event, validate=mode == "build",
-                         full_refresh=full_refresh)
+                         full_refresh=full_refresh, exclude=exclude, fail_fast=fail_fast)
+
+
+def _model_done(out: Output, name: str, payload: Any) -> None:
+    checks = payload.expectations
+    passed = sum(e["success"] for e in checks)
+    warned = sum(not e["success"] and e["severity"] == "warn" for e in checks)
+    seconds = payload.seconds + payload.validation_seconds
+    out.emit("model_done", level="error" if payload.status == "error" else "info", model=name,
+             status=payload.status, rows=payload.rows, seconds=round(seconds, 4),
+             checks={"passed": passed, "failed": len(checks) - passed - warned,
+                     "warned": warned} if checks else None, error=payload.error)
+    if not out.text or (out.quiet and payload.status != "error"):
+        return
+    style = STATUS_STYLE.get(payload.status, "white")
+    rows = f"{payload.rows:,} rows" if payload.rows is not None else ""
+    tally = f"{passed}/{len(checks)} checks" if checks else ""
+    if warned:
+        tally += f", {warned} warn"
+    out.console.print(f"  [{style}]{payload.status:<7}[/{style}] {name:<32} "
+                      f"{rows:>14} {tally:>20}  {seconds:6.2f} s", highlight=False)
+    if payload.error:
+        out.console.print(f"           [{style}]{escape(payload.error)}[/{style}]",
+                          highlight=False, soft_wrap=True)
 
 
 def print_expectations(result: BuildResult, console: Console) -> None:
@@ -85,23 +172,38 @@ def print_expectations(result: BuildResult, console: Console) -> None:
     console.print(table)
 
 
-def print_build_summary(result: BuildResult, console: Console) -> None:
-    print_expectations(result, console)
+def print_build_summary(result: BuildResult, out: Output) -> None:
+    """The expectations that failed or warned, then one summary line (the only one, with
+    the errors, that `--quiet` prints); in JSON mode one `summary` event."""
+    console = out.console
     checks = result.expectations
-    if result.validated:
-        failed = sum(not e["success"] and e["severity"] == "error" for e in checks)
-        warned = sum(not e["success"] and e["severity"] == "warn" for e in checks)
-        console.print(f"Expectations: {len(checks) - failed - warned} passed, {failed} failed, "
-                      f"{warned} warned ({result.validation_seconds:.2f} s); "
-                      "target/junit.xml written.", highlight=False)
+    failed = sum(not e["success"] and e["severity"] == "error" for e in checks)
+    warned = sum(not e["success"] and e["severity"] == "warn" for e in checks)
     counts = {s: sum(r.status == s for r in result.results) for s in STATUS_STYLE}
+    out.emit("summary", level="info" if result.success else "error", success=result.success,
+             target=result.target, seconds=round(result.seconds, 3),
+             models=len(result.results), succeeded=counts["success"], failed=counts["error"],
+             skipped=counts["skipped"],
+             expectations={"passed": len(checks) - failed - warned, "failed": failed,
+                           "warned": warned} if result.validated else None,
+             messages_loaded=result.messages_loaded,
+             duplicates_removed=result.duplicates_removed,
+             publish_seconds=round(result.publish_seconds, 3) or None)
+    if not out.text:
+        return
+    if not out.quiet:
+        print_expectations(result, console)
+        if result.validated:
+            console.print(f"Expectations: {len(checks) - failed - warned} passed, {failed} "
+                          f"failed, {warned} warned ({result.validation_seconds:.2f} s); "
+                          "target/junit.xml written.", highlight=False)
     done = "built" if result.results and result.results[0].compiled_path else "checked"
     console.print(
         f"Done in {result.seconds:.2f} s on {result.target}: {counts['success']} {done}, "
         f"{counts['error']} failed, {counts['skipped']} skipped. "
         f"{result.messages_loaded:,} messages loaded, {result.duplicates_removed:,} duplicates "
         "removed." + (f" Published in {result.publish_seconds:.2f} s."
-                      if result.publish_seconds else ""), highlight=False)
+                      if result.publish_seconds else ""), highlight=False, soft_wrap=True)
 
 
 def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],

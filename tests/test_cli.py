@@ -52,6 +52,7 @@ def test_bad_vars_and_selectors_exit_2(built: ProjectHarness) -> None:
 
 
 def test_missing_input_file_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "arpu.yml").write_text("target: duckdb\n")
     proc = arpu(tmp_path, "ingest", str(tmp_path / "nope.ndjson"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"Error: {tmp_path / 'nope.ndjson'}: no such file"
@@ -59,6 +60,7 @@ def test_missing_input_file_exits_2(tmp_path: Path) -> None:
 
 def test_ingest_prints_the_three_counts(tmp_path: Path) -> None:
     data = Path(__file__).parent / "data" / "bad_lines.ndjson"
+    (tmp_path / "arpu.yml").write_text("target: duckdb\n")
     proc = arpu(tmp_path, "ingest", str(data))
     assert proc.returncode == 0, proc.stderr
     assert "11 lines read, 3 loaded, 8 rejected" in proc.stdout
