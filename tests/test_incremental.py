@@ -1,5 +1,6 @@
 """Incremental builds: ingesting a stream in parts with a build after each part gives exactly
-the relations of one build of the whole stream (late events and duplicates across parts)."""
+the relations of one build of the whole stream (late events and duplicates across parts, and
+late copies that win their message and carry other content)."""
 
 from __future__ import annotations
 
@@ -66,11 +67,69 @@ def build_in_parts(project: ProjectHarness, parts: list[list[str]], folder: Path
         assert project.build(**vars).success
 
 
+def _messages_with_ids(lines: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    found = []
+    for i, line in enumerate(lines):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("messageId"):
+            found.append((i, obj))
+    return found
+
+
+@st.composite
+def streams_with_late_winners(draw: Any) -> tuple[list[str], dict, bool]:
+    """streams(), plus copies of some messages further down the stream (so often in a later
+    part) that were received earlier than any other copy, so they win their messageId, and
+    that carry other content: another order_id or revenue, a lost userId, another event."""
+    lines, vars, twice = draw(streams())
+    lines = list(lines)
+    for n in range(draw(st.integers(1, 4))):
+        candidates = _messages_with_ids(lines)
+        # mostly the messages whose content decides more than their own row
+        telling = [(i, m) for i, m in candidates if m.get("event") == "Order Completed"
+                   or (m.get("userId") and m.get("anonymousId"))]
+        if telling and draw(st.integers(0, 2)) > 0:
+            candidates = telling
+        if not candidates:
+            break
+        i, copy = draw(st.sampled_from(candidates))
+        # before every receivedAt of streams() (from 2026-02-20), later copies win over earlier
+        # ones with a later n
+        copy["receivedAt"] = f"2026-02-{10 - n:02d}T00:00:00.000Z"
+        properties = dict(copy.get("properties") or {})
+        if copy.get("event") == "Order Completed":
+            if draw(st.booleans()):
+                properties["order_id"] = draw(st.sampled_from(["o0", "o1", "o2", "o-moved"]))
+            if draw(st.booleans()):
+                properties["revenue"] = draw(st.sampled_from([0, 99, "12.5"]))
+            if draw(st.booleans()):
+                properties["products"] = []
+        if copy.get("event") == "Product Viewed" and draw(st.booleans()):
+            properties["category"] = draw(st.sampled_from(["Books", "Toys"]))
+        if copy.get("userId") and copy.get("anonymousId") and draw(st.booleans()):
+            del copy["userId"]  # the winning copy lost its userId
+        if copy.get("anonymousId") and draw(st.integers(0, 3)) == 0:
+            copy["anonymousId"] = draw(st.sampled_from(["a0", "a1", "a-moved"]))
+        if copy.get("type", "track") == "track" and draw(st.integers(0, 3)) == 0:
+            copy["event"] = draw(st.sampled_from(["Product Viewed", "Order Completed",
+                                                  "Product Added"]))
+        if properties:
+            copy["properties"] = properties
+        # often at the end, so that it lands in a later part than the copy it replaces
+        at = len(lines) if draw(st.booleans()) else draw(st.integers(i + 1, len(lines)))
+        lines.insert(at, json.dumps(copy))
+    return lines, vars, twice
+
+
 @pytest.mark.slow
 @settings(max_examples=15, deadline=None, print_blob=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
-@given(stream=streams(), cuts=st.lists(st.floats(0, 1), min_size=1, max_size=3))
+@given(stream=streams_with_late_winners(),
+       cuts=st.lists(st.floats(0, 1), min_size=1, max_size=3))
 def test_split_ingest_equals_one_build(tmp_path_factory: pytest.TempPathFactory,
                                        stream: Any, cuts: list[float]) -> None:
     lines, vars, _ = stream
@@ -128,6 +187,65 @@ def test_late_duplicate_and_late_identity(tmp_path: Path) -> None:
     whole = ProjectHarness(tmp_path / "whole")
     build_in_parts(whole, [first + second], tmp_path / "w")
     assert_equal(snapshot(whole), snapshot(split), "late duplicate")
+
+
+def build_split_and_whole(tmp_path: Path, first: list[str], second: list[str]
+                          ) -> ProjectHarness:
+    """The two loads built one after the other, checked equal to one build of both."""
+    split = ProjectHarness(tmp_path / "split")
+    build_in_parts(split, [first, second], tmp_path / "s")
+    whole = ProjectHarness(tmp_path / "whole")
+    build_in_parts(whole, [first + second], tmp_path / "w")
+    assert_equal(snapshot(whole), snapshot(split), "\n".join(first + ["--"] + second))
+    return split
+
+
+def test_late_winning_copy_with_another_order(tmp_path: Path) -> None:
+    """A copy of a message that arrives in a later load but was received earlier wins, and
+    here carries another order: the order the first copy carried has no message left."""
+    first = [_message("dup-order", "Order Completed", "2026-03-02T12:00:00Z",
+                      "2026-03-03T00:00:00Z", userId="buyer", properties=_order("o1", 20))]
+    second = [_message("dup-order", "Order Completed", "2026-03-02T12:00:00Z",
+                       "2026-03-02T12:00:01Z", userId="buyer", properties=_order("o1-other", 99))]
+    split = build_split_and_whole(tmp_path, first, second)
+    assert [(o["order_id"], o["revenue"]) for o in split.rows("fct_orders")] == [
+        ("o1-other", 99.0)]
+    assert [(x["order_id"], x["price"]) for x in split.rows("fct_product_purchases")] == [
+        ("o1-other", 99.0)]
+    day = [r for r in split.rows("arpu_timeseries") if r["grain"] == "day"
+           and r["segment"] == "all"]
+    assert [(r["revenue"], r["purchasers"]) for r in day] == [(99.0, 1)]
+
+
+def test_late_winning_copy_without_user_id(tmp_path: Path) -> None:
+    """The winning copy of the only identify linking anon-x to user-x lost its userId: the
+    anonymous events of anon-x, stitched to user-x by the first build, are anon-x's again."""
+    first = [
+        json.dumps({"type": "identify", "messageId": "link", "anonymousId": "anon-x",
+                    "userId": "user-x", "timestamp": "2026-03-01T00:00:00Z",
+                    "receivedAt": "2026-03-03T00:00:00Z"}),
+        json.dumps({"type": "page", "messageId": "visit", "anonymousId": "anon-x",
+                    "timestamp": "2026-03-02T00:00:00Z"}),
+    ]
+    second = [json.dumps({"type": "identify", "messageId": "link", "anonymousId": "anon-x",
+                          "timestamp": "2026-03-01T00:00:00Z",
+                          "receivedAt": "2026-03-01T00:00:01Z"})]
+    split = build_split_and_whole(tmp_path, first, second)
+    assert {e["event_id"]: e["user_key"] for e in split.rows("stg_events")} == {
+        "link": "anon-x", "visit": "anon-x"}
+    assert [u["user_key"] for u in split.rows("dim_users")] == ["anon-x"]
+
+
+def test_late_winning_copy_of_another_event(tmp_path: Path) -> None:
+    """The winning copy of a Product Viewed message is a Product Added: no view is left."""
+    props = {"product_id": "p1", "category": "Toys", "price": 10}
+    first = [_message("m-view", "Product Viewed", "2026-03-02T10:00:00Z",
+                      "2026-03-03T00:00:00Z", userId="viewer", properties=props)]
+    second = [_message("m-view", "Product Added", "2026-03-02T10:00:00Z",
+                       "2026-03-02T10:00:01Z", userId="viewer", properties=props)]
+    split = build_split_and_whole(tmp_path, first, second)
+    assert split.rows("fct_product_views") == []
+    assert split.rows("category_funnel") == []
 
 
 def test_full_refresh_rebuilds_from_all_loads(tmp_path: Path) -> None:

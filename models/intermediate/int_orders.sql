@@ -3,7 +3,10 @@ description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
   then load and line, counts), with their products array. An order without order_id is keyed by
   its event_id.
-materialized: incremental
+# a table, not incremental: when a later copy of a message wins in stg_events with other content
+# (another order_id, another event), the order its old copy carried may have no message left,
+# and a merge by order_id cannot delete it
+materialized: table
 unique_key: order_id
 tags: [facts]
 */
@@ -20,19 +23,6 @@ with completed as (
     from {{ ref('stg_events') }}
     where message_type = 'track' and event_name = 'Order Completed'
 ),
-{%- if is_incremental() %}
-
--- orders with a message written since the last build: all their copies are re-ranked
-completed_now as (
-    select * from completed
-    where order_id in (
-        select coalesce({{ json_str('properties', '$.order_id') }}, event_id)
-        from {{ ref('stg_events') }}
-        where message_type = 'track' and event_name = 'Order Completed'
-            and updated_load > {{ watermark() }}
-    )
-),
-{%- endif %}
 
 ranked as (
     select
@@ -41,7 +31,7 @@ ranked as (
             partition by order_id
             order by ordered_at, received_at nulls last, load_id, record_number
         ) as copy_rank
-    from {{ 'completed_now' if is_incremental() else 'completed' }}
+    from completed
 )
 
 select
@@ -52,7 +42,6 @@ select
     {{ json_num('properties', '$.revenue') }} as stated_revenue,
     {{ json_num('properties', '$.total') }} as stated_total,
     {{ json_str('properties', '$.currency') }} as currency,
-    properties,
-    {{ batch_load_id() }} as updated_load
+    properties
 from ranked
 where copy_rank = 1

@@ -4,7 +4,8 @@ description: >
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
 # a table, not incremental: an order whose earliest copy arrives late with fewer products must
-# lose lines, and a merge by order_id cannot delete lines of an order that now has none
+# lose lines, and a merge by order_id cannot delete lines of an order that now has none (or of
+# an order that is gone)
 materialized: table
 unique_key: [order_id, line_number]
 tags: [facts]
@@ -20,8 +21,7 @@ with lines as (
         {{ json_str('l.element', '$.category') }} as category,
         {{ json_str('l.element', '$.name') }} as name,
         {{ json_num('l.element', '$.price') }} as price,
-        coalesce({{ json_num('l.element', '$.quantity') }}, 1) as quantity,
-        l.updated_load  -- the load that last changed the order
+        coalesce({{ json_num('l.element', '$.quantity') }}, 1) as quantity
     from {{ json_array_rows(ref('int_orders'), '$.products', 'l') }}
 )
 

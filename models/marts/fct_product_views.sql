@@ -1,6 +1,8 @@
 /*
 description: One row per deduplicated `Product Viewed`, with the viewed product's fields.
-materialized: incremental
+# a table, not incremental: when a later copy of a message wins in stg_events as another event,
+# its view has to disappear, and a merge by event_id cannot delete it
+materialized: table
 unique_key: event_id
 tags: [facts]
 */
@@ -13,13 +15,9 @@ with views as (
         {{ json_str('properties', '$.sku') }} as sku,
         {{ json_str('properties', '$.category') }} as category,
         {{ json_str('properties', '$.name') }} as name,
-        {{ json_num('properties', '$.price') }} as price,
-        {{ batch_load_id() }} as updated_load
+        {{ json_num('properties', '$.price') }} as price
     from {{ ref('stg_events') }}
     where message_type = 'track' and event_name = 'Product Viewed'
-    {%- if is_incremental() %}
-        and updated_load > {{ watermark() }}
-    {%- endif %}
 )
 
 select * from views

@@ -7,7 +7,9 @@ description: >
   Messages without a messageId get `md5:` + the hash of their raw text as event_id.
   Incremental: a build re-decides only the messages whose messageId arrived in a new load (all
   their copies are still in raw_events) and re-stitches the anonymous messages whose
-  anonymousId appeared with a userId in a new load; updated_load marks the rows it wrote.
+  anonymousId may have gained or lost a link: it appeared with a userId in a new load, or the
+  kept copy of a re-decided message carried it with a userId (the new winner may have lost the
+  userId or carry another anonymousId); updated_load marks the rows it wrote.
 materialized: incremental
 unique_key: event_id
 tags: [staging]
@@ -25,16 +27,25 @@ new_copies as (
     where load_id > {{ watermark() }}
 ),
 
+-- anonymousIds whose latest link may change: new links, and the links of the copies that a
+-- re-decided message may replace
+relinked as (
+    select anonymous_id from new_copies
+    where anonymous_id is not null and user_id is not null
+    union
+    select e.anonymous_id
+    from {{ this }} as e
+    where e.anonymous_id is not null and e.user_id is not null
+        and e.event_id in (select event_id from new_copies)
+),
+
 affected as (
     select event_id from new_copies
     union
     select e.event_id
     from {{ this }} as e
     where e.user_id is null
-        and e.anonymous_id in (
-            select anonymous_id from new_copies
-            where anonymous_id is not null and user_id is not null
-        )
+        and e.anonymous_id in (select anonymous_id from relinked)
 ),
 {%- endif %}
 

@@ -5,7 +5,8 @@ description: >
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
 # a table, not incremental: an order whose earliest copy arrives late with fewer products must
-# lose lines, and a merge by order_id cannot delete lines of an order that now has none
+# lose lines, and a merge by order_id cannot delete lines of an order that now has none (or of
+# an order that is gone)
 materialized: table
 unique_key: [order_id, line_number]
 tags: [facts]
@@ -53,8 +54,7 @@ WITH lines AS (
       THEN JSON_EXTRACT_SCALAR(l.element, '$.name')
     END AS name,
     SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS FLOAT64) AS price,
-    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity,
-    l.updated_load /* the load that last changed the order */
+    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity
   FROM (
     SELECT
       src.*,

@@ -4,7 +4,10 @@ description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
   then load and line, counts), with their products array. An order without order_id is keyed by
   its event_id.
-materialized: incremental
+# a table, not incremental: when a later copy of a message wins in stg_events with other content
+# (another order_id, another event), the order its old copy carried may have no message left,
+# and a merge by order_id cannot delete it
+materialized: table
 unique_key: order_id
 tags: [facts]
 */
@@ -57,8 +60,7 @@ SELECT
     ) <> ''
     THEN JSON_EXTRACT_SCALAR(properties, '$.currency')
   END AS currency,
-  properties,
-  0 AS updated_load
+  properties
 FROM ranked
 WHERE
   copy_rank = 1

@@ -5,7 +5,8 @@ description: >
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
   and line_revenue.
 # a table, not incremental: an order whose earliest copy arrives late with fewer products must
-# lose lines, and a merge by order_id cannot delete lines of an order that now has none
+# lose lines, and a merge by order_id cannot delete lines of an order that now has none (or of
+# an order that is gone)
 materialized: table
 unique_key: [order_id, line_number]
 tags: [facts]
@@ -44,8 +45,7 @@ WITH lines AS (
     COALESCE(
       TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')) AS DOUBLE PRECISION),
       1
-    ) AS quantity,
-    l.updated_load /* the load that last changed the order */
+    ) AS quantity
   FROM (
     SELECT
       src.*,

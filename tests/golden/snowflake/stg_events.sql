@@ -8,7 +8,9 @@ description: >
   Messages without a messageId get `md5:` + the hash of their raw text as event_id.
   Incremental: a build re-decides only the messages whose messageId arrived in a new load (all
   their copies are still in raw_events) and re-stitches the anonymous messages whose
-  anonymousId appeared with a userId in a new load; updated_load marks the rows it wrote.
+  anonymousId may have gained or lost a link: it appeared with a userId in a new load, or the
+  kept copy of a re-decided message carried it with a userId (the new winner may have lost the
+  userId or carry another anonymousId); updated_load marks the rows it wrote.
 materialized: incremental
 unique_key: event_id
 tags: [staging]

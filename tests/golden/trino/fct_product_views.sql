@@ -1,7 +1,9 @@
 -- fct_product_views: compiled for trino from fct_product_views.sql
 /*
 description: One row per deduplicated `Product Viewed`, with the viewed product's fields.
-materialized: incremental
+# a table, not incremental: when a later copy of a message wins in stg_events as another event,
+# its view has to disappear, and a merge by event_id cannot delete it
+materialized: table
 unique_key: event_id
 tags: [facts]
 */
@@ -62,8 +64,7 @@ WITH views AS (
       ) FROM JSON_EXTRACT_SCALAR(properties, '$.name')) <> ''
       THEN JSON_EXTRACT_SCALAR(properties, '$.name')
     END AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.price')) AS DOUBLE) AS price,
-    0 AS updated_load
+    TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.price')) AS DOUBLE) AS price
   FROM "stg_events"
   WHERE
     message_type = 'track' AND event_name = 'Product Viewed'
