@@ -46,6 +46,7 @@ class BuildResult:
     validated: bool = False
     validation_seconds: float = 0.0
     publish_seconds: float = 0.0
+    error: str | None = None  # why the build stopped before its end (aborted, or running)
 
     @property
     def expectations(self) -> list[dict[str, Any]]:
@@ -53,7 +54,7 @@ class BuildResult:
 
     @property
     def success(self) -> bool:
-        return all(r.status == "success" for r in self.results)
+        return self.error is None and all(r.status == "success" for r in self.results)
 
     @property
     def failed(self) -> list[ModelResult]:
@@ -95,6 +96,7 @@ def write_run_results(target_dir: Path, result: BuildResult, dialect: str) -> Pa
     payload = {
         "metadata": _metadata(result.target, dialect),
         "success": result.success,
+        "error": result.error,
         "elapsed_seconds": round(result.seconds, 3),
         "messages_loaded": result.messages_loaded,
         "duplicates_removed": result.duplicates_removed,

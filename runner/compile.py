@@ -12,6 +12,8 @@ from typing import Any
 
 import jinja2
 import sqlglot
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
@@ -111,13 +113,15 @@ _JINJA_OPTIONS: dict[str, Any] = {
 def _macro_code(source: str) -> CodeType:
     """The macro files compiled to Python once per process: the compiler and the validator
     each bind the same code to their own environment (their own ref, var, source)."""
-    return jinja2.Environment(**_JINJA_OPTIONS).compile(source)
+    return SandboxedEnvironment(**_JINJA_OPTIONS).compile(source)
 
 
 def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
     """A Jinja environment with `functions` and every macro of `macros_dir` as globals. All
-    macro files form one module, so macros may call each other across files."""
-    env = jinja2.Environment(**_JINJA_OPTIONS)
+    macro files form one module, so macros may call each other across files. Sandboxed, as
+    dbt's is: a model or expectation file may call what it is given, never reach Python's
+    internals (`''.__class__.__mro__`), so `arpu ls` on a cloned project runs no code."""
+    env = SandboxedEnvironment(**_JINJA_OPTIONS)
     env.globals.update(functions)
     files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
     texts = [path.read_text() for path in files]
@@ -224,6 +228,8 @@ class Compiler:
                                line=exc.lineno) from None
         except jinja2.UndefinedError as exc:
             raise CompileError(str(exc), path=model.path) from None
+        except SecurityError as exc:
+            raise CompileError(f"not allowed in a template: {exc}", path=model.path) from None
 
     # -- SQL ---------------------------------------------------------------------------------
     def parse(self, model: Model, sql: str) -> exp.Query:

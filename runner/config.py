@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner.errors import ConfigError, UsageError
 
@@ -134,6 +134,19 @@ def _parse_instant(text: str) -> dt.date | dt.datetime:
         return dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a date or an ISO 8601 timestamp") from None
+
+    @model_validator(mode="after")
+    def _possible_range(self) -> Vars:
+        if self.start_date is not None and self.end_date is not None and (
+                _instant(self.start_date) >= _instant(self.end_date)):
+            raise ValueError(f"start_date ({self.start_date}) must be before end_date "
+                             f"({self.end_date}): the range [start_date, end_date) is empty")
+        return self
+
+
+def _instant(value: dt.date) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime(
+        value.year, value.month, value.day)
 
 
 class Config(_Strict):
@@ -324,6 +337,10 @@ def load_config(project_dir: Path, overrides: dict[str, Any] | None = None) -> C
 
 
 def merge_vars(base: Vars, overrides: dict[str, Any]) -> Vars:
+    unknown = sorted(set(overrides) - set(Vars.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown var '{unknown[0]}' (known: {', '.join(Vars.model_fields)})",
+                          location="--vars")
     try:
         return Vars.model_validate({**base.model_dump(), **overrides})
     except ValidationError as exc:

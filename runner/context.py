@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
     from runner.validate import Validator
 
 Callback = Callable[[str, str, Any], None]
+
+# Vars that name a value of the data: the model that holds those values, its column, what
+# they are called. A value the data does not have fails that model (and skips its dependents).
+DATA_VARS = {
+    "category_opportunities": ("target_category", "category", "categories"),
+    "experiment_results": ("control_variant", "variant", "variants"),
+}
 
 
 class Context:
@@ -195,6 +203,33 @@ class Context:
         after it is built; a failed model or `error` expectation skips everything downstream
         (`fail_fast`: every model not started yet)."""
         started = time.perf_counter()
+        with self.recording_results(validate, started):
+            return self._build(select, on_event, validate, full_refresh, started,
+                               exclude=exclude, fail_fast=fail_fast)
+
+    @contextmanager
+    def recording_results(self, validate: bool = True, started: float | None = None
+                          ) -> Iterator[None]:
+        """Around a whole build or test command: first replace the last run_results.json and
+        junit.xml (a build that stops half-way must not leave a green one behind), and when
+        the command stops with an exception (a compile error, a broken expectation file,
+        Ctrl-C), record why."""
+        started = time.perf_counter() if started is None else started
+        self._write_results(BuildResult(target=self.target_name, validated=validate,
+                                        error="the build is running, or was killed"))
+        try:
+            yield
+        except BaseException as exc:
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
+                str(exc) or type(exc).__name__)
+            self._write_results(BuildResult(target=self.target_name, validated=validate,
+                                            seconds=time.perf_counter() - started,
+                                            error=f"the build stopped: {why}"))
+            raise
+
+    def _build(self, select: list[str] | None, on_event: Callback | None, validate: bool,
+               full_refresh: bool, started: float, exclude: list[str] | None = None,
+               fail_fast: bool = False) -> BuildResult:
         notify = on_event or (lambda *_: None)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -252,7 +287,7 @@ class Context:
             if not published:
                 engine.abandon_build()
         result.seconds = time.perf_counter() - started
-        self._write_results(result, compiler.target.dialect)
+        self._write_results(result)
         return result
 
     def _run_models(self, compiler: Compiler, engine: Engine, names: list[str],
@@ -274,6 +309,8 @@ class Context:
         def run(model: Model) -> ModelResult:
             res = self._run_model(engine, model, compiled[model.name], *plans[model.name])
             fault_point(f"model:{model.name}")
+            if res.status == "success":
+                self._check_data_vars(engine, compiler, model, res)
             if res.status == "success" and validator is not None:
                 self._check(validator, model, res)
             return res
@@ -321,6 +358,11 @@ class Context:
              exclude: list[str] | None = None, fail_fast: bool = False) -> BuildResult:
         """Validate what is in the warehouse now, without building (`arpu test`)."""
         started = time.perf_counter()
+        with self.recording_results(True, started):
+            return self._test(select, on_event, started, exclude, fail_fast)
+
+    def _test(self, select: list[str] | None, on_event: Callback | None, started: float,
+              exclude: list[str] | None = None, fail_fast: bool = False) -> BuildResult:
         notify = on_event or (lambda *_: None)
         compiler = self.compiler()
         names = compiler.graph.select(select, exclude)
@@ -345,7 +387,7 @@ class Context:
             validator.close()
         result.validation_seconds = sum(r.validation_seconds for r in result.results)
         result.seconds = time.perf_counter() - started
-        self._write_results(result, compiler.target.dialect)
+        self._write_results(result)
         return result
 
     def _close_reader(self) -> None:
@@ -371,6 +413,26 @@ class Context:
             raise
         return validator
 
+    def _check_data_vars(self, engine: Engine, compiler: Compiler, model: Model,
+                         res: ModelResult) -> None:
+        """A var that names a value of the data (DATA_VARS) fails the model that first holds
+        those values when the data does not have it, naming the ones it has."""
+        if model.name not in DATA_VARS:
+            return
+        var, column, plural = DATA_VARS[model.name]
+        value = getattr(self.config.vars, var)
+        if value is None:
+            return
+        sql = (f"select distinct {column} from {compiler.relation(model.name)} "
+               f"where {column} is not null order by 1")
+        have = [str(row[0]) for row in engine.fetch(self.sql_for_target(sql))[1]]
+        if value not in have:
+            shown = ", ".join(repr(v) for v in have[:20]) + (
+                f" and {len(have) - 20} more" if len(have) > 20 else "")
+            res.status = "error"
+            res.error = (f"var {var}: {value!r} is not in the data; its {plural}: "
+                         f"{shown or 'none'}")
+
     @staticmethod
     def _check(validator: Validator, model: Model, res: ModelResult) -> None:
         t0 = time.perf_counter()
@@ -390,19 +452,26 @@ class Context:
             res.error = (f"expectation failed on {model.name}: {first.expectation}, "
                          f"observed {first.observed}{more}")
 
-    def _write_results(self, result: BuildResult, dialect: str) -> None:
-        write_run_results(self.target_dir, result, dialect)
-        if result.validated:
-            from runner.junit import write_junit
-            from runner.validate import ExpectationResult
+    def _write_results(self, result: BuildResult) -> None:
+        """run_results.json and junit.xml, both replaced by every build and test run (a build
+        without validation writes a junit.xml without expectations)."""
+        from runner.compile import DIALECTS
+        from runner.junit import write_junit
+        from runner.validate import ExpectationResult
 
-            write_junit(self.target_dir / "junit.xml", [
-                ExpectationResult(r.model, e["expectation"], e["severity"], e["success"],
-                                  e["observed"], e["failing_examples"],
-                                  r.validation_seconds / max(len(r.expectations), 1),
-                                  e["exception"])
-                for r in result.results for e in r.expectations
-            ])
+        dialect = DIALECTS[self.config.targets[self.target_name].type]
+        write_run_results(self.target_dir, result, dialect)
+        cases = [
+            ExpectationResult(r.model, e["expectation"], e["severity"], e["success"],
+                              e["observed"], e["failing_examples"],
+                              r.validation_seconds / max(len(r.expectations), 1),
+                              e["exception"])
+            for r in result.results for e in r.expectations
+        ]
+        if result.error is not None:  # CI sees a failed build, not a missing test
+            cases.append(ExpectationResult("build", "build completed", "error", False,
+                                           result.error, exception=result.error))
+        write_junit(self.target_dir / "junit.xml", cases)
 
     def _removed_loads_pending(self, engine: Engine) -> bool:
         if self.config.source.format != "messages" or not engine.relation_exists(SAMPLE_LOADS):

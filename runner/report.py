@@ -95,7 +95,16 @@ def build_with_progress(ctx: Context, select: list[str] | None, out: Output,
                         mode: str = "build", full_refresh: bool = False,
                         exclude: list[str] | None = None, fail_fast: bool = False
                         ) -> BuildResult:
-    """mode: `build` (run and validate), `run` (no validation) or `test` (validate only)."""
+    """mode: `build` (run and validate), `run` (no validation) or `test` (validate only).
+    Whatever stops it before the end (a compile error, a lock, Ctrl-C) is recorded in
+    run_results.json and junit.xml."""
+    with ctx.recording_results(validate=mode != "run"):
+        return _build_with_progress(ctx, select, out, mode, full_refresh, exclude, fail_fast)
+
+
+def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mode: str,
+                         full_refresh: bool, exclude: list[str] | None, fail_fast: bool
+                         ) -> BuildResult:
     console = out.console
     total = len(ctx.compiler().graph.select(select, exclude))
     verb = {"build": "Building", "run": "Running", "test": "Testing"}[mode]

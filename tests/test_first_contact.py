@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ProjectHarness, run_arpu
+from conftest import FIXTURES, ProjectHarness, run_arpu
 
 pytestmark = [pytest.mark.slow]
 
@@ -89,3 +89,72 @@ def test_published_file_opens_in_duckdb_1_1(sampled: ProjectHarness, duckdb_1_1:
     assert done.returncode == 0, done.stderr
     version, events, revenue = done.stdout.split()
     assert version == "1.1.3" and int(events) > 0 and float(revenue) > 0
+
+
+# ---------------------------------------------------------------- vars (SPEC section 3)
+
+
+def test_var_mistakes_exit_2_before_anything_runs(tmp_path: Path) -> None:
+    project = ProjectHarness(tmp_path / "project")
+    done = run_arpu(project.root, "build", "--vars", '{"target_categroy": "Books"}')
+    assert done.returncode == 2
+    assert "unknown var 'target_categroy' (known: start_date, end_date" in done.stderr
+    assert "target_category" in done.stderr and "Traceback" not in done.stderr
+    done = run_arpu(project.root, "build", "--vars",
+                    '{"start_date": "2026-03-10", "end_date": "2026-03-01"}')
+    assert done.returncode == 2 and "must be before end_date" in done.stderr
+    done = run_arpu(project.root, "build", "--vars", '{"start_date": "2026-13-45"}')
+    assert done.returncode == 2
+    assert "'2026-13-45' is not a date or an ISO 8601 timestamp" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (project.root / "arpu.duckdb").exists()
+
+
+def test_values_the_data_does_not_have_fail_the_build(tmp_path: Path) -> None:
+    """experiment_variants.ndjson has the variants control, treatment (exp1), v1 and v2."""
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "multi_category.ndjson", FIXTURES / "experiment_variants.ndjson")
+    assert project.build().success
+    categories = sorted(r["category"] for r in project.rows("category_opportunities"))
+    assert len(categories) >= 2
+    result = project.build(target_category="Nope")
+    failed = {r.model: r.error for r in result.results if r.status == "error"}
+    assert failed == {"category_opportunities": (
+        "var target_category: 'Nope' is not in the data; its categories: "
+        + ", ".join(repr(c) for c in categories))}
+    skipped = {r.model for r in result.results if r.status == "skipped"}
+    assert {"int_user_segments", "arpu_timeseries"} <= skipped and not result.success
+    result = project.build(control_variant="Nope")
+    failed = {r.model: r.error for r in result.results if r.status == "error"}
+    assert failed == {"experiment_results": "var control_variant: 'Nope' is not in the data; "
+                                            "its variants: 'control', 'treatment', 'v1', 'v2'"}
+    assert project.build(target_category=categories[-1], control_variant="treatment").success
+
+
+# ---------------------------------------------------------------- artifacts
+
+
+def test_a_build_that_stops_replaces_the_green_results(tmp_path: Path) -> None:
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "multi_category.ndjson")
+    assert run_arpu(project.root, "build").returncode == 0
+    results = project.root / "target" / "run_results.json"
+    assert json.loads(results.read_text())["success"] is True
+    # a compile error: the build stops before any model runs
+    model = project.root / "models" / "marts" / "category_funnel.sql"
+    original = model.read_text()
+    model.write_text(original + "\n{% broken %}\n")
+    done = run_arpu(project.root, "build")
+    assert done.returncode == 1, done.stderr
+    payload = json.loads(results.read_text())
+    assert payload["success"] is False and payload["results"] == []
+    assert "Encountered unknown tag 'broken'" in payload["error"]
+    junit = (project.root / "target" / "junit.xml").read_text()
+    assert 'tests="1"' in junit and 'errors="1"' in junit and "unknown tag 'broken'" in junit
+    # a broken expectation file
+    model.write_text(original)
+    (model.parent / "category_funnel.yml").write_text("expectations: [\n")
+    done = run_arpu(project.root, "build")
+    assert done.returncode == 2, done.stderr
+    payload = json.loads(results.read_text())
+    assert payload["success"] is False and "category_funnel.yml" in payload["error"]

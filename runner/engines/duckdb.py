@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,10 @@ class DuckDBEngine(Engine):
                 self.con.execute(statement)
             self.con.execute("commit")
         except BaseException:
-            self.con.execute("rollback")
+            # the first error is the one to report: after an I/O error (a full disk) DuckDB
+            # has already ended the transaction, and its rollback error would hide the cause
+            with suppress(duckdb.Error):
+                self.con.execute("rollback")
             raise
 
     def materialize(self, name: str, select_sql: str, kind: str,
@@ -231,6 +234,9 @@ class DuckDBEngine(Engine):
         finally:
             os.close(fd)
         fault_point("publish")
+        # a WAL beside the published file belongs to the file being replaced (a reader that
+        # wrote, or crashed): replayed against the new file it would make it unopenable
+        self.published_path.with_name(self.published_path.name + ".wal").unlink(missing_ok=True)
         os.replace(written, self.published_path)
         dir_fd = os.open(self.published_path.parent, os.O_RDONLY)
         try:
@@ -243,12 +249,16 @@ class DuckDBEngine(Engine):
         if self._next is None:
             return
         tmp, self._next = self._next, None
-        self._leave_next()
-        for path in (tmp, tmp.with_name(tmp.name + ".wal")):
-            path.unlink(missing_ok=True)
+        try:
+            self._leave_next()
+        finally:  # whatever state the connection is in, the unpublished file goes
+            for path in (tmp, tmp.with_name(tmp.name + ".wal")):
+                path.unlink(missing_ok=True)
 
     def _leave_next(self) -> None:
         self._close_cursors()
+        with suppress(duckdb.Error):  # a failed transaction must be ended before detaching
+            self.con.execute("rollback")
         self.con.execute(f"use {self.quote(self.work_catalog)}")
         self.con.execute("reset search_path")
         self.con.execute("detach arpu_next")

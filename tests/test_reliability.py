@@ -1,0 +1,81 @@
+"""Faults a user's machine produces: a full disk, a stale WAL, a hostile project. Each test
+reproduces the failure with real processes and files."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import FIXTURES, ProjectHarness, run_arpu
+
+pytestmark = [pytest.mark.slow]
+
+
+def _published(project: ProjectHarness) -> Path:
+    return project.root / "arpu.duckdb"
+
+
+def _orders(project: ProjectHarness) -> int:
+    with duckdb.connect(str(_published(project)), read_only=True) as con:
+        return int(con.execute("select count(*) from fct_orders").fetchall()[0][0])
+
+
+def test_full_disk_reports_the_first_error_and_leaves_nothing(tmp_path: Path) -> None:
+    """Files may not grow past 256 KB (RLIMIT_FSIZE: what a full disk looks like to DuckDB).
+    Before: `cannot rollback - no transaction is active`, and the half-written file stayed."""
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "multi_category.ndjson")
+    assert run_arpu(project.root, "build").returncode == 0
+    before = _orders(project)
+    project.ingest(*sorted(FIXTURES.glob("*.ndjson")))
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
+
+    env = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
+    done = subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project.root), "build"],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          preexec_fn=small_files)
+    assert done.returncode == 1, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "cannot rollback" not in output and "Traceback" not in output
+    assert "File too large" in output or "write" in output.lower()
+    assert not list(project.root.glob("arpu.duckdb.publishing-*"))
+    assert _orders(project) == before  # the last published file, untouched
+
+
+def test_a_stale_wal_beside_the_published_file_is_removed(tmp_path: Path) -> None:
+    """A reader that wrote to the published file and crashed leaves arpu.duckdb.wal; replayed
+    against the next published file it made that file unopenable."""
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "multi_category.ndjson")
+    assert run_arpu(project.root, "build").returncode == 0
+    writer = ("import duckdb, os, sys; con = duckdb.connect(sys.argv[1]); "
+              "con.execute('set checkpoint_threshold = \\'1TB\\''); "
+              "con.execute('create table bi_scratch as select range as x from range(1000)'); "
+              "os._exit(0)")  # no checkpoint: the WAL stays
+    subprocess.run([sys.executable, "-c", writer, str(_published(project))], check=True)
+    wal = project.root / "arpu.duckdb.wal"
+    assert wal.exists()
+    project.ingest(FIXTURES / "revenue_fallback.ndjson")
+    done = run_arpu(project.root, "build")
+    assert done.returncode == 0, done.stderr
+    assert not wal.exists()
+    assert _orders(project) > 0  # opens
+
+
+def test_templates_cannot_reach_python(tmp_path: Path) -> None:
+    """Jinja in a model runs in a sandbox: `arpu ls` on a cloned project runs no code."""
+    project = ProjectHarness(tmp_path / "project")
+    marker = tmp_path / "pwned"
+    model = project.root / "models" / "marts" / "evil.sql"
+    model.write_text("select 1 as x -- {{ cycler.__init__.__globals__.os.system('touch "
+                     f"{marker}') }}\n")
+    done = run_arpu(project.root, "ls")
+    assert done.returncode != 0 and not marker.exists()
+    assert "evil.sql" in done.stderr and "Traceback" not in done.stderr
