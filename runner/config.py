@@ -54,7 +54,17 @@ class PostgresTarget(_Strict):
         "ARPU_PG_PASSWORD", description="Name of the environment variable holding the password."
     )
     schema_: str = Field("arpu", alias="schema", pattern=IDENTIFIER,
-                         description="Schema the relations are built in.")
+                         description="Schema of the published views; arpu refuses one holding "
+                                     "objects it did not create, and works in <schema>__work.")
+    grants: dict[Literal["select"], list[str]] = Field(
+        default_factory=dict, description="Granted on every published view after each publish, "
+        "with USAGE on the schema: {select: [bi_role]}. arpu grants, never revokes.")
+    lock_timeout: float = Field(
+        3, gt=0, description="Seconds a publish waits for readers' locks (and readers wait "
+                             "behind it at most this long) before it tries again.")
+    publish_retries: int = Field(
+        3, ge=0, description="Tries again, after 1, 2, 4... seconds, before the build fails "
+                             "naming the session that holds the lock; published views unchanged.")
 
     @property
     def password(self) -> str | None:
