@@ -65,7 +65,7 @@ _state: dict[str, Any] = {
 SelectOpt = typer.Option(
     None, "--select", "-s", metavar="SELECTOR",
     help="dbt's syntax: m, +m, m+, 2+m, m+1, @m, tag:x, path:models/marts, fqn:, file:; "
-         "'a b' (or -s a -s b) is a union, 'a,b' an intersection.")
+         "'a b', -s a b and -s a -s b are a union, 'a,b' an intersection.")
 ExcludeOpt = typer.Option(None, "--exclude", metavar="SELECTOR",
                           help="Models to leave out, in --select's syntax.")
 VarsOpt = typer.Option(None, "--vars", metavar="JSON|YAML",

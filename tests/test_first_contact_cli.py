@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -506,3 +507,29 @@ def test_another_program_holding_the_database_is_named(built: ProjectHarness) ->
     assert one_line(proc.stderr) == (
         f"Error: {built.root / 'arpu.work.duckdb'}: another process (pid {holder.pid}) holds "
         "this database: wait for it to finish or stop it")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_build_leaves_everything_as_it_was(sample_project: ProjectHarness
+                                                           ) -> None:
+    """SIGINT at moments spread over a build of the sample: each time `Interrupted`, exit 130,
+    the published file and the loaded data as they were, no file left behind. Before: some
+    moments printed `RuntimeError: Query interrupted` or `TransactionException` (exit 1),
+    and one went unnoticed: the build went on and published."""
+    root = sample_project.root
+    assert run_arpu(root, "build").returncode == 0
+    started = time.monotonic()
+    assert run_arpu(root, "build").returncode == 0  # what an interrupted build would do
+    seconds = time.monotonic() - started
+    published = digest(root / "arpu.duckdb")
+    rows = sample_project.scalar("select count(*) from raw_events")
+    for fraction in (0.35, 0.45, 0.55, 0.65, 0.75):
+        build = start_arpu(root, "build")
+        time.sleep(seconds * fraction)
+        build.send_signal(signal.SIGINT)
+        out, err = build.communicate(timeout=SAMPLE_TIMEOUT)
+        assert (build.returncode, err.strip()) == (130, "Interrupted"), (fraction, out, err)
+        assert digest(root / "arpu.duckdb") == published, fraction
+        assert not [p.name for p in root.iterdir() if "publishing" in p.name], fraction
+    assert sample_project.scalar("select count(*) from raw_events") == rows
+    assert run_arpu(root, "build").returncode == 0
