@@ -60,7 +60,7 @@ def test_vars_override_is_typed() -> None:
     assert config.vars.start_date == dt.date(2026, 3, 1)
     with pytest.raises(ConfigError, match="--vars: conversion_window_days"):
         load_config(ROOT, {"conversion_window_days": "many"})
-    with pytest.raises(ConfigError, match="--vars: nonsense: unknown key"):
+    with pytest.raises(ConfigError, match=r"--vars: unknown var 'nonsense' \(known: start_date"):
         load_config(ROOT, {"nonsense": 1})
 
 
