@@ -303,8 +303,20 @@ class IngestResult:
         return sum(f.bytes for f in self.files)
 
 
-def expand_paths(patterns: list[str | Path]) -> list[Path]:
-    """The files that patterns (files, folders, globs) name, as absolute resolved paths."""
+# What a folder is searched for: Segment's message files (SPEC section 1), plain or gzip.
+EVENT_SUFFIXES = (".ndjson", ".jsonl", ".json")
+
+
+def is_event_file(path: Path) -> bool:
+    name = path.name.lower().removesuffix(".gz")
+    return name.endswith(EVENT_SUFFIXES) and not path.name.startswith(".")
+
+
+def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) -> list[Path]:
+    """The files that patterns (files, folders, globs) name, as absolute resolved paths,
+    relative to the working directory. A file named on its own is taken whatever its name; in
+    a folder, only event files (`EVENT_SUFFIXES`, plain or .gz) are, the others go to
+    `skipped`."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -315,7 +327,11 @@ def expand_paths(patterns: list[str | Path]) -> list[Path]:
             # resolved: a file is the same source_file however it was spelled
             p = Path(match).resolve()
             if p.is_dir():
-                paths.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+                for q in sorted(q for q in p.rglob("*") if q.is_file()):
+                    if is_event_file(q):
+                        paths.append(q)
+                    elif skipped is not None:
+                        skipped.append(q)
             elif not p.exists():
                 raise IngestError("no such file", location=text)
             else:
@@ -348,11 +364,18 @@ class _Truncated(Exception):
 def _blocks(path: Path) -> Iterator[bytes]:
     """The file's bytes in blocks, gunzipped as a stream (members one after another), so a
     truncated or corrupt gzip keeps everything before the break: then `_Truncated` is raised."""
+    for block, _ in _blocks_read(path):
+        yield block
+
+
+def _blocks_read(path: Path) -> Iterator[tuple[bytes, int]]:
+    """`_blocks`, each with how many bytes of the file had been read when it came out
+    (progress counts what is read from disk: a gzip file's compressed bytes)."""
     with open(path, "rb") as fh:
         if fh.read(2) != b"\x1f\x8b":
             fh.seek(0)
             while block := fh.read(BLOCK_BYTES):
-                yield block
+                yield block, fh.tell()
             return
         fh.seek(0)
         member = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -365,7 +388,7 @@ def _blocks(path: Path) -> Iterator[bytes]:
                     raise _Truncated(str(exc)) from None
                 pending = True
                 if out:
-                    yield out
+                    yield out, fh.tell()
                 if member.eof:
                     compressed, pending = member.unused_data, False
                     member = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -375,18 +398,20 @@ def _blocks(path: Path) -> Iterator[bytes]:
             raise _Truncated("the gzip stream ends before its end marker")
 
 
-def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None]]]:
-    """(first line number, lines, forced reasons) per chunk of whole lines. A gzip stream that
-    ends early keeps every whole line before the break; the cut line is rejected."""
+def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None], int]]:
+    """(first line number, lines, forced reasons, bytes of the file read so far) per chunk of
+    whole lines. A gzip stream that ends early keeps every whole line before the break; the
+    cut line is rejected."""
     line_no = 1
     rest = b""
     truncated: str | None = None
     pieces: list[bytes] = []
     size = 0
-    blocks = _blocks(path)
+    blocks = _blocks_read(path)
+    read = 0
     while True:
         try:
-            block = next(blocks)
+            block, read = next(blocks)
         except StopIteration:
             block = b""
         except _Truncated as exc:
@@ -402,7 +427,7 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None
         if cut >= 0:
             rest = data[cut + 1:]
             lines, reasons = _decode_lines(data[:cut])
-            yield line_no, lines, reasons
+            yield line_no, lines, reasons, read
             line_no += len(lines)
         else:
             rest = data
@@ -414,7 +439,7 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None
         lines, reasons = _decode_lines(rest)
         if truncated:
             reasons = [f"gzip stream truncated ({truncated}): the line is cut off"] * len(lines)
-        yield line_no, lines, reasons
+        yield line_no, lines, reasons, read
 
 
 def _document_records(text: str) -> list[tuple[int, str]] | None:
@@ -562,16 +587,16 @@ class Loader:
         loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         res = FileResult(str(path), bytes=size)
 
-        # (line numbers, lines, forced reasons) per chunk
+        # (line numbers, lines, forced reasons, bytes of the file read) per chunk
         chunks: Any
         if records is not None:
             line_numbers, raws = zip(*records, strict=True) if records else ((), ())
             chunks = [(np.array(line_numbers, dtype=np.int64), list(raws),
-                       [None] * len(raws))]
+                       [None] * len(raws), size)]
         else:
             chunks = _read_ahead(
-                (np.arange(first, first + len(lines), dtype=np.int64), lines, reasons)
-                for first, lines, reasons in _ndjson_chunks(path))
+                (np.arange(first, first + len(lines), dtype=np.int64), lines, reasons, read)
+                for first, lines, reasons, read in _ndjson_chunks(path))
         # One transaction per chunk keeps memory flat on any file size; the load counts once
         # its raw_loads row is written, and `load` removes the rows of a load that did not.
         # Chunks are classified on several cursors at once: a chunk is one row group, which
@@ -614,7 +639,8 @@ class Loader:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="arpu-ingest") as pool:
                 try:
                     record_base = 0
-                    for line_numbers, raws, reasons in chunks:
+                    reported = 0  # bytes of the file handed to progress
+                    for line_numbers, raws, reasons, read in chunks:
                         if not raws:
                             continue
                         if line_numbers[0] == 1 and raws[0].startswith("\ufeff"):
@@ -628,12 +654,14 @@ class Loader:
                             "forced_reason": np.array(reasons, dtype=object),
                         }
                         record_base += len(raws)
-                        done = sum(map(len, raws)) + len(raws) if records is None else size
+                        done, reported = read - reported, read
                         in_flight.append((pool.submit(classify, chunk), done))
                         while len(in_flight) >= self.workers:  # memory stays flat
                             settle_oldest()
                     while in_flight:
                         settle_oldest()
+                    if progress and reported < size:  # blank lines at the end
+                        progress(size - reported)
                 finally:
                     for future, _ in in_flight:  # a failure: let the others finish first
                         future.cancel()

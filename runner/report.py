@@ -217,9 +217,16 @@ def print_build_summary(result: BuildResult, out: Output) -> None:
 
 def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
                          console: Console, sample: bool = False) -> IngestResult:
-    from runner.ingest import expand_paths
+    from runner.ingest import EVENT_SUFFIXES, expand_paths
 
-    files = expand_paths(list(paths))
+    skipped: list[Path] = []
+    files = expand_paths(list(paths), skipped)
+    if skipped:
+        names = ", ".join(str(p) for p in skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        console.print(f"Skipped {len(skipped):,} files that are not event files "
+                      f"({', '.join(EVENT_SUFFIXES)}, plain or .gz): {names}", highlight=False,
+                      markup=False)
     total = sum(p.stat().st_size for p in files)
     with Progress(TextColumn("Ingesting"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:

@@ -158,3 +158,55 @@ def test_a_build_that_stops_replaces_the_green_results(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     payload = json.loads(results.read_text())
     assert payload["success"] is False and "category_funnel.yml" in payload["error"]
+
+
+# ---------------------------------------------------------------- ingest feedback
+
+
+def test_progress_counts_bytes_read_from_disk(tmp_path: Path) -> None:
+    """A gzip file's bar went to 424.9/56.6 MB: it counted inflated bytes against the
+    compressed size. Progress now adds up to the file's size, gzip or not."""
+    import gzip
+
+    lines = "".join(json.dumps(_order_message(f"o-{i}", i)) + "\n" for i in range(20_000))
+    plain = tmp_path / "events.ndjson"
+    plain.write_text(lines + "\n\n")
+    packed = tmp_path / "events.ndjson.gz"
+    packed.write_bytes(gzip.compress(lines.encode()))
+    project = ProjectHarness(tmp_path / "project")
+    for path in (plain, packed):
+        seen: list[int] = []
+        with project.context() as ctx:
+            ctx.ingest([path], progress=seen.append)
+        assert sum(seen) == path.stat().st_size, path.name
+        assert all(n >= 0 for n in seen)
+
+
+def test_folders_give_their_event_files_and_name_the_rest(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    (folder / "day2").mkdir(parents=True)
+    (folder / "day1.ndjson").write_text(json.dumps(_order_message("o-1", 1)) + "\n")
+    (folder / "day2" / "part.json.gz").write_bytes(
+        __import__("gzip").compress((json.dumps(_order_message("o-2", 2)) + "\n").encode()))
+    (folder / "index.html").write_text("<html>\n<body>not events</body>\n</html>\n")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    project = ProjectHarness(tmp_path / "project")
+    done = run_arpu(project.root, "ingest", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "Skipped 2 files that are not event files" in done.stdout
+    assert "index.html" in done.stdout
+    assert "Total: 2 lines read, 2 loaded, 0 rejected" in done.stdout
+
+
+def test_command_line_paths_are_relative_to_where_the_user_stands(tmp_path: Path) -> None:
+    project = ProjectHarness(tmp_path / "project")
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    (here / "mine.ndjson").write_text(json.dumps(_order_message("o-1", 1)) + "\n")
+    # the same name inside the project is not what the user meant
+    (project.root / "mine.ndjson").write_text("not json\n")
+    done = subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project.root),
+                           "ingest", "mine.ndjson"], cwd=here, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{here / 'mine.ndjson'}: 1 lines read, 1 loaded, 0 rejected" in done.stdout
