@@ -463,11 +463,10 @@ def _experiments(msgs: list[Message], orders: list[dict], v: Vars) -> list[dict]
         window = [o for o in orders_by_user[user] if x <= o["ordered_at"] <= end]
         arm["revenues"].append(float(sum(o["revenue"] for o in window)))
         arm["bought"].append(bool(window))
-    for (exp, user), variants in seen.items():
+    for (exp, _user), variants in seen.items():
         if len(variants) > 1:
-            for variant in variants:
-                if variant in arms[exp]:
-                    arms[exp][variant]["excluded"] += 1
+            for variant in variants & arms.get(exp, {}).keys():
+                arms[exp][variant]["excluded"] += 1
 
     rows = []
     for exp in sorted(arms):
