@@ -440,12 +440,16 @@ def cohort_export(
     if format not in ("csv", "ndjson"):
         raise typer.BadParameter("must be csv or ndjson", param_hint="--format")
     with _context(target) as ctx:
-        handle = open(out, "w", newline="") if out else sys.stdout
-        try:
-            summary = export_cohort(ctx, category, format, handle)
-        finally:
-            if out:
-                handle.close()
+        if out is None:
+            summary = export_cohort(ctx, category, format, sys.stdout)
+        else:  # a failed export leaves an existing file as it was: written aside, then renamed
+            partial = out.with_name(f".{out.name}.arpu-{os.getpid()}")
+            try:
+                with open(partial, "w", newline="") as handle:
+                    summary = export_cohort(ctx, category, format, handle)
+                os.replace(partial, out)
+            finally:
+                partial.unlink(missing_ok=True)
     if out:
         _console().print(f"Exported {summary.users:,} users of '{summary.category}' to {out}")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.artifacts import BUILD_INFO
+from runner.errors import ArpuError
 
 if TYPE_CHECKING:
     from runner.config import Vars
@@ -631,6 +632,12 @@ def _cohort_figure(go: Any, sizes: list[Row], colours: dict[str, str], target: s
 
 # -- the page --------------------------------------------------------------------------------
 def _gather(ctx: Context) -> dict[str, Any]:
+    # a warehouse that cannot be read is an error, not a page of empty panels: the reader
+    # raises its own one-line error (no published file, no connection)
+    reader = ctx.reader()
+    if not reader.relation_exists("stg_events"):
+        raise ArpuError(f"nothing is published on target '{ctx.target_name}' yet: "
+                        "run `arpu build`")
     compiler = ctx.compiler()
     funnel = _safe_rows(ctx, "category_funnel", "category")
     opps = _safe_rows(ctx, "category_opportunities", "category")

@@ -79,3 +79,28 @@ def test_templates_cannot_reach_python(tmp_path: Path) -> None:
     done = run_arpu(project.root, "ls")
     assert done.returncode != 0 and not marker.exists()
     assert "evil.sql" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_failed_cohort_export_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "cohort.ndjson")
+    assert run_arpu(project.root, "build").returncode == 0
+    out = tmp_path / "cohort.csv"
+    out.write_text("yesterday's export\n")
+    done = run_arpu(project.root, "cohort", "export", "--category", "No such category",
+                    "--out", str(out))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert out.read_text() == "yesterday's export\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cohort")] == []
+    done = run_arpu(project.root, "cohort", "export", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().startswith("user_key,email,phone,")
+
+
+def test_the_board_fails_when_it_cannot_read_the_warehouse(tmp_path: Path) -> None:
+    """It wrote a page of empty panels and exited 0."""
+    project = ProjectHarness(tmp_path / "project")
+    done = run_arpu(project.root, "dashboard")
+    assert done.returncode != 0
+    assert "run `arpu build`" in done.stderr and "Traceback" not in done.stderr
+    assert not (project.root / "target" / "dashboard.html").exists()
