@@ -107,12 +107,13 @@ class Engine(ABC):
     def begin_build(self, carry: list[str], incremental: list[str]) -> None:
         """Prepare where the build writes. `carry`: models the build does not run, whose
         published relations it keeps; `incremental`: incremental models that may continue from
-        their watermark. Engines that build beside the published relations have nothing to do."""
+        their watermark. PostgreSQL refuses here a schema it could not publish to."""
         return None
 
     def publish(self, names: list[str]) -> None:
-        """Make the built relations visible to readers; engines that replace each relation in
-        place (PostgreSQL in one transaction per model, Spark) have nothing more to do."""
+        """Make the built relations visible to readers, all at once (DuckDB: a new file renamed
+        over the published one; PostgreSQL: views pointed at snapshots of them); Spark, which
+        replaces each relation in place, has nothing more to do."""
         return None
 
     def abandon_build(self) -> None:
