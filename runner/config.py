@@ -132,19 +132,6 @@ class Vars(_Strict):
             value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
         return value
 
-
-def _parse_instant(text: str) -> dt.date | dt.datetime:
-    """`2026-03-01`, `2026-03-01T10:00:00`, `2026-03-01 10:00:00+02:00`, `...Z`."""
-    text = text.strip()
-    try:
-        if len(text) == 10:
-            return dt.date.fromisoformat(text)
-        if text[-1:] in "Zz":  # Python 3.10's fromisoformat has no Z
-            text = text[:-1] + "+00:00"
-        return dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"'{text}' is not a date or an ISO 8601 timestamp") from None
-
     @model_validator(mode="after")
     def _possible_range(self) -> Vars:
         if self.start_date is not None and self.end_date is not None and (
@@ -157,6 +144,19 @@ def _parse_instant(text: str) -> dt.date | dt.datetime:
 def _instant(value: dt.date) -> dt.datetime:
     return value if isinstance(value, dt.datetime) else dt.datetime(
         value.year, value.month, value.day)
+
+
+def _parse_instant(text: str) -> dt.date | dt.datetime:
+    """`2026-03-01`, `2026-03-01T10:00:00`, `2026-03-01 10:00:00+02:00`, `...Z`."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        if text[-1:] in "Zz":  # Python 3.10's fromisoformat has no Z
+            text = text[:-1] + "+00:00"
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a date or an ISO 8601 timestamp") from None
 
 
 class Config(_Strict):
