@@ -76,12 +76,16 @@ create or replace temp macro _num_problem(v) as (
         else 'is not a number'
     end
 );
--- ISO 8601 date or date-time with an optional offset, between any whitespace; anything
--- looser is not a time
+-- ISO 8601 date or date-time with an optional offset; anything looser is not a time. A value
+-- with whitespace around it is trimmed (rarely needed: trimming a set of characters is slow)
+create or replace temp macro _iso_ts(v) as (
+    case when regexp_full_match(v, '\d{4}-\d{2}-\d{2}'
+        || '([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?')
+    then try_cast(replace(upper(v), ',', '.') as timestamptz) at time zone 'UTC' end
+);
 create or replace temp macro _ts(v) as (
-    case when regexp_full_match(v, '[ \t\n\r\f\v]*\d{4}-\d{2}-\d{2}([Tt ]([01]\d|2[0-3])'
-        || ':[0-5]\d(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?[ \t\n\r\f\v]*')
-    then try_cast(replace(upper(_trim_ws(v)), ',', '.') as timestamptz) at time zone 'UTC' end
+    case when ascii(v) > 32 and not regexp_matches(v, '[ \t\n\r\f\v]$') then _iso_ts(v)
+         else _iso_ts(_trim_ws(v)) end
 );
 -- SPEC's "missing": an empty or whitespace-only string is null. Most values start with a
 -- visible character and are not trimmed; `s` should be a column (a macro repeats its argument).
