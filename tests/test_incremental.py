@@ -86,6 +86,9 @@ def streams_with_late_winners(draw: Any) -> tuple[list[str], dict, bool]:
     that carry other content: another order_id or revenue, a lost userId, another event."""
     lines, vars, twice = draw(streams())
     lines = list(lines)
+    # a var naming a value the data does not have fails the build (SPEC section 3), and the
+    # first parts may lack the value the whole has: vars naming data stay out of this test
+    vars = {k: v for k, v in vars.items() if k not in ("target_category", "control_variant")}
     for n in range(draw(st.integers(1, 4))):
         candidates = _messages_with_ids(lines)
         # mostly the messages whose content decides more than their own row
