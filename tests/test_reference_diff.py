@@ -58,6 +58,16 @@ def assert_same(product: dict[str, list[dict]], lines_by_file: dict[str, list[st
     assert not problems, context + "\n" + "\n".join(problems[:40])
 
 
+def _absent_values(lines_by_file: dict[str, list[str]], vars: dict) -> list[str]:
+    """The vars naming a category or variant that the reference's relations do not have."""
+    reference = compute(lines_by_file, {k: v for k, v in vars.items()
+                                         if k not in ("target_category", "control_variant")})
+    have = {"target_category": {r["category"] for r in reference["category_opportunities"]},
+            "control_variant": {r["variant"] for r in reference["experiment_results"]}}
+    return [var for var, values in have.items() if vars.get(var) is not None
+            and vars[var] not in values]
+
+
 def assert_invariants(rel: dict[str, list[dict]]) -> None:
     for name in ("category_funnel", "category_conversion_timeseries", "experiment_results"):
         for r in rel[name]:
@@ -295,6 +305,14 @@ def test_random_streams_match_reference(new_project, tmp_path_factory, stream):
     project = new_project()
     res = project.ingest(path)
     assert res.lines_read == res.loaded + res.rejected
+    missing = _absent_values({str(path): read_lines(path)}, vars)
+    if missing:  # SPEC section 3: a named value the data does not have fails the build
+        result = project.build(**vars)
+        errors = " ".join(r.error or "" for r in result.results if r.status == "error")
+        assert not result.success
+        for var in missing:
+            assert f"var {var}: {vars[var]!r} is not in the data" in errors, errors
+        vars = {k: v for k, v in vars.items() if k not in missing}
     assert project.build(**vars).success
     product = product_relations(project)
     assert_same(product, {str(path): read_lines(path)}, vars,

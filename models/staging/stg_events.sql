@@ -102,7 +102,7 @@ identified as (
     from {{ this }} as e
     where e.anonymous_id is not null and e.user_id is not null
         and e.anonymous_id in (select anonymous_id from winners)
-        and e.event_id not in (select event_id from winners)
+        and not exists (select 1 from winners as w where w.event_id = e.event_id)
     {%- endif %}
 ),
 
