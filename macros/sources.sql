@@ -10,7 +10,14 @@ select
     message_id, content_id, load_id, record_number, message_type, event, user_id,
     anonymous_id, event_ts, received_at, sent_at, properties, traits, source_file, line_number
 from {{ source('segment', 'raw_events') }}
+where {{ recorded_load('load_id') }}
 {%- endif -%}
+{%- endmacro %}
+
+{# Rows of recorded loads only: `arpu ingest` records a load (raw_loads) once all its rows are
+   written, so the rows of an ingest that was killed half-way are never read. #}
+{% macro recorded_load(column) -%}
+{{ column }} in (select load_id from {{ source('segment', 'raw_loads') }})
 {%- endmacro %}
 
 {# A JSON object from (key, SQL expression) pairs; PostgreSQL 15 has no JSON_OBJECT(k: v). #}

@@ -141,6 +141,7 @@ class Context:
         files = expand_paths(list(paths))
         engine = self.engine()
         engine.ensure_raw_tables()
+        self.discard_unfinished_loads()
         before = int(engine.scalar("select coalesce(max(load_id), 0) from raw_loads"))
         if engine.dialect == "duckdb":
             result = Loader(engine.con).load(files, progress)  # type: ignore[attr-defined]
@@ -177,12 +178,30 @@ class Context:
                        " as removed(load_id)")
         return messages
 
+    unfinished_discarded = 0  # rows of an ingest that never finished, removed by this command
+
+    def discard_unfinished_loads(self) -> int:
+        """Remove the rows of loads that were never recorded in raw_loads (an ingest killed
+        half-way: it commits chunk by chunk and records the load at the end). Models read
+        recorded loads only, so this changes no output; it keeps the raw tables clean."""
+        engine = self.engine()
+        condition = "load_id not in (select load_id from raw_loads)"
+        rows = sum(int(engine.scalar(f"select count(*) from {table} where {condition}"))
+                   for table in ("raw_events", "raw_rejected"))
+        if rows:
+            for table in ("raw_events", "raw_rejected"):
+                engine.delete_where(table, condition)
+        self.unfinished_discarded += rows
+        return rows
+
     def ensure_sources(self) -> IngestResult | None:
-        """Create the raw tables; on a fresh project with nothing ingested, load the sample."""
+        """Create the raw tables and drop what an unfinished ingest left; on a fresh project
+        with nothing ingested, load the sample."""
         if self.config.source.format != "messages":
             return None
         engine = self.engine()
         engine.ensure_raw_tables()
+        self.discard_unfinished_loads()
         if engine.scalar("select count(*) from raw_loads"):
             return None
         sample = self.project_dir / self.config.seed_path
@@ -243,6 +262,8 @@ class Context:
         if seeded is not None:
             result.seeded = True
             notify("seeded", str(self.config.seed_path), seeded)
+        if self.unfinished_discarded:
+            notify("discarded", "raw_events", self.unfinished_discarded)
         engine = self.engine()
         write_manifest(self.target_dir, compiler)
         validator = self._validator(names, fast=True) if validate else None

@@ -638,6 +638,7 @@ class Loader:
             res.loaded += read - bad
             if progress:
                 progress(done)
+            fault_point("ingest:chunk")  # a chunk is committed, the load not yet recorded
 
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="arpu-ingest") as pool:

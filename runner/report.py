@@ -132,6 +132,12 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
                     console.print(f"Fresh project: loaded the bundled sample {name} "
                                   f"({payload.loaded:,} messages, {payload.rejected:,} rejected)",
                                   highlight=False)
+            elif kind == "discarded":
+                out.emit("discarded", rows=payload)
+                if out.text and not out.quiet:
+                    console.print(f"Removed {payload:,} rows of an ingest that did not finish "
+                                  "(it was stopped before it recorded its load): load the "
+                                  "file again.", highlight=False)
             elif kind == "start":
                 bar.update(task, description=f"{verb} {name}")
                 out.emit("model_start", model=name)
@@ -232,6 +238,10 @@ def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
                   console=console, transient=True) as bar:
         task = bar.add_task("ingest", total=total)
         result = ctx.ingest(list(files), progress=lambda n: bar.advance(task, n), sample=sample)
+    if ctx.unfinished_discarded:
+        console.print(f"Removed {ctx.unfinished_discarded:,} rows of an earlier ingest that did "
+                      "not finish (it was stopped before it recorded its load).",
+                      highlight=False)
     if ctx.sample_removed:
         console.print(f"Removed the sample data loaded earlier ({ctx.sample_removed:,} messages, "
                       "by `arpu build` or `arpu seed`): it never mixes with other data.",

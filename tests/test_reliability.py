@@ -104,3 +104,56 @@ def test_the_board_fails_when_it_cannot_read_the_warehouse(tmp_path: Path) -> No
     assert done.returncode != 0
     assert "run `arpu build`" in done.stderr and "Traceback" not in done.stderr
     assert not (project.root / "target" / "dashboard.html").exists()
+
+
+def test_a_killed_ingest_is_never_published(tmp_path: Path) -> None:
+    """An ingest killed after its first chunk was committed, then `arpu build`: its messages
+    were published (and stayed in the incremental stg_events forever). Models read recorded
+    loads only, the next command removes the rest and says so, and an expectation checks it."""
+    import gzip
+    import json
+
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "multi_category.ndjson")
+    assert run_arpu(project.root, "build").returncode == 0
+    before = _orders(project)
+    big = tmp_path / "big.ndjson.gz"
+    line = {"type": "track", "event": "Order Completed", "userId": "ghost",
+            "timestamp": "2026-03-01T00:00:00Z", "properties": {"revenue": 1}}
+    with gzip.open(big, "wt") as fh:  # several 8 MB chunks
+        for i in range(120_000):
+            fh.write(json.dumps({**line, "messageId": f"ghost-{i}", "pad": "x" * 100}) + "\n")
+    done = run_arpu(project.root, "ingest", str(big), fault="ingest:chunk")
+    assert done.returncode == -9  # SIGKILL after the first chunk
+    with duckdb.connect(str(project.root / "arpu.work.duckdb"), read_only=True) as con:
+        left = con.execute("select count(*) from raw_events where load_id not in "
+                           "(select load_id from raw_loads)").fetchall()[0][0]
+    assert left > 0  # what a killed ingest leaves behind
+    done = run_arpu(project.root, "build")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Removed {left:,} rows of an ingest that did not finish" in done.stdout
+    assert _orders(project) == before
+    with duckdb.connect(str(_published(project)), read_only=True) as con:
+        assert con.execute("select count(*) from stg_events where user_key = 'ghost'"
+                           ).fetchall()[0][0] == 0
+
+
+def test_a_changed_export_at_the_same_path_keeps_building(tmp_path: Path) -> None:
+    """A daily export written again at the same path with other bad lines: rejected_events
+    had two rows for one (file, line) and every later build failed its key check."""
+    project = ProjectHarness(tmp_path / "project")
+    export = tmp_path / "daily.ndjson"
+    good = ('{"type": "page", "messageId": "m1", "userId": "u1", '
+            '"timestamp": "2026-03-01T00:00:00Z"}')
+    export.write_text(good + "\nnot json, monday\n")
+    project.ingest(export)
+    assert project.build().success
+    export.write_text(good + "\nnot json, tuesday\n")
+    project.ingest(export)
+    result = project.build()
+    assert result.success, [(r.model, r.error) for r in result.results if r.error]
+    rejected = sorted(r["raw"] for r in project.rows("rejected_events"))
+    assert rejected == ["not json, monday", "not json, tuesday"]
+    project.ingest(export)  # the same content again: nothing new
+    assert project.build().success
+    assert len(project.rows("rejected_events")) == 2

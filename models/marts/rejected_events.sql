@@ -1,8 +1,10 @@
 /*
 description: >
   Every input line that could not be loaded, with the file, physical line number, raw text and
-  reason. A line rejected again by re-ingesting the same file is kept once (its first load).
-unique_key: [source_file, line_number]
+  reason. A line rejected again by re-ingesting the same file is kept once (its first load);
+  when a file at the same path changed (a daily export written again), its changed lines are
+  other lines, kept with their own load_id.
+unique_key: [source_file, line_number, load_id]
 tags: [quality]
 */
 {% if source_format == 'segment_warehouse' -%}
@@ -27,6 +29,7 @@ with ranked as (
             partition by source_file, line_number, raw order by load_id
         ) as copy_rank
     from {{ source('segment', 'raw_rejected') }}
+    where {{ recorded_load('load_id') }}
 )
 {%- endif %}
 

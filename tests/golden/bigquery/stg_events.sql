@@ -37,6 +37,12 @@ WITH raw AS (
       source_file,
       line_number
     FROM `raw_events`
+    WHERE
+      load_id IN (
+        SELECT
+          load_id
+        FROM `raw_loads`
+      )
   ) AS messages
 ), keyed AS (
   /* narrow rows for the dedupe window; the payload joins back to the winners only */
