@@ -1,11 +1,15 @@
 {# The three grains of the over-time relations; weeks are ISO weeks starting on Monday. #}
+{% macro default__period_start(grain, column) -%}
+cast(date_trunc('{{ grain }}', {{ column }}) as date)
+{%- endmacro %}
+
 {# BigQuery's WEEK starts on Sunday; ISOWEEK is its Monday week. Every other target's
    'week' already starts on Monday. #}
-{% macro period_start(grain, column) -%}
-{%- if grain == 'week' and target.dialect == 'bigquery' -%}
+{% macro bigquery__period_start(grain, column) -%}
+{%- if grain == 'week' -%}
 cast(date_trunc('isoweek', {{ column }}) as date)
 {%- else -%}
-cast(date_trunc('{{ grain }}', {{ column }}) as date)
+{{ default__period_start(grain, column) }}
 {%- endif -%}
 {%- endmacro %}
 

@@ -21,10 +21,16 @@ where {{ recorded_load('load_id') }}
 {%- endmacro %}
 
 {# A JSON object from (key, SQL expression) pairs; PostgreSQL 15 has no JSON_OBJECT(k: v). #}
-{% macro json_object_of(pairs) -%}
-{{ 'json_build_object' if target.dialect == 'postgres' else 'json_object' }}(
+{% macro default__json_object_of(pairs) -%}
+json_object({{ json_pairs(pairs) }})
+{%- endmacro %}
+
+{% macro postgres__json_object_of(pairs) -%}
+json_build_object({{ json_pairs(pairs) }})
+{%- endmacro %}
+
+{% macro json_pairs(pairs) -%}
 {%- for key, value in pairs %}'{{ key }}', {{ value }}{{ ', ' if not loop.last }}{% endfor -%}
-)
 {%- endmacro %}
 
 {% macro utc(column) -%}

@@ -2,10 +2,36 @@
    Returns a FROM-clause fragment exposing `<alias>.element` (JSON) and `<alias>.position`.
    sqlglot turns UNNEST ... WITH ORDINALITY into each engine's own construct, but not with the
    same base: Spark's POSEXPLODE, BigQuery's WITH OFFSET and Snowflake's FLATTEN count from 0,
-   and PostgreSQL needs json_array_elements; so this is written per dialect. #}
-{% macro json_array_rows(relation, array_path, alias) -%}
-{%- set key = array_path[2:] -%}
-{%- if target.dialect == 'postgres' %}
+   and PostgreSQL needs json_array_elements; so this is a family, one macro per gap. #}
+{% macro default__json_array_rows(relation, array_path, alias) %}
+(
+    select src.*, e.element, e.position
+    from {{ relation }} as src
+    cross join unnest(cast(json_extract(src.properties, '{{ array_path }}') as json[]))
+        with ordinality as e(element, position)
+) as {{ alias }}
+{%- endmacro %}
+
+{# BigQuery's WITH OFFSET and Snowflake's FLATTEN index count from 0. #}
+{% macro bigquery__json_array_rows(relation, array_path, alias) -%}
+{{ zero_based_json_array_rows(relation, array_path, alias) }}
+{%- endmacro %}
+
+{% macro snowflake__json_array_rows(relation, array_path, alias) -%}
+{{ zero_based_json_array_rows(relation, array_path, alias) }}
+{%- endmacro %}
+
+{% macro zero_based_json_array_rows(relation, array_path, alias) %}
+(
+    select src.*, e.element, e.position + 1 as position
+    from {{ relation }} as src
+    cross join unnest(cast(json_extract(src.properties, '{{ array_path }}') as json[]))
+        with ordinality as e(element, position)
+) as {{ alias }}
+{%- endmacro %}
+
+{% macro postgres__json_array_rows(relation, array_path, alias) -%}
+{%- set key = array_path[2:] %}
 (
     select src.*, e.element, e.position
     from {{ relation }} as src
@@ -14,10 +40,13 @@
              then src.properties -> '{{ key }}' else cast('[]' as json) end
     ) with ordinality as e(element, position)
 ) as {{ alias }}
-{%- elif target.dialect == 'redshift' %}
+{%- endmacro %}
+
+{# Redshift has no set-returning JSON function: positions 1..1000 from digits, and the element
+   by index (ingest rejects larger arrays). #}
+{% macro redshift__json_array_rows(relation, array_path, alias) -%}
+{%- set key = array_path[2:] %}
 (
-    {#- Redshift has no set-returning JSON function: positions 1..1000 from digits, and the
-        element by index (ingest rejects larger arrays) #}
     select
         src.*,
         json_extract_array_element_text(json_extract_path_text(src.properties, '{{ key }}'),
@@ -32,22 +61,20 @@
     ) as n
         on n.position <= json_array_length(json_extract_path_text(src.properties, '{{ key }}'))
 ) as {{ alias }}
-{%- elif target.dialect in ('spark', 'databricks') %}
+{%- endmacro %}
+
+{# JSON is text in Spark: the elements are JSON strings, positions count from 0. #}
+{% macro spark__json_array_rows(relation, array_path, alias) %}
 (
-    {#- JSON is text in Spark: the elements are JSON strings, positions count from 0 #}
     select src.*, e.element, e.position + 1 as position
     from {{ relation }} as src
     cross join unnest(cast(json_extract(src.properties, '{{ array_path }}') as varchar[]))
         with ordinality as e(element, position)
 ) as {{ alias }}
-{%- else %}
-(
-    select src.*, e.element, e.position{{ ' + 1 as position' if target.dialect in ('bigquery', 'snowflake') else '' }}
-    from {{ relation }} as src
-    cross join unnest(cast(json_extract(src.properties, '{{ array_path }}') as json[]))
-        with ordinality as e(element, position)
-) as {{ alias }}
-{%- endif %}
+{%- endmacro %}
+
+{% macro databricks__json_array_rows(relation, array_path, alias) -%}
+{{ spark__json_array_rows(relation, array_path, alias) }}
 {%- endmacro %}
 
 

@@ -116,18 +116,48 @@ def _macro_code(source: str) -> CodeType:
     return SandboxedEnvironment(**_JINJA_OPTIONS).compile(source)
 
 
+DISPATCH_PREFIX = "default__"
+
+
+@functools.lru_cache(maxsize=8)
+def _macro_names(source: str) -> tuple[str, ...]:
+    """The names of the macros the macro files define, in file order."""
+    tree = SandboxedEnvironment(**_JINJA_OPTIONS).parse(source)
+    return tuple(node.name for node in tree.find_all(jinja2.nodes.Macro))
+
+
+def _dispatcher(name: str, env: jinja2.Environment, module: list[Any]) -> Any:
+    """`name(...)` as dbt's `adapter.dispatch` resolves it: `<dialect>__name` when the macro
+    files define one for the target's dialect, else `default__name`."""
+
+    def dispatch(*args: Any, **kwargs: Any) -> Any:
+        dialect = getattr(env.globals.get("target"), "dialect", None)
+        macro = getattr(module[0], f"{dialect}__{name}", None) if dialect else None
+        return (macro or getattr(module[0], DISPATCH_PREFIX + name))(*args, **kwargs)
+
+    dispatch.__name__ = name
+    return dispatch
+
+
 def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
     """A Jinja environment with `functions` and every macro of `macros_dir` as globals. All
     macro files form one module, so macros may call each other across files. Sandboxed, as
     dbt's is: a model or expectation file may call what it is given, never reach Python's
-    internals (`''.__class__.__mro__`), so `arpu ls` on a cloned project runs no code."""
+    internals (`''.__class__.__mro__`), so `arpu ls` on a cloned project runs no code.
+
+    A macro that differs per engine is a family, `default__x` and `<dialect>__x` (for example
+    `postgres__x`), called as `x(...)`: the target's dialect (`target.dialect`) picks its own
+    macro, else the default, as dbt's `adapter.dispatch` does. Models and macros call `x` and
+    never ask which engine they run on."""
     env = SandboxedEnvironment(**_JINJA_OPTIONS)
     env.globals.update(functions)
     files = sorted(macros_dir.glob("**/*.sql")) if macros_dir.exists() else []
     texts = [path.read_text() for path in files]
+    source = "\n".join(texts)
+    module: list[Any] = []  # filled below; dispatchers resolve their macros when called
     try:
-        code = _macro_code("\n".join(texts))
-        module = env.template_class.from_code(env, code, env.make_globals(None)).module
+        code = _macro_code(source)
+        names = _macro_names(source)
     except jinja2.TemplateSyntaxError:
         for path, text in zip(files, texts, strict=True):  # which file, which line
             try:
@@ -136,10 +166,28 @@ def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
                 raise CompileError(exc.message or "bad macro", path=path,
                                    line=exc.lineno) from None
         raise
-    for name in dir(module):
+    for name in names:
+        if name.startswith(DISPATCH_PREFIX):
+            family = name[len(DISPATCH_PREFIX):]
+            if family in names:
+                raise CompileError(
+                    f"macro '{family}' is defined and also dispatched by '{name}': keep "
+                    f"'{name}' and '<dialect>__{family}', call '{family}(...)'",
+                    path=_defining_file(files, texts, family) or macros_dir)
+            # before the module exists: its macros resolve names from the globals of then
+            env.globals[family] = _dispatcher(family, env, module)
+    module.append(env.template_class.from_code(env, code, env.make_globals(None)).module)
+    for name in dir(module[0]):
         if not name.startswith("_"):
-            env.globals[name] = getattr(module, name)
+            env.globals[name] = getattr(module[0], name)
     return env
+
+
+def _defining_file(files: list[Path], texts: list[str], macro: str) -> Path | None:
+    for path, text in zip(files, texts, strict=True):
+        if macro in _macro_names(text):
+            return path
+    return None
 
 
 class Compiler:

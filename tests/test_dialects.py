@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlglot
@@ -99,3 +100,39 @@ def test_unportable_sql_is_refused_with_the_model(tmp_path: Path, body: str,
     with pytest.raises(CompileError, match=message) as info:
         Context(project).compile("postgres", select=["bad_model"])
     assert "bad_model.sql" in str(info.value)
+
+
+def test_models_and_macros_never_ask_which_engine_they_run_on() -> None:
+    """A macro that differs per engine is a family (`default__x`, `<dialect>__x`) called as
+    `x(...)`; no template branches on the target's dialect."""
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "models").rglob("*")) + sorted((root / "macros").rglob("*")):
+        if path.is_file():
+            assert "target.dialect" not in path.read_text(), path
+
+
+def _dispatch_env(macros: Path, dialect: str) -> Any:
+    from runner.compile import TargetInfo, macro_environment
+
+    return macro_environment(macros, target=TargetInfo("t", dialect, None))
+
+
+def test_a_dispatched_macro_picks_the_dialects_own_else_the_default(tmp_path: Path) -> None:
+    (tmp_path / "a.sql").write_text(
+        "{% macro default__shout(x) %}{{ x }}!{% endmacro %}\n"
+        "{% macro postgres__shout(x) %}{{ x | upper }}!{% endmacro %}\n"
+        "{% macro twice(x) %}{{ shout(x) }}{{ shout(x) }}{% endmacro %}\n")
+    (tmp_path / "b.sql").write_text(  # another file of the family, called across files
+        "{% macro spark__shout(x) %}<{{ default__shout(x) }}>{% endmacro %}\n")
+    template = "{{ shout('a') }} {{ twice(x='b') }}"
+    assert _dispatch_env(tmp_path, "duckdb").from_string(template).render() == "a! b!b!"
+    assert _dispatch_env(tmp_path, "postgres").from_string(template).render() == "A! B!B!"
+    assert _dispatch_env(tmp_path, "spark").from_string(template).render() == "<a!> <b!><b!>"
+
+
+def test_a_macro_both_defined_and_dispatched_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.sql").write_text("{% macro default__shout(x) %}{{ x }}{% endmacro %}\n")
+    (tmp_path / "b.sql").write_text("{% macro shout(x) %}{{ x }}{% endmacro %}\n")
+    with pytest.raises(CompileError, match="'shout' is defined and also dispatched") as info:
+        _dispatch_env(tmp_path, "duckdb")
+    assert "b.sql" in str(info.value)
