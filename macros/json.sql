@@ -6,8 +6,15 @@
 case when trim({{ value }}, {{ whitespace() }}) <> '' then {{ value }} end
 {%- endmacro %}
 
-{% macro json_num(column, path) -%}
+{% macro default__json_num(column, path) -%}
 try_cast(trim(json_extract_string({{ column }}, '{{ path }}')) as double)
+{%- endmacro %}
+
+{# ClickHouse: sqlglot writes try_cast as a cast to Nullable(Float64); toFloat64OrNull says
+   "null when not a number" in so many words. (json_str needs nothing: ClickHouse reads a
+   missing or null value as '', which json_str turns into null like every blank string.) #}
+{% macro clickhouse__json_num(column, path) -%}
+toFloat64OrNull(trim(json_extract_string({{ column }}, '{{ path }}')))
 {%- endmacro %}
 
 {# The characters a blank string is made of: space, tab, LF, VT, FF, CR (as chr() codes, which

@@ -17,3 +17,23 @@
 {% macro two_sided_p(z) -%}
 {{ erfc('abs(' ~ z ~ ') / sqrt(2.0)') }}
 {%- endmacro %}
+
+{# The median, interpolated between the two middle values for an even count (DuckDB's median,
+   PostgreSQL's percentile_cont(0.5)). ClickHouse's median() is an estimate from a sample of
+   8,192 values; quantileExactInclusive (level 0.5 by default) is the exact one. #}
+{% macro default__median(x) -%}
+median({{ x }})
+{%- endmacro %}
+
+{% macro clickhouse__median(x) -%}
+quantileExactInclusive({{ x }})
+{%- endmacro %}
+
+{# The sample variance; null for fewer than two values (ClickHouse's varSamp gives nan). #}
+{% macro default__var_samp(x) -%}
+var_samp({{ x }})
+{%- endmacro %}
+
+{% macro clickhouse__var_samp(x) -%}
+case when count({{ x }}) > 1 then var_samp({{ x }}) end
+{%- endmacro %}

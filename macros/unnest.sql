@@ -77,6 +77,19 @@
 {{ spark__json_array_rows(relation, array_path, alias) }}
 {%- endmacro %}
 
+{# ClickHouse reads JSON held as text: JSONExtractArrayRaw gives the elements' JSON texts (none
+   for a missing or non-array value), arrayJoin a row per position (1-based, as its arrays). #}
+{% macro clickhouse__json_array_rows(relation, array_path, alias) -%}
+{%- set elements = "JSONExtractArrayRaw(coalesce(src.properties, ''), '" ~ array_path[2:] ~ "')" %}
+(
+    select
+        src.*,
+        arrayJoin(arrayEnumerate({{ elements }})) as position,
+        arrayElement({{ elements }}, position) as element
+    from {{ relation }} as src
+) as {{ alias }}
+{%- endmacro %}
+
 
 {% macro digits() -%}
 (select 0 as d union all select 1 union all select 2 union all select 3 union all select 4

@@ -78,16 +78,44 @@ class SparkTarget(_Strict):
     warehouse_dir: str = "target/spark-warehouse"
 
 
+class ClickHouseTarget(_Strict):
+    """ClickHouse, embedded in the arpu process through chdb (its data in the folder `path`;
+    one process opens it at a time), or a server through clickhouse-connect when `host` is set.
+    arpu works in `<database>__work` and publishes to `<database>`."""
+
+    type: Literal["clickhouse"] = "clickhouse"
+    path: str = Field("target/clickhouse", description="Embedded (no host): the data folder, "
+                                                       "relative to the project.")
+    host: str | None = Field(None, description="A ClickHouse server's host (HTTP interface); "
+                                               "unset: embedded chdb at `path`.")
+    port: int = Field(8123, description="The server's HTTP port (8443 with secure).")
+    secure: bool = Field(False, description="HTTPS to the server.")
+    user: str = "default"
+    password_env: str = Field(
+        "ARPU_CLICKHOUSE_PASSWORD",
+        description="Name of the environment variable holding the server's password.")
+    # `database_`, not `database`: the models' relation names stay unqualified, and the
+    # engine's session (working or published) says which database they are in
+    database_: str = Field("arpu", alias="database", pattern=IDENTIFIER,
+                           description="Database of the published tables; arpu works in "
+                                       "<database>__work.")
+
+    @property
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env)
+
+
 class CompileOnlyTarget(_Strict):
     """A dialect arpu compiles to but does not execute on (SQL lands in target/compiled/)."""
 
-    type: Literal["snowflake", "bigquery", "redshift", "trino", "databricks", "clickhouse"]
+    type: Literal["snowflake", "bigquery", "redshift", "trino", "databricks"]
 
 
-TARGET_TYPES = {"duckdb", "postgres", "spark", "snowflake", "bigquery", "redshift", "trino",
-                "databricks", "clickhouse"}
+TARGET_TYPES = {"duckdb", "postgres", "spark", "clickhouse", "snowflake", "bigquery", "redshift",
+                "trino", "databricks"}
 Target = Annotated[
-    DuckDBTarget | PostgresTarget | SparkTarget | CompileOnlyTarget, Field(discriminator="type")
+    DuckDBTarget | PostgresTarget | SparkTarget | ClickHouseTarget | CompileOnlyTarget,
+    Field(discriminator="type"),
 ]
 
 

@@ -87,8 +87,8 @@ class Context:
 
     def reader(self) -> Engine:
         """What BI tools read: the published relations (DuckDB: the published file;
-        PostgreSQL: the target's schema)."""
-        if self.config.targets[self.target_name].type not in ("duckdb", "postgres"):
+        PostgreSQL: the target's schema; ClickHouse: the target's database)."""
+        if self.config.targets[self.target_name].type not in ("duckdb", "postgres", "clickhouse"):
             return self.engine()
         if self._reader is None:
             from runner.engines import connect

@@ -269,7 +269,8 @@ class Validator:
         self.fast = fast
         from runner.gx import GXSession
 
-        self._gx = GXSession(engine, relation_name, background=background and not fast)
+        self._gx = GXSession(engine, relation_name, background=background and not fast
+                             and getattr(engine, "validates_with_gx", True))
         self._gx_lock = threading.Lock()
 
     # -- suites ------------------------------------------------------------------------------
@@ -366,7 +367,8 @@ class Validator:
             return [ExpectationResult(model.name, s.name, s.severity, False, f"error: {why}",
                                       exception=why) for s in specs]
         runnable = [s for s in specs if all(self._exists(r) for r in s.requires)]
-        if self.fast:
+        gx = getattr(self.engine, "validates_with_gx", True)
+        if self.fast or not gx:
             from runner.sqlcheck import all_pass
 
             started = time.perf_counter()
@@ -374,6 +376,11 @@ class Validator:
                 seconds = round((time.perf_counter() - started) / max(len(runnable), 1), 4)
                 return [ExpectationResult(model.name, s.name, s.severity, True, "ok",
                                           seconds=seconds) for s in runnable]
+        if not gx:  # GX cannot run on this target: the plain-SQL checks are the verdict
+            from runner.sqlcheck import verdicts
+
+            return verdicts(self.engine, model.name, self.relation_name(model.name), runnable,
+                            list(model.config.unique_key))
         with self._gx_lock:  # one GX context, not made for threads
             return self._gx.run(model.name, runnable, list(model.config.unique_key))
 

@@ -23,8 +23,8 @@ with joined as (
 
 medians as (
     select
-        median(conversion_rate) as median_conversion_rate,
-        median(avg_item_price) as median_avg_item_price
+        {{ median('conversion_rate') }} as median_conversion_rate,
+        {{ median('avg_item_price') }} as median_avg_item_price
     from joined
 ),
 

@@ -83,7 +83,7 @@ per_variant as (
         cast(coalesce(sum(o.purchased), 0) as bigint) as purchasers,  -- not a 128-bit sum
         coalesce(sum(o.revenue), 0) as revenue,
         avg(o.revenue) as arpu,
-        var_samp(o.revenue) as revenue_variance
+        {{ var_samp('o.revenue') }} as revenue_variance
     from variants as v
     left join user_outcomes as o on v.experiment = o.experiment and v.variant = o.variant
     left join excluded as x on v.experiment = x.experiment and v.variant = x.variant

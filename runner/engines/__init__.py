@@ -29,6 +29,10 @@ def connect(project_dir: Path, config: Config, target_name: str, published: bool
         from runner.engines.spark import SparkEngine
 
         return SparkEngine(project_dir, target)
+    if target.type == "clickhouse":
+        from runner.engines.clickhouse import ClickHouseEngine
+
+        return ClickHouseEngine(project_dir, target, published=published)
     raise ConfigError(
         f"target '{target_name}' ({target.type}) is compile-only here: use `arpu compile --target "
         f"{target_name}`",

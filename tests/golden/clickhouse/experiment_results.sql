@@ -1,0 +1,397 @@
+-- experiment_results: compiled for clickhouse from experiment_results.sql
+/*
+description: >
+  Mixpanel's frequentist experiment readout per (experiment, variant). Exposure is the user's first
+  `Experiment Viewed` (or `$experiment_started`) in range; users exposed to more than one variant
+  are excluded (excluded_users counts them per variant they saw). A variant is a row when an
+  included user saw it: one that only excluded users saw has no row and is never the control.
+  Revenue and purchases count from exposure to exposure + experiment_window_days inclusive.
+  p-values: two-sided z-tests (Welch-type standard error for ARPU, pooled for conversion),
+  computed in SQL. The control row carries nulls in uplift, p-values and CI.
+unique_key: [experiment, variant]
+tags: [recipe, experiment]
+*/
+WITH exposure_events AS (
+  SELECT
+    user_key,
+    event_ts,
+    CASE
+      WHEN event_name = 'Experiment Viewed'
+      THEN COALESCE(
+        CASE
+          WHEN TRIM(BOTH (
+            ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+          ) FROM JSONExtractString(properties, 'experiment_id')) <> ''
+          THEN JSONExtractString(properties, 'experiment_id')
+        END,
+        CASE
+          WHEN TRIM(BOTH (
+            ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+          ) FROM JSONExtractString(properties, 'experiment_name')) <> ''
+          THEN JSONExtractString(properties, 'experiment_name')
+        END
+      )
+      ELSE CASE
+        WHEN TRIM(BOTH (
+          ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+        ) FROM JSONExtractString(properties, 'Experiment name')) <> ''
+        THEN JSONExtractString(properties, 'Experiment name')
+      END
+    END AS experiment,
+    CASE
+      WHEN event_name = 'Experiment Viewed'
+      THEN COALESCE(
+        CASE
+          WHEN TRIM(BOTH (
+            ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+          ) FROM JSONExtractString(properties, 'variation_id')) <> ''
+          THEN JSONExtractString(properties, 'variation_id')
+        END,
+        CASE
+          WHEN TRIM(BOTH (
+            ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+          ) FROM JSONExtractString(properties, 'variation_name')) <> ''
+          THEN JSONExtractString(properties, 'variation_name')
+        END
+      )
+      ELSE CASE
+        WHEN TRIM(BOTH (
+          ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+        ) FROM JSONExtractString(properties, 'Variant name')) <> ''
+        THEN JSONExtractString(properties, 'Variant name')
+      END
+    END AS variant
+  FROM "stg_events"
+  WHERE
+    message_type = 'track'
+    AND event_name IN ('Experiment Viewed', '$experiment_started')
+    AND TRUE
+    AND TRUE
+), exposures AS (
+  SELECT
+    *
+  FROM exposure_events
+  WHERE
+    NOT (
+      experiment IS NULL
+    ) AND NOT (
+      variant IS NULL
+    )
+), per_user AS (
+  SELECT
+    experiment,
+    user_key,
+    MIN(variant) AS variant,
+    COUNT(DISTINCT variant) AS variants_seen,
+    MIN(event_ts) AS exposed_at
+  FROM exposures
+  GROUP BY
+    experiment,
+    user_key
+), excluded AS (
+  SELECT
+    e.experiment,
+    e.variant,
+    COUNT(DISTINCT e.user_key) AS excluded_users
+  FROM exposures AS e
+  INNER JOIN per_user AS u
+    ON e.experiment = u.experiment AND e.user_key = u.user_key
+  WHERE
+    u.variants_seen > 1
+  GROUP BY
+    e.experiment,
+    e.variant
+), user_outcomes AS (
+  SELECT
+    u.experiment,
+    u.variant,
+    u.user_key,
+    COALESCE(SUM(o.revenue), 0) AS revenue,
+    CASE WHEN COUNT(o.order_id) > 0 THEN 1 ELSE 0 END AS purchased
+  FROM per_user AS u
+  LEFT JOIN "fct_orders" AS o
+    ON o.user_key = u.user_key
+    AND o.ordered_at >= u.exposed_at
+    AND o.ordered_at <= (
+      u.exposed_at + INTERVAL '30' DAY
+    )
+  WHERE
+    u.variants_seen = 1
+  GROUP BY
+    u.experiment,
+    u.variant,
+    u.user_key
+), variants AS (
+  /* the variants some included user saw */
+  SELECT DISTINCT
+    experiment,
+    variant
+  FROM per_user
+  WHERE
+    variants_seen = 1
+), per_variant AS (
+  SELECT
+    v.experiment,
+    v.variant,
+    COUNT(o.user_key) AS users,
+    COALESCE(MAX(x.excluded_users), 0) AS excluded_users,
+    CAST(COALESCE(SUM(o.purchased), 0) AS Nullable(Int64)) AS purchasers, /* not a 128-bit sum */
+    COALESCE(SUM(o.revenue), 0) AS revenue,
+    AVG(o.revenue) AS arpu,
+    CASE WHEN COUNT(o.revenue) > 1 THEN varSamp(o.revenue) END AS revenue_variance
+  FROM variants AS v
+  LEFT JOIN user_outcomes AS o
+    ON v.experiment = o.experiment AND v.variant = o.variant
+  LEFT JOIN excluded AS x
+    ON v.experiment = x.experiment AND v.variant = x.variant
+  GROUP BY
+    v.experiment,
+    v.variant
+), control_choice AS (
+  SELECT
+    experiment,
+    variant AS control_variant
+  FROM (
+    SELECT
+      experiment,
+      variant,
+      ROW_NUMBER() OVER (
+        PARTITION BY experiment
+        ORDER BY CASE WHEN variant = 'control' THEN 1 ELSE 2 END, variant
+      ) AS preference
+    FROM variants
+  ) AS ranked
+  WHERE
+    preference = 1
+), compared AS (
+  SELECT
+    t.*,
+    t.variant = cc.control_variant AS is_control,
+    cc.control_variant,
+    (
+      CAST(t.purchasers AS Nullable(Float64)) / nullIf(CAST(t.users AS Nullable(Float64)), 0)
+    ) AS conversion_rate,
+    c.arpu AS control_arpu,
+    t.arpu - c.arpu AS arpu_diff,
+    SQRT(
+      t.revenue_variance / nullIf(t.users, 0) + c.revenue_variance / nullIf(c.users, 0)
+    ) AS arpu_se,
+    (
+      CAST(t.purchasers AS Nullable(Float64)) / nullIf(CAST(t.users AS Nullable(Float64)), 0)
+    ) - (
+      CAST(c.purchasers AS Nullable(Float64)) / nullIf(CAST(c.users AS Nullable(Float64)), 0)
+    ) AS conversion_diff,
+    SQRT(
+      (
+        CAST(t.purchasers + c.purchasers AS Nullable(Float64)) / nullIf(CAST(t.users + c.users AS Nullable(Float64)), 0)
+      ) * (
+        1 - (
+          CAST(t.purchasers + c.purchasers AS Nullable(Float64)) / nullIf(CAST(t.users + c.users AS Nullable(Float64)), 0)
+        )
+      ) * (
+        (
+          CAST(1 AS Nullable(Float64)) / nullIf(CAST(t.users AS Nullable(Float64)), 0)
+        ) + (
+          CAST(1 AS Nullable(Float64)) / nullIf(CAST(c.users AS Nullable(Float64)), 0)
+        )
+      )
+    ) AS conversion_se
+  FROM per_variant AS t
+  INNER JOIN control_choice AS cc
+    ON t.experiment = cc.experiment
+  INNER JOIN per_variant AS c
+    ON c.experiment = cc.experiment AND c.variant = cc.control_variant
+), tested AS (
+  SELECT
+    *,
+    CASE WHEN NOT is_control THEN arpu_diff / nullIf(arpu_se, 0) END AS arpu_z,
+    CASE WHEN NOT is_control THEN conversion_diff / nullIf(conversion_se, 0) END AS conversion_z
+  FROM compared
+)
+SELECT
+  experiment,
+  variant,
+  is_control,
+  users,
+  excluded_users,
+  purchasers,
+  conversion_rate,
+  revenue,
+  arpu,
+  CASE WHEN NOT is_control THEN arpu / nullIf(control_arpu, 0) - 1 END AS arpu_uplift,
+  (
+    1.0 / (
+      1.0 + 0.5 * (
+        ABS(arpu_z) / SQRT(2.0)
+      )
+    )
+  ) * EXP(
+    -(
+      ABS(arpu_z) / SQRT(2.0)
+    ) * (
+      ABS(arpu_z) / SQRT(2.0)
+    ) - 1.26551223 + (
+      1.0 / (
+        1.0 + 0.5 * (
+          ABS(arpu_z) / SQRT(2.0)
+        )
+      )
+    ) * (
+      1.00002368 + (
+        1.0 / (
+          1.0 + 0.5 * (
+            ABS(arpu_z) / SQRT(2.0)
+          )
+        )
+      ) * (
+        0.37409196 + (
+          1.0 / (
+            1.0 + 0.5 * (
+              ABS(arpu_z) / SQRT(2.0)
+            )
+          )
+        ) * (
+          0.09678418 + (
+            1.0 / (
+              1.0 + 0.5 * (
+                ABS(arpu_z) / SQRT(2.0)
+              )
+            )
+          ) * (
+            -0.18628806 + (
+              1.0 / (
+                1.0 + 0.5 * (
+                  ABS(arpu_z) / SQRT(2.0)
+                )
+              )
+            ) * (
+              0.27886807 + (
+                1.0 / (
+                  1.0 + 0.5 * (
+                    ABS(arpu_z) / SQRT(2.0)
+                  )
+                )
+              ) * (
+                -1.13520398 + (
+                  1.0 / (
+                    1.0 + 0.5 * (
+                      ABS(arpu_z) / SQRT(2.0)
+                    )
+                  )
+                ) * (
+                  1.48851587 + (
+                    1.0 / (
+                      1.0 + 0.5 * (
+                        ABS(arpu_z) / SQRT(2.0)
+                      )
+                    )
+                  ) * (
+                    -0.82215223 + (
+                      1.0 / (
+                        1.0 + 0.5 * (
+                          ABS(arpu_z) / SQRT(2.0)
+                        )
+                      )
+                    ) * 0.17087277
+                  )
+                )
+              )
+            )
+          )
+        )
+      )
+    )
+  ) AS arpu_p_value,
+  (
+    1.0 / (
+      1.0 + 0.5 * (
+        ABS(conversion_z) / SQRT(2.0)
+      )
+    )
+  ) * EXP(
+    -(
+      ABS(conversion_z) / SQRT(2.0)
+    ) * (
+      ABS(conversion_z) / SQRT(2.0)
+    ) - 1.26551223 + (
+      1.0 / (
+        1.0 + 0.5 * (
+          ABS(conversion_z) / SQRT(2.0)
+        )
+      )
+    ) * (
+      1.00002368 + (
+        1.0 / (
+          1.0 + 0.5 * (
+            ABS(conversion_z) / SQRT(2.0)
+          )
+        )
+      ) * (
+        0.37409196 + (
+          1.0 / (
+            1.0 + 0.5 * (
+              ABS(conversion_z) / SQRT(2.0)
+            )
+          )
+        ) * (
+          0.09678418 + (
+            1.0 / (
+              1.0 + 0.5 * (
+                ABS(conversion_z) / SQRT(2.0)
+              )
+            )
+          ) * (
+            -0.18628806 + (
+              1.0 / (
+                1.0 + 0.5 * (
+                  ABS(conversion_z) / SQRT(2.0)
+                )
+              )
+            ) * (
+              0.27886807 + (
+                1.0 / (
+                  1.0 + 0.5 * (
+                    ABS(conversion_z) / SQRT(2.0)
+                  )
+                )
+              ) * (
+                -1.13520398 + (
+                  1.0 / (
+                    1.0 + 0.5 * (
+                      ABS(conversion_z) / SQRT(2.0)
+                    )
+                  )
+                ) * (
+                  1.48851587 + (
+                    1.0 / (
+                      1.0 + 0.5 * (
+                        ABS(conversion_z) / SQRT(2.0)
+                      )
+                    )
+                  ) * (
+                    -0.82215223 + (
+                      1.0 / (
+                        1.0 + 0.5 * (
+                          ABS(conversion_z) / SQRT(2.0)
+                        )
+                      )
+                    ) * 0.17087277
+                  )
+                )
+              )
+            )
+          )
+        )
+      )
+    )
+  ) AS conversion_p_value,
+  CASE WHEN NOT (
+    arpu_z IS NULL
+  ) THEN arpu_diff - 1.959964 * arpu_se END AS arpu_ci_low,
+  CASE WHEN NOT (
+    arpu_z IS NULL
+  ) THEN arpu_diff + 1.959964 * arpu_se END AS arpu_ci_high,
+  control_variant,
+  arpu_diff,
+  arpu_se
+FROM tested

@@ -1,0 +1,57 @@
+-- fct_product_purchases: compiled for clickhouse from fct_product_purchases.sql
+/*
+description: >
+  One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
+  Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
+  and line_revenue.
+# a table, not incremental: an order whose earliest copy arrives late with fewer products must
+# lose lines, and a merge by order_id cannot delete lines of an order that now has none (or of
+# an order that is gone)
+materialized: table
+unique_key: [order_id, line_number]
+tags: [facts]
+*/
+WITH lines AS (
+  SELECT
+    l.order_id,
+    CAST(l.position AS Nullable(Int32)) AS line_number,
+    l.user_key,
+    l.ordered_at AS purchased_at,
+    CASE
+      WHEN TRIM(BOTH (
+        ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+      ) FROM JSONExtractString(l.element, 'product_id')) <> ''
+      THEN JSONExtractString(l.element, 'product_id')
+    END AS product_id,
+    CASE
+      WHEN TRIM(BOTH (
+        ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+      ) FROM JSONExtractString(l.element, 'sku')) <> ''
+      THEN JSONExtractString(l.element, 'sku')
+    END AS sku,
+    CASE
+      WHEN TRIM(BOTH (
+        ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+      ) FROM JSONExtractString(l.element, 'category')) <> ''
+      THEN JSONExtractString(l.element, 'category')
+    END AS category,
+    CASE
+      WHEN TRIM(BOTH (
+        ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+      ) FROM JSONExtractString(l.element, 'name')) <> ''
+      THEN JSONExtractString(l.element, 'name')
+    END AS name,
+    toFloat64OrNull(TRIM(JSONExtractString(l.element, 'price'))) AS price,
+    COALESCE(toFloat64OrNull(TRIM(JSONExtractString(l.element, 'quantity'))), 1) AS quantity
+  FROM (
+    SELECT
+      src.*,
+      arrayJoin(arrayEnumerate(JSONExtractArrayRaw(COALESCE(src.properties, ''), 'products'))) AS position,
+      arrayElement(JSONExtractArrayRaw(COALESCE(src.properties, ''), 'products'), position) AS element
+    FROM "int_orders" AS src
+  ) AS l
+)
+SELECT
+  *,
+  price * quantity AS line_revenue
+FROM lines
