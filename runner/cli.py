@@ -463,7 +463,7 @@ def dashboard(
     vars: str | None = VarsOpt,
 ) -> None:
     """Write one self-contained HTML dashboard of the published relations (works offline)."""
-    from runner.dashboard import render_dashboard
+    from runner.board import render_dashboard
 
     with _context(target, vars) as ctx:
         path = out if out.is_absolute() else ctx.project_dir / out

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runner.dashboard import DashboardSummary, render_dashboard, script_json
+from runner.board import DashboardSummary, render_dashboard, script_json
 from tests.conftest import ROOT, ProjectHarness
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -17,7 +17,7 @@ from conftest import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
 from rich.console import Console
 
 from runner.artifacts import BuildResult, ModelResult, Shown, write_run_results
-from runner.dashboard import render_dashboard
+from runner.board import render_dashboard
 from runner.report import format_number, print_rows
 
 PROMO = "2026-03-09"
