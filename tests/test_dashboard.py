@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from runner.board import DashboardSummary, render_dashboard, script_json
@@ -91,6 +92,12 @@ def test_numbers_match_relations(built_sample: ProjectHarness, tmp_path: Path) -
     header = _payload(html)["header"]
     assert header["expectations"].startswith("all ") and header["expectations_ok"]
     assert header["notes"] == []  # built with these vars, rendered without --vars
+    with built_sample.context() as ctx:  # the header's numbers are board_summary's
+        first, last, events = ctx.reader().fetch(
+            "select min(event_ts), max(event_ts), count(*) from stg_events")[1][0]
+    assert header["events"] == f"{events:,} events"
+    assert header["range"] == f"{first:%Y-%m-%d %H:%M} UTC → {last:%Y-%m-%d %H:%M} UTC"
+    assert data["currency"] == "USD"
 
 
 def _hostile_events(path: Path) -> Path:
@@ -139,6 +146,21 @@ def test_hostile_category_names_stay_text(hostile_project: ProjectHarness,
     payload = _payload(html)
     assert set(HOSTILE) <= {r["category"] for r in payload["data"]["category_funnel"]}
     assert summary.series_per_panel["experiment"] == 0  # no experiment in these events
+
+
+def test_board_says_when_board_summary_is_not_published(tmp_path: Path) -> None:
+    """A warehouse published by an arpu that predates board_summary: the other panels draw."""
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(_hostile_events(tmp_path / "hostile.ndjson"))
+    assert project.build().success
+    with duckdb.connect(str(project.root / "arpu.duckdb")) as con:
+        con.execute("drop table board_summary")
+    summary, html = _render(project, tmp_path / "dash.html")
+    payload = _payload(html)
+    [note] = payload["header"]["notes"]
+    assert note.startswith("board_summary is not published") and "arpu build" in note
+    assert payload["data"]["cohort_sizes"] == []
+    assert summary.series_per_panel["funnel"] == 3
 
 
 def test_script_json_escapes_markup() -> None:
