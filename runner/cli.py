@@ -395,16 +395,73 @@ def seed(
 
 @app.command("ls")
 @_handled
-def ls_(select: list[str] | None = SelectOpt, exclude: list[str] | None = ExcludeOpt) -> None:
-    """List models with their materialization and dependencies."""
+def ls_(
+    select: list[str] | None = SelectOpt,
+    exclude: list[str] | None = ExcludeOpt,
+    metrics: bool = typer.Option(False, "--metrics",
+                                 help="List the metrics of metrics/*.yml instead of models."),
+    dimensions: bool = typer.Option(False, "--dimensions",
+                                    help="With --metrics A,B: what they can be grouped by."),
+    names: list[str] | None = typer.Argument(None, metavar="[METRICS]",
+                                             help="With --dimensions --metrics: A,B."),
+) -> None:
+    """List models with their materialization and dependencies (or metrics, dimensions)."""
     from rich.table import Table
 
+    if metrics or dimensions or names:
+        from runner import report
+        from runner.metrics.query import list_semantic
+
+        with _context() as ctx:
+            shown = list_semantic(ctx, metrics, dimensions, names or [])
+        report.print_rows(shown, "table", _console())
+        return
     with _context() as ctx:
         models = ctx.ls(select, exclude)
     table = Table("model", "materialized", "depends on", box=None)
     for m in models:
         table.add_row(m.name, m.materialized, ", ".join(m.depends_on))
     _console().print(table)
+
+
+@app.command()
+@_handled
+def query(
+    metrics: str = typer.Option(..., "--metrics", "-m", metavar="A,B",
+                                help="Metrics of metrics/*.yml (arpu ls --metrics)."),
+    group_by: str | None = typer.Option(
+        None, "--group-by", "-g", metavar="A,B",
+        help="metric_time__day|week|month|quarter|year, <entity>__<dimension>, <entity>."),
+    where: list[str] | None = typer.Option(
+        None, "--where", "-w", metavar="SQL",
+        help="\"{{ Dimension('user__segment') }} = 'cohort'\"; several are and-ed."),
+    order_by: str | None = typer.Option(None, "--order-by", metavar="A,-B",
+                                        help="Columns or metrics; a leading - is descending."),
+    limit: int | None = typer.Option(None, "--limit", "-n"),
+    start_time: str | None = typer.Option(None, "--start-time", help="From this date or time."),
+    end_time: str | None = typer.Option(None, "--end-time", help="Up to this date or time."),
+    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+    explain: bool = typer.Option(False, "--explain", help="Print the SQL instead of running."),
+    dialect: str | None = typer.Option(None, "--dialect", metavar="D",
+                                       help="With --explain: the SQL for this dialect."),
+    target: str | None = TargetOpt,
+) -> None:
+    """Ask for metrics at any grain and slice (MetricFlow's names), from the published relations."""
+    from runner import report
+    from runner.metrics.query import compile_query, request_from_options, run_query
+
+    if format not in ("table", "csv", "json"):
+        raise typer.BadParameter("must be table, csv or json", param_hint="--format")
+    if dialect is not None and not explain:
+        raise typer.BadParameter("goes with --explain", param_hint="--dialect")
+    request = request_from_options(metrics, group_by, where, order_by, limit, start_time,
+                                   end_time)
+    with _context(target) as ctx:
+        if explain:
+            typer.echo(compile_query(ctx, request, dialect).sql)
+            return
+        result = run_query(ctx, request)
+    report.print_rows(result.shown, format, _console())
 
 
 @app.command()
