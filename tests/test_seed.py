@@ -22,7 +22,7 @@ import duckdb
 import pytest
 
 from runner import seed
-from runner.seed import SeedStats, generate
+from runner.seed import SeedStats, generate, write
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "seeds" / "sample_events.ndjson.gz"
@@ -363,8 +363,8 @@ def test_same_arguments_same_bytes(tmp_path: Path) -> None:
 def test_same_bytes_whatever_the_threads(tmp_path: Path) -> None:
     # Big enough for DuckDB to work on many row groups in parallel: an order-losing plan
     # (e.g. a long IN list turned into a join under the COPY) shows up here.
-    seed._generate(tmp_path / "one.ndjson", events=400_000, seed=11, threads=1)
-    seed._generate(tmp_path / "many.ndjson", events=400_000, seed=11, threads=4)
+    write._generate(tmp_path / "one.ndjson", events=400_000, seed=11, threads=1)
+    write._generate(tmp_path / "many.ndjson", events=400_000, seed=11, threads=4)
     assert _digest(tmp_path / "one.ndjson") == _digest(tmp_path / "many.ndjson")
 
 
