@@ -292,11 +292,16 @@ class Context:
                 raw = int(engine.scalar("select count(*) from raw_events"))
                 kept = int(engine.scalar("select count(*) from stg_events"))
                 result.messages_loaded, result.duplicates_removed = raw, raw - kept
+            exported: list[str] = []
+            if result.success:  # saved queries' exports (metrics/*.yml), published with them
+                from runner.metrics.exports import build_exports
+
+                exported = build_exports(self, engine, compiler.relation, notify, result)
             if result.success:
                 t0 = time.perf_counter()
                 engine.publish(record_build(
-                    engine, compiler.relation, names,
-                    [n for n in compiler.graph.order if engine.relation_exists(n)],
+                    engine, compiler.relation, [*names, *exported],
+                    [n for n in compiler.graph.order if engine.relation_exists(n)] + exported,
                     self.config.vars.model_dump(mode="json")))
                 published = True
                 if removed and set(names) == set(compiler.graph.order):

@@ -201,3 +201,48 @@ def test_ls_metrics_and_dimensions(sample: ProjectHarness) -> None:
     for name in ("metric_time", "user__segment", "user__is_identified", "user"):
         assert name in out.stdout
     assert "order__currency" not in out.stdout  # not reachable from active_users' events
+
+
+def test_saved_query_exports_are_published(sample: ProjectHarness) -> None:
+    """`arpu build` builds each saved query's exports after the models and publishes them with
+    the models: a BI tool reads weekly_arpu like any relation."""
+    exported = sample.rows("weekly_arpu", "metric_time__week")
+    asked = query(sample, ["revenue", "active_users", "buyers", "arpu", "arppu"],
+                  ["metric_time__week"])
+    assert len(exported) == len(asked) == 13
+    for got, want in zip(exported, asked, strict=True):
+        assert got["metric_time__week"] == want["metric_time__week"]
+        assert got["active_users"] == want["active_users"]
+        assert close(got["arpu"], want["arpu"])
+    conversion = {r["funnel_entry__category"]: r for r in sample.rows("category_conversion")}
+    funnel = sample.rows("category_funnel", "category")
+    assert set(conversion) == {f["category"] for f in funnel}
+    for row in funnel:
+        assert close(conversion[row["category"]]["view_to_purchase_rate"],
+                     row["conversion_rate"])
+    results = json.loads((sample.root / "target" / "run_results.json").read_text())["results"]
+    exports = {r["model"]: r for r in results if r["model"] in ("weekly_arpu",
+                                                                 "category_conversion")}
+    assert exports["weekly_arpu"]["status"] == "success"
+    assert exports["weekly_arpu"]["rows"] == 13
+    assert exports["category_conversion"]["materialized"] == "view"
+    assert (sample.root / exports["weekly_arpu"]["compiled_path"]).exists()
+
+
+def test_semantic_manifest_json(sample: ProjectHarness) -> None:
+    manifest = json.loads((sample.root / "target" / "semantic_manifest.json").read_text())
+    assert set(manifest) >= {"semantic_models", "metrics", "saved_queries",
+                             "project_configuration"}
+    models = {m["name"]: m for m in manifest["semantic_models"]}
+    assert models["orders"]["node_relation"]["alias"] == "fct_orders"
+    assert {e["name"]: e["type"] for e in models["orders"]["entities"]} == {
+        "order": "primary", "user": "foreign"}
+    metrics = {m["name"]: m for m in manifest["metrics"]}
+    conversion = metrics["view_to_purchase_rate"]["type_params"]["conversion_type_params"]
+    assert conversion["window"] == {"count": 7, "granularity": "day"}
+    assert conversion["constant_properties"] == [{"base_property": "category",
+                                                  "conversion_property": "category"}]
+    assert [m["name"] for m in metrics["arpu"]["type_params"]["input_measures"]] == \
+        ["order_revenue", "users_with_messages"]
+    saved = {q["name"]: q for q in manifest["saved_queries"]}
+    assert saved["weekly_arpu"]["exports"][0]["config"]["export_as"] == "table"

@@ -173,3 +173,11 @@ def test_cli_exit_2_one_line(tmp_path: Path) -> None:
     out = run_arpu(project, "query", "--metrics", "arpux", "--explain")
     assert out.returncode == 2
     assert "unknown metric 'arpux' (did you mean 'arpu'?)" in out.stderr
+
+
+def test_an_export_may_not_replace_a_model(tmp_path: Path) -> None:
+    text = RECIPE.replace("      - name: weekly_arpu\n", "      - name: fct_orders\n", 1)
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, text)
+    assert "would write 'fct_orders', a relation arpu builds" in error.value.message
+    assert error.value.location == f"metrics/recipe.yml:{line_of(text, '- name: fct_orders')}"

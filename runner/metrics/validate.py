@@ -56,6 +56,14 @@ def validate_manifest(manifest: SemanticManifest, models: Iterable[str]) -> Plan
     for query in manifest.saved_queries.values():
         seen: set[str] = set()
         for export in query.exports:
+            if export.schema is not None:
+                raise ConfigError(f"export '{export.name}': schema: arpu publishes every "
+                                  "relation to the target's schema (remove schema)",
+                                  location=str(export.where))
+            if export.relation in known or export.relation.startswith(("arpu_", "raw_")):
+                raise ConfigError(f"export '{export.name}' would write '{export.relation}', "
+                                  "a relation arpu builds: give it another name or alias",
+                                  location=str(export.where))
             if export.relation in seen:
                 raise ConfigError(f"saved query '{query.name}': two exports write "
                                   f"'{export.relation}'", location=str(export.where))
