@@ -177,18 +177,18 @@ def verdicts(engine: Engine, model: str, relation: str, specs: list[ExpectationS
                     failing = examples(f"({cols}) in ({dup})" if "," in cols
                                        else f"{cols} in ({dup})")
             elif t == "expect_table_row_count_to_be_between":
-                rows = int(run(f"select count(*) from {relation}")[0][0])
+                count = int(run(f"select count(*) from {relation}")[0][0])
                 lo, hi = kw.get("min_value"), kw.get("max_value")
-                success = (lo is None or rows >= lo) and (hi is None or rows <= hi)
-                observed = f"{rows} rows"
+                success = (lo is None or count >= lo) and (hi is None or count <= hi)
+                observed = f"{count} rows"
             elif t == "unexpected_rows":
                 query = kw["query"].replace("{{", "{").replace("}}", "}")
                 bad = int(engine.fetch(f"select count(*) from ({query}) as unexpected")[1][0][0])
                 success, observed = bad == 0, f"{bad} unexpected rows"
                 if bad:
-                    columns, rows = engine.fetch(f"select * from ({query}) as unexpected "
-                                                 f"limit {MAX_EXAMPLES}")
-                    failing = [dict(zip(columns, row, strict=True)) for row in rows]
+                    names, rows = engine.fetch(f"select * from ({query}) as unexpected "
+                                               f"limit {MAX_EXAMPLES}")
+                    failing = [dict(zip(names, row, strict=True)) for row in rows]
             elif t == "expect_table_columns_to_match_set":
                 probe = transpile(f"select * from {relation} limit 0", read=SOURCE,
                                   write=engine.dialect)[0]

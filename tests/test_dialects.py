@@ -48,7 +48,8 @@ def test_every_golden_file_reparses_in_its_dialect(dialect: str) -> None:
 
 def test_json_arrays_unnest_from_one_on_every_engine(compiled: dict[str, dict[str, str]]) -> None:
     """Product lines are numbered from 1: PostgreSQL's WITH ORDINALITY is 1-based; Spark's
-    POSEXPLODE, BigQuery's OFFSET and Snowflake's FLATTEN index are 0-based, so + 1."""
+    POSEXPLODE, BigQuery's OFFSET and Snowflake's FLATTEN index are 0-based, so + 1;
+    ClickHouse numbers the elements with arrayEnumerate (1-based)."""
     sql = {d: " ".join(c["fct_product_purchases"].split()).upper() for d, c in compiled.items()}
     assert "JSON_ARRAY_ELEMENTS(" in sql["postgres"] and "WITH ORDINALITY" in sql["postgres"]
     assert "POSEXPLODE(" in sql["spark"] and "E.POSITION + 1 AS POSITION" in sql["spark"]
@@ -56,13 +57,15 @@ def test_json_arrays_unnest_from_one_on_every_engine(compiled: dict[str, dict[st
     assert "FLATTEN(" in sql["snowflake"] and "POSITION + 1" in sql["snowflake"]
     assert "WITH ORDINALITY" in sql["trino"] and "POSITION + 1" not in sql["trino"]
     assert "JSON_EXTRACT_ARRAY_ELEMENT_TEXT(" in sql["redshift"]
+    # ClickHouse's arrays count from 1: a row per position of the array's JSON elements
+    assert "ARRAYJOIN(ARRAYENUMERATE(JSONEXTRACTARRAYRAW(" in sql["clickhouse"]
 
 
 def test_weeks_start_on_monday_everywhere(compiled: dict[str, dict[str, str]]) -> None:
     """BigQuery's WEEK starts on Sunday: the period macro asks it for ISOWEEK."""
     bigquery = compiled["bigquery"]["arpu_timeseries"].upper()
     assert "ISOWEEK" in bigquery and ", WEEK)" not in bigquery
-    for dialect in ("postgres", "spark", "snowflake", "trino", "redshift", "duckdb"):
+    for dialect in ("postgres", "spark", "snowflake", "trino", "redshift", "duckdb", "clickhouse"):
         assert "'WEEK'" in compiled[dialect]["arpu_timeseries"].upper(), dialect
 
 
@@ -136,3 +139,15 @@ def test_a_macro_both_defined_and_dispatched_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CompileError, match="'shout' is defined and also dispatched") as info:
         _dispatch_env(tmp_path, "duckdb")
     assert "b.sql" in str(info.value)
+
+
+def test_clickhouse_gets_exact_medians_and_null_variances(
+        compiled: dict[str, dict[str, str]]) -> None:
+    """ClickHouse's median() is an estimate from a sample of 8,192 values and its varSamp of
+    one value is nan: the macros ask for the exact median and a null variance."""
+    clickhouse = compiled["clickhouse"]
+    assert "quantileExactInclusive(" in clickhouse["category_funnel"]
+    assert "median(" not in clickhouse["category_opportunities"].lower()
+    assert "CASE WHEN COUNT(o.revenue) > 1 THEN varSamp(o.revenue) END" in (
+        clickhouse["experiment_results"])
+    assert "MEDIAN(" in compiled["snowflake"]["category_funnel"].upper()

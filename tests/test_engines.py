@@ -1,4 +1,5 @@
-"""The same models give the same numbers on DuckDB, PostgreSQL and Spark (local mode)."""
+"""The same models give the same numbers on DuckDB, PostgreSQL, Spark (local mode) and ClickHouse
+(embedded, chdb)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ IGNORED = {"properties", "traits", "loaded_at", "load_id", "updated_load"}  # JS
 def _plain(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
-    if isinstance(value, dt.datetime):
+    if isinstance(value, dt.datetime):  # as UTC, naive (ClickHouse's DateTime64 has a zone)
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
         return value.replace(tzinfo=None)
     return value
 
@@ -75,36 +78,41 @@ def build_everywhere(project: ProjectHarness, engines: tuple[str, ...], **vars: 
         assert result.success, (target, [(r.model, r.error) for r in result.results if r.error])
 
 
+ENGINES = ("postgres", "spark", "clickhouse")  # each compared with DuckDB
+
+
 @pytest.mark.postgres
 @pytest.mark.spark
-def test_sample_is_the_same_on_duckdb_postgres_and_spark(tmp_path: Path) -> None:
+@pytest.mark.clickhouse
+def test_sample_is_the_same_on_duckdb_postgres_spark_and_clickhouse(tmp_path: Path) -> None:
     project = ProjectHarness(tmp_path / "project", with_sample=True)
     use_isolated_targets(project, "sample")
-    build_everywhere(project, ("postgres", "spark"))
+    build_everywhere(project, ENGINES)
     duck = relations(project, "duckdb")
     assert len(duck["stg_events"]) > 90_000
-    assert_same(duck, relations(project, "postgres"), "postgres")
-    assert_same(duck, relations(project, "spark"), "spark")
+    for engine in ENGINES:
+        assert_same(duck, relations(project, engine), engine)
 
 
 @pytest.mark.postgres
 @pytest.mark.spark
+@pytest.mark.clickhouse
 def test_hand_fixtures_are_the_same_on_every_engine(tmp_path: Path) -> None:
     """The edge cases (window edges, sub-second conversions, re-entry, promo cut-off, two
     variants) on all engines at once, with non-default vars."""
     project = ProjectHarness(tmp_path / "project")
     use_isolated_targets(project, "fixtures")
     files = sorted(FIXTURES.glob("*.ndjson")) + sorted(FIXTURES.glob("*.json"))
-    for target in ("duckdb", "postgres", "spark"):
+    for target in ("duckdb", *ENGINES):
         with Context(project.root, target=target) as ctx:
             result = ctx.ingest(files)
         assert result.lines_read == result.loaded + result.rejected
-    build_everywhere(project, ("postgres", "spark"), funnel_reentry=True,
+    build_everywhere(project, ENGINES, funnel_reentry=True,
                      conversion_window_days=3, promo_start="2026-03-09")
     duck = relations(project, "duckdb")
     assert duck["category_funnel"] and duck["experiment_results"]
-    assert_same(duck, relations(project, "postgres"), "postgres")
-    assert_same(duck, relations(project, "spark"), "spark")
+    for engine in ENGINES:
+        assert_same(duck, relations(project, engine), engine)
 
 
 @pytest.mark.postgres

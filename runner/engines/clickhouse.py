@@ -171,17 +171,19 @@ class ClickHouseEngine(Engine):
 
     def _swap_in(self, new: str, name: str, database: str) -> None:
         """`new` becomes `name` in one step (EXCHANGE TABLES, or RENAME when there is none);
-        the old table, now called `new`, is dropped."""
+        the old table, now called `new`, is dropped. In the published database the drop does
+        not wait: a reader's query on the old table finishes on it."""
+        wait = database != self.published_database
         if self._exists(name, database) and not self._is_view(name, database):
             self.execute(f"exchange tables {self._q(new, database)} and {self._q(name, database)}")
-            self._drop(new, database)
+            self._drop(new, database, wait)
         else:
-            self._drop(name, database)
+            self._drop(name, database, wait)
             self.execute(f"rename table {self._q(new, database)} to {self._q(name, database)}")
 
-    def _drop(self, name: str, database: str) -> None:
+    def _drop(self, name: str, database: str, wait: bool = True) -> None:
         kind = "view" if self._is_view(name, database) else "table"
-        self.execute(f"drop {kind} if exists {self._q(name, database)} sync")
+        self.execute(f"drop {kind} if exists {self._q(name, database)}{' sync' if wait else ''}")
 
     # -- incremental state -----------------------------------------------------------------
     def watermark(self, model: str) -> int | None:
@@ -290,6 +292,8 @@ class _Embedded(_Session):
     """chdb in this process. chdb serves one data folder per process (sessions on the same
     folder share it) and locks it against other processes."""
 
+    sessions: dict[Path, int] = {}  # sessions this process has open, per data folder
+
     def __init__(self, path: Path) -> None:
         try:
             from chdb import session
@@ -297,21 +301,20 @@ class _Embedded(_Session):
             raise UsageError("the clickhouse target needs chdb, which is not installed: "
                              "pip install 'arpu[clickhouse]'") from None
         path.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path = path.resolve()
+        if not _Embedded.sessions.get(self.path) and _locked_elsewhere(self.path):
+            raise ArpuError("cannot open the embedded ClickHouse: another process has it open "
+                            "(an arpu command still running?); embedded ClickHouse serves one "
+                            "process at a time, a server any number", location=str(path))
         try:
-            self.session: Any = session.Session(str(path))
+            self.session: Any = session.Session(str(self.path))
         except RuntimeError as exc:
-            text = str(exc)
-            if "another server instance" in text.lower() or "cannot lock" in text.lower():
-                why = ("another process has it open (an arpu command still running?); embedded "
-                       "ClickHouse serves one process at a time, a server any number")
-            elif "already initialized with path" in text:
-                why = ("this process already has another ClickHouse data folder open (chdb "
-                       "serves one per process)")
-            else:
-                why = _first_line(exc)
+            why = ("this process already has another ClickHouse data folder open (chdb serves "
+                   "one per process)" if "already initialized with path" in str(exc)
+                   else _first_line(exc))
             raise ArpuError(f"cannot open the embedded ClickHouse: {why}",
                             location=str(path)) from None
+        _Embedded.sessions[self.path] = _Embedded.sessions.get(self.path, 0) + 1
         for key, value in SETTINGS.items():
             self.session.query(f"set {key} = {_literal(value)}")
 
@@ -344,6 +347,7 @@ class _Embedded(_Session):
         session, self.session = getattr(self, "session", None), None
         if session is not None:
             session.close()
+            _Embedded.sessions[self.path] -= 1
 
 
 class _Server(_Session):
@@ -481,6 +485,23 @@ def _type_of(value: Any) -> str:
     return "String"
 
 
+def _locked_elsewhere(path: Path) -> bool:
+    """Whether another process holds the folder's lock (ClickHouse flocks `status` while it
+    serves a folder); asked before chdb, which would print its own error to stderr."""
+    import fcntl
+
+    status = path / "status"
+    if not status.exists():
+        return False
+    with status.open("rb") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(file, fcntl.LOCK_UN)
+    return False
+
+
 def _literal(value: Any) -> str:
     if isinstance(value, (int, float)):
         return str(value)
@@ -495,5 +516,7 @@ def _plain(value: Any) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The error's first line, without the whole query ClickHouse repeats `In scope`."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"\s*In scope .*?(\s\([A-Z_]+\))?$", r"\1", line)
