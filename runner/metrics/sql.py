@@ -595,11 +595,11 @@ class SqlGenerator:
             exp.alias_(row_time(grain), "arpu_time"),
             *[exp.alias_(qualified(b, "s"), name) for name, b, _ in constants],
             exp.alias_(qualified(base.expr, "s"), "arpu_value"))
-        base_select = scope.from_(base_select)
         conditions: list[exp.Expression | None] = [
             scope.condition(text, refs, row_time)
             for text, refs in self.plan.filter_elements[leaf].items()]
         conditions.append(self._time_constraint(row_time))
+        base_select = scope.from_(base_select)  # after the filters: they may join too
         condition = _and(conditions)
         if condition is not None:
             base_select = base_select.where(condition)
