@@ -6,6 +6,9 @@ would read it otherwise than a JSON reader: a line that may break RFC 8259 (NaN,
 comma), repeats a key (DuckDB takes the first value, SPEC the last) or carries `products` as a
 string holding an array. Accounting holds for every file: `lines read = loaded + rejected`
 (blank lines are skipped and not counted).
+
+A line larger than the message limit is read no further than the limit: memory stays bounded
+whatever the input. A rejected line's `raw` is text every engine stores (no NUL byte).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import glob
 import json
 import os
 import re
+import stat
 import string
 import threading
 import time
@@ -38,6 +42,7 @@ BLOCK_BYTES = 1 << 20  # read and gunzip in blocks of this size
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
 MAX_MESSAGE_BYTES = 1 << 20  # SPEC: size limits default to at least 1 MiB per message ...
 MAX_PRODUCTS = 10_000  # ... and 10,000 products per order
+KEPT_RAW_BYTES = 64 << 10  # a line larger than the limit keeps this much of its start as `raw`
 WHITESPACE = " \t\n\r\f\v"  # a string of only these is missing, as an empty one
 
 RAW_TABLES = """
@@ -168,7 +173,7 @@ with $source, valid as (
              ), lambda x: x is not null)[1]
         end as product_problem,
         case when not is_json or not is_object or forced_reason is not null
-                  or strlen(raw) > $max_bytes then false  -- rejected before keys matter
+                 then false  -- rejected before keys matter
              when starts_with(products, '"') then true
              when _repeats_a_key(top_keys) then true
              when _repeats_a_key(property_keys) then true
@@ -186,7 +191,6 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
     case when message_id is null then 'md5:' || md5(raw) end as content_id,
     case
         when forced_reason is not null then forced_reason
-        when strlen(raw) > $max_bytes then 'message larger than $max_bytes_text bytes'
         when not is_json then 'not valid JSON'
         when not is_object then 'not a JSON object'
         when time_raw is null then 'no event time (timestamp, originalTimestamp, receivedAt)'
@@ -230,10 +234,14 @@ RECHECK_SOURCE = r"""texts as (
 )"""
 
 
-def _classify_sql(table: str, source: str, max_bytes: int, max_products: int) -> str:
+def _classify_sql(table: str, source: str, max_products: int) -> str:
     return string.Template(CLASSIFY).safe_substitute(
-        table=table, source=source, max_bytes=int(max_bytes), max_products=int(max_products),
-        max_bytes_text=f"{max_bytes:,}", max_products_text=f"{max_products:,}")
+        table=table, source=source, max_products=int(max_products),
+        max_products_text=f"{max_products:,}")
+
+
+def too_large_reason(max_bytes: int) -> str:
+    return f"message larger than {max_bytes:,} bytes"
 
 
 def _no_constant(name: str) -> Any:
@@ -320,7 +328,8 @@ def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) 
     """The files that patterns (files, folders, globs) name, as absolute resolved paths,
     relative to the working directory. A file named on its own is taken whatever its name; in
     a folder, only event files (`EVENT_SUFFIXES`, plain or .gz) are, the others go to
-    `skipped`."""
+    `skipped`. Anything but a regular file (a device, a FIFO, a socket) is refused before a
+    byte is read: /dev/zero would never end, a FIFO would wait for a writer."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
@@ -339,26 +348,94 @@ def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) 
             elif not p.exists():
                 raise IngestError("no such file", location=text)
             else:
+                _regular(p, text)
                 paths.append(p)
     return paths
 
 
-def _decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
-    """Split a chunk of whole lines; a line that is not UTF-8 gets a reason, it is not lost."""
+NOT_A_FILE = "not a regular file (a device, FIFO or socket): arpu ingests files and folders"
+
+
+def _regular(path: Path, named: str) -> os.stat_result:
+    """The file's status; IngestError unless it is a regular file."""
     try:
-        lines = data.decode("utf-8").split("\n")
-        return lines, [None] * len(lines)
+        status = path.stat()
+    except OSError as exc:
+        raise IngestError(f"cannot read: {exc.strerror}", location=named) from None
+    if not stat.S_ISREG(status.st_mode):
+        raise IngestError(NOT_A_FILE, location=named)
+    return status
+
+
+_VISIBLE = re.compile(rb"[^ \t\r\f\v]")  # a line without one is blank (\n ends it)
+NUL_BYTE_REASON = "not valid JSON (it holds a NUL byte)"
+
+
+def _kept(raw: bytes) -> str:
+    """The text a rejected line keeps as `raw`: its first KEPT_RAW_BYTES at most (cut between
+    characters), undecodable bytes and NUL as U+FFFD (PostgreSQL's text cannot hold a NUL)."""
+    if len(raw) > KEPT_RAW_BYTES:
+        cut = KEPT_RAW_BYTES
+        for _ in range(3):  # back to the first byte of a UTF-8 character
+            if raw[cut] & 0xC0 != 0x80:
+                break
+            cut -= 1
+        raw = raw[:cut]
+    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _too_large(start: bytes, blank: bool, max_bytes: int) -> tuple[str, str | None]:
+    """A line larger than the limit, from its start: rejected, or skipped when blank."""
+    return ("", None) if blank else (_kept(start), too_large_reason(max_bytes))
+
+
+def _line(raw: bytes, max_bytes: int) -> tuple[str, str | None]:
+    """One line's text and forced reason (None: classify it)."""
+    if len(raw.rstrip(b"\r")) > max_bytes:
+        return _too_large(raw, _VISIBLE.search(raw) is None, max_bytes)
+    try:
+        text, reason = raw.decode("utf-8"), None
     except UnicodeDecodeError:
-        out: list[str] = []
-        reasons: list[str | None] = []
-        for raw in data.split(b"\n"):
-            try:
-                out.append(raw.decode("utf-8"))
-                reasons.append(None)
-            except UnicodeDecodeError:
-                out.append(raw.decode("utf-8", errors="replace"))
-                reasons.append("not valid UTF-8")
-        return out, reasons
+        text, reason = raw.decode("utf-8", errors="replace"), "not valid UTF-8"
+    if "\x00" in text:  # never valid JSON, and never storable as text in PostgreSQL
+        return text.replace("\x00", "\ufffd"), reason or NUL_BYTE_REASON
+    return text, reason
+
+
+def _decode_lines(data: bytes, max_bytes: int) -> tuple[list[str], list[str | None]]:
+    """Split a chunk of whole lines. A line that is not UTF-8, holds a NUL byte or is larger
+    than `max_bytes` gets a reason (and a `raw` text every engine can store): it is not lost."""
+    if b"\x00" not in data:
+        try:
+            lines = data.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            pass
+        else:
+            reasons: list[str | None] = [None] * len(lines)
+            # a line of at most max_bytes / 4 characters has at most max_bytes bytes
+            if max(map(len, lines)) > max_bytes // 4:
+                for i, line in enumerate(lines):
+                    if len(line) > max_bytes // 4:
+                        lines[i], reasons[i] = _line(line.encode("utf-8"), max_bytes)
+            return lines, reasons
+    pairs = [_line(raw, max_bytes) for raw in data.split(b"\n")]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+class _LongLine:
+    """A line found longer than the message limit before its end: read on only to find that
+    end, keeping its first KEPT_RAW_BYTES and whether it holds more than whitespace."""
+
+    def __init__(self, start: bytes) -> None:
+        self.start = start[:KEPT_RAW_BYTES + 1]  # one byte more: `_kept` cuts between chars
+        self.blank = _VISIBLE.search(start) is None
+
+    def read(self, data: bytes, end: int) -> None:
+        """Take data[:end], more of the line."""
+        if len(self.start) <= KEPT_RAW_BYTES:
+            self.start += data[:min(end, KEPT_RAW_BYTES + 1 - len(self.start))]
+        if self.blank:
+            self.blank = _VISIBLE.search(data, 0, end) is None
 
 
 class _Truncated(Exception):
@@ -402,12 +479,16 @@ def _blocks_read(path: Path) -> Iterator[tuple[bytes, int]]:
             raise _Truncated("the gzip stream ends before its end marker")
 
 
-def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None], int]]:
+def _ndjson_chunks(path: Path, max_bytes: int = MAX_MESSAGE_BYTES
+                   ) -> Iterator[tuple[int, list[str], list[str | None], int]]:
     """(first line number, lines, forced reasons, bytes of the file read so far) per chunk of
-    whole lines. A gzip stream that ends early keeps every whole line before the break; the
-    cut line is rejected."""
+    whole lines. No line is held past `max_bytes`: one still without its end beyond that is
+    read on only to find the end (`_LongLine`) and rejected, so memory stays bounded whatever
+    the input. A gzip stream that ends early keeps every whole line before the break; the cut
+    line is rejected."""
     line_no = 1
-    rest = b""
+    rest = b""  # the start of a line whose end is not read yet: at most max_bytes + 1 bytes
+    long: _LongLine | None = None
     truncated: str | None = None
     pieces: list[bytes] = []
     size = 0
@@ -425,22 +506,43 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[int, list[str], list[str | None
             size += len(block)
             if size < CHUNK_BYTES:
                 continue
-        data = rest + b"".join(pieces)
+        data = b"".join(pieces)
         pieces, size = [], 0
+        lines: list[str] = []
+        reasons: list[str | None] = []
+        if long is not None:
+            end = data.find(b"\n")
+            long.read(data, len(data) if end < 0 else end)
+            if end >= 0:
+                line, reason = _too_large(long.start, long.blank, max_bytes)
+                lines.append(line)
+                reasons.append(reason)
+                long, data = None, data[end + 1:]
+            else:
+                data = b""
+        data = rest + data
         cut = data.rfind(b"\n")
         if cut >= 0:
             rest = data[cut + 1:]
-            lines, reasons = _decode_lines(data[:cut])
-            yield line_no, lines, reasons, read
-            line_no += len(lines)
+            more, why = _decode_lines(data[:cut], max_bytes)
+            lines += more
+            reasons += why
         else:
             rest = data
+        if len(rest) > max_bytes + 1:  # + 1: a CR before the line's end is not the message's
+            long, rest = _LongLine(rest), b""
+        if lines:
+            yield line_no, lines, reasons, read
+            line_no += len(lines)
         if not block:
             break
-    if truncated and line_no == 1 and not rest:
+    if long is not None:  # the file ends within a long line
+        line, reason = _too_large(long.start, long.blank, max_bytes)
+        yield line_no, [line], [reason], read
+    elif truncated and line_no == 1 and not rest:
         raise IngestError(f"cannot read: {truncated}", location=str(path))
-    if rest:
-        lines, reasons = _decode_lines(rest)
+    elif rest:
+        lines, reasons = _decode_lines(rest, max_bytes)
         if truncated:
             reasons = [f"gzip stream truncated ({truncated}): the line is cut off"] * len(lines)
         yield line_no, lines, reasons, read
@@ -474,9 +576,10 @@ def _document_records(text: str) -> list[tuple[int, str]] | None:
     return records
 
 
-def _head(path: Path, limit: int) -> bytes:
-    """Up to `limit` bytes of the (gunzipped) file; less when a gzip stream breaks early."""
-    out = b""
+def _head(path: Path, limit: int) -> bytearray:
+    """The (gunzipped) file's first blocks, up to just past `limit` bytes; less when it ends
+    first or a gzip stream breaks early."""
+    out = bytearray()
     try:
         for block in _blocks(path):
             out += block
@@ -487,25 +590,50 @@ def _head(path: Path, limit: int) -> bytes:
     return out
 
 
+SNIFF_BYTES = 1 << 16  # at least this much of a file tells a document from NDJSON
+
+
 def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
-    """Records of a whole-document JSON file, or None for newline-delimited JSON."""
-    head = _head(path, 1 << 16)
-    first = next((ln for ln in head.split(b"\n") if ln.strip()), b"").strip()
-    try:
-        value = json.loads(first.decode("utf-8-sig"))
-        if isinstance(value, dict) and not isinstance(value.get("batch"), list):
-            return None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        pass
+    """Records of a whole-document JSON file, or None for newline-delimited JSON. Only a file
+    that starts like a document is read whole (up to DOCUMENT_LIMIT): one opening with an
+    array, with a batch payload, or with a line that is not a whole message (a pretty-printed
+    document). A first line too long to see whole is a message, unless it may be a batch."""
+    head = _head(path, SNIFF_BYTES)
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not start.startswith((b"[", b"{")):
+        return None  # NDJSON, or text no JSON document starts with
+    newline = start.find(b"\n")
+    if newline >= 0 or len(head) <= SNIFF_BYTES:  # the first line is whole in the head
+        try:
+            value = json.loads(bytes(start[:newline] if newline >= 0 else start).decode())
+            if isinstance(value, dict) and not isinstance(value.get("batch"), list):
+                return None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass
+    elif not start.startswith(b"[") and b'"batch"' not in head:
+        return None
+    del head, start
     if path.stat().st_size > DOCUMENT_LIMIT:
         return None
     data = _head(path, DOCUMENT_LIMIT)
     if len(data) > DOCUMENT_LIMIT:
         return None
     try:
-        return _document_records(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
         return None
+    del data
+    try:
+        return _document_records(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _record(raw: str, max_bytes: int) -> tuple[str, str | None]:
+    """A message of a whole-document file as a line: its text and forced reason."""
+    if len(raw) > max_bytes // 4 and len(encoded := raw.encode("utf-8")) > max_bytes:
+        return _too_large(encoded, False, max_bytes)
+    return raw, None
 
 
 def _read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -538,16 +666,16 @@ class Loader:
     def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0,
                  workers: int | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
                  max_products: int = MAX_PRODUCTS) -> None:
-        """`max_message_bytes` and `max_products` (per order): larger messages are rejected."""
+        """Limits: a message of more than `max_message_bytes` (read no further) or an order of
+        more than `max_products` products is rejected."""
         if max_message_bytes < 1 or max_products < 0:
             raise ValueError("max_message_bytes must be positive and max_products not negative")
         self.con = con
         self.load_id_offset = load_id_offset
         self.workers = workers or min(os.cpu_count() or 1, 4)
-        self.classify_sql = _classify_sql("_parsed", CHUNK_SOURCE, max_message_bytes,
-                                          max_products)
-        self.recheck_sql = _classify_sql("_reparsed", RECHECK_SOURCE, max_message_bytes,
-                                         max_products)
+        self.max_message_bytes = max_message_bytes
+        self.classify_sql = _classify_sql("_parsed", CHUNK_SOURCE, max_products)
+        self.recheck_sql = _classify_sql("_reparsed", RECHECK_SOURCE, max_products)
         con.execute("set TimeZone = 'UTC'")
         con.execute(RAW_TABLES)
 
@@ -582,7 +710,7 @@ class Loader:
 
         path = path.resolve()  # source_file: one spelling per file
         try:
-            size = path.stat().st_size
+            size = _regular(path, str(path)).st_size
             records = _sniff_document(path)
         except OSError as exc:
             raise IngestError(f"cannot read: {exc.strerror}", location=str(path)) from None
@@ -595,12 +723,13 @@ class Loader:
         chunks: Any
         if records is not None:
             line_numbers, raws = zip(*records, strict=True) if records else ((), ())
-            chunks = [(np.array(line_numbers, dtype=np.int64), list(raws),
-                       [None] * len(raws), size)]
+            limited = [_record(raw, self.max_message_bytes) for raw in raws]
+            chunks = [(np.array(line_numbers, dtype=np.int64), [r[0] for r in limited],
+                       [r[1] for r in limited], size)]
         else:
             chunks = _read_ahead(
                 (np.arange(first, first + len(lines), dtype=np.int64), lines, reasons, read)
-                for first, lines, reasons, read in _ndjson_chunks(path))
+                for first, lines, reasons, read in _ndjson_chunks(path, self.max_message_bytes))
         # One transaction per chunk keeps memory flat on any file size; the load counts once
         # its raw_loads row is written, and `load` removes the rows of a load that did not.
         # Chunks are classified on several cursors at once: a chunk is one row group, which

@@ -13,7 +13,8 @@ Readings (agreed with the runner's author, see the module docstring of `spec_imp
   numeric string, finite and >= 0; `products`, when not missing, must be an array or a string
   holding one (which is then read as that array);
 - size limits: a message of more than MAX_MESSAGE_BYTES (UTF-8) or an order of more than
-  MAX_PRODUCTS products is rejected.
+  MAX_PRODUCTS products is rejected; a rejected line that large keeps its first KEPT_RAW_BYTES
+  as `raw`; a NUL byte in a rejected line's `raw` reads U+FFFD.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
 WHITESPACE = " \t\n\r\f\v"
 MAX_MESSAGE_BYTES = 1 << 20  # SPEC: configurable, default at least 1 MiB ...
 MAX_PRODUCTS = 10_000  # ... and 10,000 products per order
+KEPT_RAW_BYTES = 64 << 10
 
 _NUMERIC_STRING = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _ISO = re.compile(
@@ -130,6 +132,15 @@ def parse_number(value: Any, where: str) -> float | None:
     if number < 0:
         raise Reject(f"negative number in {where}")
     return number
+
+
+def kept_raw(raw: str) -> str:
+    """What rejected_events keeps of a line: its first KEPT_RAW_BYTES (whole characters) when
+    it is larger than the message limit, and a NUL byte as U+FFFD."""
+    encoded = raw.encode("utf-8", "surrogatepass")
+    if len(encoded) > MAX_MESSAGE_BYTES:
+        raw = encoded[:KEPT_RAW_BYTES].decode("utf-8", "ignore").rstrip("\r")
+    return raw.replace("\x00", "\ufffd")
 
 
 @dataclass
@@ -302,7 +313,7 @@ def load(lines_by_file: dict[str, list[str]]) -> Loaded:
                 fields = _validate(obj)
             except Reject as exc:
                 rejected.append(dict(source_file=source_file, line_number=line_number,
-                                     raw=raw, reason=str(exc)))
+                                     raw=kept_raw(raw), reason=str(exc)))
                 continue
             messages.append(Message(source_file=source_file, line_number=line_number,
                                     load_index=load_index, raw=raw, obj=obj, **fields))
