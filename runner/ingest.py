@@ -3,12 +3,14 @@
 Files stream in chunks; Python only splits bytes into lines and hands each chunk to DuckDB, which
 parses, validates and types every line in bulk. Python reads a line itself only where DuckDB
 would read it otherwise than a JSON reader: a line that may break RFC 8259 (NaN, a trailing
-comma), repeats a key (DuckDB takes the first value, SPEC the last) or carries `products` as a
-string holding an array. Accounting holds for every file: `lines read = loaded + rejected`
-(blank lines are skipped and not counted).
+comma), repeats a key (DuckDB takes the first value, SPEC the last), carries `products` as a
+string holding an array, or may nest deeper than MAX_DEPTH. Accounting holds for every file:
+`lines read = loaded + rejected` (blank lines are skipped and not counted).
 
-A line larger than the message limit is read no further than the limit: memory stays bounded
-whatever the input. A rejected line's `raw` is text every engine stores (no NUL byte).
+Whatever ingest accepts, every engine stores and every build reads: a line larger than the
+message limit is read no further than the limit (memory stays bounded whatever the input), JSON
+nests at most MAX_DEPTH levels, no string holds a NUL (PostgreSQL's text cannot), and money
+fields stay within +-max_number, so that sums cannot overflow.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ BLOCK_BYTES = 1 << 20  # read and gunzip in blocks of this size
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
 MAX_MESSAGE_BYTES = 1 << 20  # SPEC: size limits default to at least 1 MiB per message ...
 MAX_PRODUCTS = 10_000  # ... and 10,000 products per order
+# price, quantity, revenue and total above this are rejected: a billion orders of the largest
+# stay far from a double's overflow (a sum that overflows is infinity, which fails the build)
+MAX_NUMBER = 1e15
+# JSON nested deeper is rejected, so that every engine reads what is loaded: Python's json
+# stops near its recursion limit (1,000), Spark's Jackson at 1,000 levels, PostgreSQL's parser
+# runs out of stack between 10,000 and 100,000
+MAX_DEPTH = 512
 KEPT_RAW_BYTES = 64 << 10  # a line larger than the limit keeps this much of its start as `raw`
 WHITESPACE = " \t\n\r\f\v"  # a string of only these is missing, as an empty one
 
@@ -66,18 +75,22 @@ create table if not exists raw_loads (
 CHECK_MACROS = r"""
 -- `s` without leading and trailing WHITESPACE (DuckDB's E'' strings know no \v)
 create or replace temp macro _trim_ws(s) as (trim(s, E' \t\n\r\f' || chr(11)));
--- a number-valued field must be absent, null, a non-negative number or a numeric string
+-- a number-valued field must be absent, null, or a number or numeric string in
+-- [0, $max_number]
 create or replace temp macro _num_problem(v) as (
     case
         when v is null or json_type(v) = 'NULL' then null
         when json_type(v) in ('BIGINT', 'UBIGINT', 'DOUBLE') then
             case when not isfinite(v::double) then 'is not a finite number'
-                 when v::double < 0 then 'is negative' end
+                 when v::double < 0 then 'is negative'
+                 when v::double > $max_number then 'is larger than $max_number_text' end
         when json_type(v) = 'VARCHAR' then
             case when not regexp_full_match(trim(v ->> '$'),
                                             '[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?')
                       or not isfinite(try_cast(trim(v ->> '$') as double)) then 'is not a number'
-                 when try_cast(trim(v ->> '$') as double) < 0 then 'is negative' end
+                 when try_cast(trim(v ->> '$') as double) < 0 then 'is negative'
+                 when try_cast(trim(v ->> '$') as double) > $max_number
+                     then 'is larger than $max_number_text' end
         else 'is not a number'
     end
 );
@@ -115,7 +128,11 @@ CLASSIFY = r"""
 create or replace temp table $table as
 with $source, valid as (
     -- a valid JSON text that starts with '{' is an object: no second parse to find out
-    select *, keys is not null as is_json, starts_with(ltrim(text), '{') as is_object
+    select *, keys is not null as is_json, starts_with(ltrim(text), '{') as is_object,
+        -- \u0000 escaped by an odd number of backslashes: a NUL, which PostgreSQL's text
+        -- cannot hold (its json type stores it, and fails every model that reads the line);
+        -- `text`: a `products` string read as an array may hold one
+        contains(text, '\u0000') and regexp_matches(text, '(^|[^\\])(\\\\)*\\u0000') as has_nul
     from (
         -- the keys of the objects whose repeated keys would matter; the parse that finds
         -- them also tells valid JSON (an error, caught) from not
@@ -131,7 +148,7 @@ with $source, valid as (
             '$.properties.total', '$.properties.products']) end as f
     from valid
 ), vals as (
-    select line_number, record_number, raw, forced_reason, is_json, is_object,
+    select line_number, record_number, raw, forced_reason, is_json, is_object, has_nul,
         f[1] ->> '$' as type_text, f[2] ->> '$' as event_text, f[3] ->> '$' as message_id_text,
         f[4] ->> '$' as user_id_text, f[5] ->> '$' as anonymous_id_text,
         f[6] ->> '$' as ts_text, f[7] ->> '$' as ots_text, f[8] ->> '$' as rat_text,
@@ -159,10 +176,12 @@ with $source, valid as (
                  then 'properties.products is a string that does not hold a JSON array'
              when not starts_with(products, '[') then 'properties.products is not an array'
              -- json_extract re-serialises minified, numbers as written: a clean number starts
-             -- with a digit, has no exponent and fewer than 300 digits (so it is finite), or
-             -- is null; only other arrays need the element-by-element check
+             -- with a digit, has no exponent and fewer integer digits than max_number (so it
+             -- is finite and within the bound), or is null; only other arrays need the
+             -- element-by-element check
              when not regexp_matches(products,
-                 '"(price|quantity|revenue|total)":([^0-9n]|[0-9.]*[eE]|[0-9]{300})') then null
+                 '"(price|quantity|revenue|total)":([^0-9n]|[0-9.]*[eE]|[0-9]{$number_digits})')
+                 then null
              else list_filter(list_transform(json_extract(products, '$[*]'), lambda p, i: coalesce(
                  'properties.products[' || (i - 1) || '].price ' || _num_problem(p -> '$.price'),
                  'properties.products[' || (i - 1) || '].quantity '
@@ -193,6 +212,7 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
         when forced_reason is not null then forced_reason
         when not is_json then 'not valid JSON'
         when not is_object then 'not a JSON object'
+        when has_nul then '$nul_reason'
         when time_raw is null then 'no event time (timestamp, originalTimestamp, receivedAt)'
         when event_ts is null then 'invalid event time: ' || left(time_raw, 64)
         when user_id is null and anonymous_id is null then 'neither userId nor anonymousId'
@@ -208,6 +228,11 @@ select line_number, record_number, raw, message_type, event, message_id, user_id
         when product_problem is not null then product_problem
     end as reason,
     recheck,
+    -- may nest deeper than MAX_DEPTH: it has that many brackets (and twice as many bytes, a
+    -- test that spares counting in most lines); Python tells (`_too_deep`)
+    case when forced_reason is null and strlen(raw) > 2 * $max_depth
+         then strlen(raw) - strlen(replace(replace(raw, '{', ''), '[', '')) > $max_depth
+         else false end as deep,
     -- DuckDB's JSON reader accepts NaN, Infinity and trailing commas; RFC 8259 does not.
     is_json and (contains(raw, 'NaN') or contains(raw, 'Infinity')
                  or regexp_matches(raw, ',\s*[\]}]')) as suspicious
@@ -234,10 +259,28 @@ RECHECK_SOURCE = r"""texts as (
 )"""
 
 
-def _classify_sql(table: str, source: str, max_products: int) -> str:
+NUL_REASON = "holds \\u0000 (NUL), which PostgreSQL cannot store as text"
+DEPTH_REASON = "JSON nested too deeply"  # more than MAX_DEPTH levels
+
+
+def _classify_sql(table: str, source: str, max_products: int, max_number: float) -> str:
     return string.Template(CLASSIFY).safe_substitute(
         table=table, source=source, max_products=int(max_products),
-        max_products_text=f"{max_products:,}")
+        max_products_text=f"{max_products:,}", max_depth=MAX_DEPTH, nul_reason=NUL_REASON,
+        # a number written with fewer integer digits than max_number (no exponent) is below it
+        number_digits=min(len(str(int(max_number))), 300))
+
+
+def _check_macros(max_number: float) -> str:
+    return string.Template(CHECK_MACROS).safe_substitute(
+        max_number=repr(float(max_number)), max_number_text=number_text(max_number))
+
+
+def number_text(value: float) -> str:
+    """1e15 as `1e15`, 2500 as `2500`, 1234567 as `1234567`: how a bound reads in a reason."""
+    short = f"{value:g}"
+    text = short if float(short) == value else repr(float(value))
+    return text.replace("e+", "e").removesuffix(".0")
 
 
 def too_large_reason(max_bytes: int) -> str:
@@ -267,11 +310,14 @@ def _canonical(raw: str) -> tuple[str, str | None]:
                         properties["products"] = products
         # a number too large for a double reads as inf and is written Infinity, which DuckDB
         # reads back as inf: rejected as not finite, as the number itself would be
-        return json.dumps(message, separators=(",", ":")), None
+        text = json.dumps(message, separators=(",", ":"))
     except ValueError:
         return raw, "not valid JSON"
     except RecursionError:
-        return raw, "JSON nested too deeply"
+        return raw, DEPTH_REASON
+    if _too_deep(text):  # a `products` string held a deep array
+        return raw, DEPTH_REASON
+    return text, None
 
 
 def _strict_problem(raw: str) -> str | None:
@@ -280,8 +326,25 @@ def _strict_problem(raw: str) -> str | None:
     except ValueError:
         return "not valid JSON"
     except RecursionError:
-        return "JSON nested too deeply"
+        return DEPTH_REASON
     return None
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the arrays and objects of a JSON text nest more than MAX_DEPTH levels (`{}` is
+    one level); read without recursion, outside strings."""
+    if text.count("{") + text.count("[") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
 
 
 @dataclass
@@ -665,17 +728,21 @@ class Loader:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0,
                  workers: int | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 max_products: int = MAX_PRODUCTS) -> None:
-        """Limits: a message of more than `max_message_bytes` (read no further) or an order of
-        more than `max_products` products is rejected."""
+                 max_products: int = MAX_PRODUCTS, max_number: float = MAX_NUMBER) -> None:
+        """Limits: a message of more than `max_message_bytes` (read no further), an order of
+        more than `max_products` products, a price, quantity, revenue or total (in properties
+        or a product) above `max_number` are rejected."""
         if max_message_bytes < 1 or max_products < 0:
             raise ValueError("max_message_bytes must be positive and max_products not negative")
+        if not 0 < max_number < float("inf"):
+            raise ValueError("max_number must be positive and finite")
         self.con = con
         self.load_id_offset = load_id_offset
         self.workers = workers or min(os.cpu_count() or 1, 4)
         self.max_message_bytes = max_message_bytes
-        self.classify_sql = _classify_sql("_parsed", CHUNK_SOURCE, max_products)
-        self.recheck_sql = _classify_sql("_reparsed", RECHECK_SOURCE, max_products)
+        self.check_macros = _check_macros(max_number)
+        self.classify_sql = _classify_sql("_parsed", CHUNK_SOURCE, max_products, max_number)
+        self.recheck_sql = _classify_sql("_reparsed", RECHECK_SOURCE, max_products, max_number)
         con.execute("set TimeZone = 'UTC'")
         con.execute(RAW_TABLES)
 
@@ -738,7 +805,7 @@ class Loader:
         for _ in range(self.workers):
             cursor = self.con.cursor()
             cursor.execute("set TimeZone = 'UTC'")
-            cursor.execute(CHECK_MACROS)
+            cursor.execute(self.check_macros)
             cursors.put(cursor)
 
         def classify(chunk: dict[str, Any]) -> tuple[int, int]:
@@ -822,6 +889,11 @@ class Loader:
             con.execute(self.classify_sql)
         finally:
             con.unregister("_chunk")
+        for record_number, raw in con.execute(
+                "select record_number, raw from _parsed where deep").fetchall():
+            if _too_deep(raw):  # rejected as it is: read again by nobody
+                con.execute("update _parsed set reason = ?, recheck = false, suspicious = false "
+                            "where record_number = ?", [DEPTH_REASON, record_number])
         self._recheck(con)
         suspicious = con.execute(
             "select record_number, raw from _parsed where suspicious and not recheck"

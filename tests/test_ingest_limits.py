@@ -1,5 +1,19 @@
-"""Ingest's limits (issue 17, "Reliability"): no input line stops a load or holds memory past
-the message limit, and what is not a file is refused before it is read.
+"""Ingest's limits (issue 17, "Reliability"): whatever ingest accepts, every build on every
+engine processes, and no input line stops a load or holds memory past the message limit.
+
+`fixtures/ingest_limits.ndjson`, one message per line (tests/reference/ follows the same
+rules: test_reference_diff.py builds this file with the other hand fixtures):
+ 1 a view, accepted                          10 nested 513 levels
+ 2 a product's price 1e400 (infinite)        11 a NUL (escaped \\u0000) in a category
+ 3 an order of revenue 1.7e308, and          12 a backslash, then u0000: no NUL, accepted
+ 4 another: their sum is infinite            13 nested 1,500 levels and a repeated userId
+ 5 price 10, then price -5 (the last wins)   14 a products string holding a NUL
+ 6 a product's quantity 10^16, no exponent   15 a products string nested 600 levels
+ 7 a price "2e15" (a numeric string)         16 NaN and nested 600 levels
+ 8 nested 1,500 levels (3 KB)                17 an order, accepted
+ 9 nested 512 levels in all, accepted
+Before: lines 3, 4, 6, 7, 9 to 12 and 14 to 16 loaded; every later build failed on DuckDB
+(the revenue sum is infinite) and on PostgreSQL (\\u0000 cannot be converted to text).
 """
 
 from __future__ import annotations
@@ -14,13 +28,40 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import ProjectHarness
+from conftest import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
 
+from runner.context import Context
 from runner.errors import IngestError
 from runner.ingest import Loader
 
+LIMITS = FIXTURES / "ingest_limits.ndjson"
 TOO_LARGE = "message larger than 1,048,576 bytes"  # the default limit, 1 MiB
+TOO_DEEP = "JSON nested too deeply"
+NUL = "holds \\u0000 (NUL), which PostgreSQL cannot store as text"
+REJECTED = {
+    2: "properties.products[0].price is not a finite number",
+    3: "properties.revenue is larger than 1e15",
+    4: "properties.revenue is larger than 1e15",
+    5: "properties.price is negative",
+    6: "properties.products[0].quantity is larger than 1e15",
+    7: "properties.price is larger than 1e15",
+    8: TOO_DEEP,
+    10: TOO_DEEP,
+    11: NUL,
+    13: TOO_DEEP,
+    14: NUL,
+    15: TOO_DEEP,
+    16: TOO_DEEP,
+}
+ACCEPTED = ["il-view", "il-512", "il-not-nul", "il-order"]
 T = "2026-03-05T10:00:00Z"
+
+
+def _order(message_id: str, revenue: Any, products: list[dict[str, Any]] | None = None) -> str:
+    return json.dumps({"type": "track", "event": "Order Completed", "messageId": message_id,
+                       "userId": f"u-{message_id}", "timestamp": T,
+                       "properties": {"order_id": message_id, "revenue": revenue,
+                                      "products": products or []}})
 
 
 def _page(message_id: str, **extra: Any) -> str:
@@ -28,11 +69,118 @@ def _page(message_id: str, **extra: Any) -> str:
                        "timestamp": T, **extra})
 
 
+def _at_the_bound(path: Path) -> Path:
+    """Two orders of exactly the default bound, 1e15, and products just under it."""
+    path.write_text("\n".join([
+        _order("bound-1", 1e15, [{"product_id": "b", "category": "Bound", "price": 1e15}]),
+        _order("bound-2", "1e15", [{"product_id": "b", "category": "Bound",
+                                    "price": 999999999999999.9, "quantity": "1e15"}]),
+    ]) + "\n")
+    return path
+
+
 def _nul_bytes(path: Path) -> Path:
     """A NUL byte in a string, a line of NUL bytes, and a good line after them."""
     path.write_bytes(_page("nb-1", name="a\x00b").encode().replace(b"\\u0000", b"\x00")
                      + b"\n\x00\x00\x00\n" + _page("nb-ok").encode() + b"\n")
     return path
+
+
+def _reasons(rows: list[dict[str, Any]], name: str) -> dict[int, str]:
+    return {r["line_number"]: r["reason"] for r in rows if r["source_file"].endswith(name)}
+
+
+def test_what_ingest_accepts_every_build_processes(tmp_path: Path) -> None:
+    """Ingest, then `arpu build` and `arpu build --full-refresh` both exit 0 (before: exit 1,
+    revenue of segment all = sum(fct_orders.revenue) failed on infinity, for ever after)."""
+    project = ProjectHarness(tmp_path / "project")
+    bound = _at_the_bound(tmp_path / "bound.ndjson")
+    ran = run_arpu(project.root, "ingest", str(LIMITS), str(bound))
+    assert ran.returncode == 0, ran.stderr
+    assert f"{LIMITS}: 17 lines read, 4 loaded, 13 rejected" in ran.stdout
+    assert f"{bound}: 2 lines read, 2 loaded, 0 rejected" in ran.stdout
+    for args in (["build"], ["build", "--full-refresh"]):
+        built = run_arpu(project.root, *args)
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr
+    rejected = project.rows("rejected_events")
+    assert _reasons(rejected, LIMITS.name) == REJECTED
+    assert _reasons(rejected, bound.name) == {}
+    events = {r["event_id"] for r in project.rows("stg_events")}
+    assert events == set(ACCEPTED) | {"bound-1", "bound-2"}
+    orders = {r["order_id"]: r["revenue"] for r in project.rows("fct_orders")}
+    assert orders == {"il-o17": 60, "bound-1": 1e15, "bound-2": 1e15}
+    totals = [r["revenue"] for r in project.rows("arpu_timeseries")
+              if r["grain"] == "month" and r["segment"] == "all"]
+    assert totals == [pytest.approx(2e15 + 60)]
+
+
+def test_the_number_bound_is_a_loader_argument(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.ndjson"
+    path.write_text("\n".join([
+        _order("n1", 100, [{"price": 100, "quantity": "100"}]),  # at the bound: accepted
+        _order("n2", 100.5),
+        _order("n3", "1e2", [{"price": 1, "quantity": " 101 "}]),
+        _order("n4", None, [{"price": 2}, {"total": 1000}]),
+        # the default bound, products written as numbers without an exponent: 16 digits
+        # before the point go the slow way, 15 digits cannot exceed 1e15
+        '{"type": "track", "event": "Order Completed", "userId": "u", "timestamp": "'
+        + T + '", "properties": {"products": [{"price": 1000000000000000.5}]}}',
+        '{"type": "track", "event": "Order Completed", "userId": "u", "timestamp": "'
+        + T + '", "properties": {"products": [{"price": 999999999999999.75}]}}',
+    ]) + "\n")
+
+    def reasons(**limits: Any) -> dict[int, str]:
+        con = duckdb.connect()
+        Loader(con, **limits).load([path])
+        return dict(con.execute("select line_number, reason from raw_rejected").fetchall())
+
+    assert reasons() == {5: "properties.products[0].price is larger than 1e15"}
+    assert reasons(max_number=100) == {
+        2: "properties.revenue is larger than 100",
+        3: "properties.products[0].quantity is larger than 100",
+        4: "properties.products[1].total is larger than 100",
+        5: "properties.products[0].price is larger than 100",
+        6: "properties.products[0].price is larger than 100",
+    }
+    for wrong in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_number"):
+            Loader(duckdb.connect(), max_number=wrong)
+
+
+@pytest.mark.postgres
+def test_postgres_builds_whatever_ingest_accepted(tmp_path: Path) -> None:
+    """On PostgreSQL: the repeated key is rejected with its last value (-5), a NUL (escaped
+    or a raw byte) never reaches a table, and the build exits 0. Before: the NUL-byte file
+    aborted its load (PostgreSQL text fields cannot contain NUL (0x00) bytes) and every build
+    failed in fct_product_views (unsupported Unicode escape sequence)."""
+    project = ProjectHarness(tmp_path / "project")
+    use_isolated_targets(project, "limits")
+    with Context(project.root, target="postgres") as ctx:
+        schema = ctx.compiler().published_schema
+    files = [LIMITS, _at_the_bound(tmp_path / "bound.ndjson"),
+             _nul_bytes(tmp_path / "nul_bytes.ndjson")]
+    try:
+        for path in files:
+            ran = run_arpu(project.root, "ingest", "--target", "postgres", str(path))
+            assert ran.returncode == 0, ran.stderr
+        built = run_arpu(project.root, "build", "--target", "postgres")
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr
+        with Context(project.root, target="postgres") as ctx:
+            rejected = ctx.rows("rejected_events")
+            events = {r["event_id"] for r in ctx.rows("stg_events")}
+        assert _reasons(rejected, LIMITS.name) == REJECTED
+        assert _reasons(rejected, "nul_bytes.ndjson") == {
+            1: "not valid JSON (it holds a NUL byte)", 2: "not valid JSON (it holds a NUL byte)"}
+        raws = {r["line_number"]: r["raw"] for r in rejected
+                if r["source_file"].endswith("nul_bytes.ndjson")}
+        assert raws[2] == "\ufffd" * 3 and '"a\ufffdb"' in raws[1]
+        assert events == set(ACCEPTED) | {"bound-1", "bound-2", "nb-ok"}
+    finally:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
+            for name in (schema, f"{schema}__work", f"{schema}__next"):
+                pg.execute(f'drop schema if exists "{name}" cascade')
 
 
 # Runs argv[2:] and writes its peak RSS (KB) to argv[1]. The command is forked from this small

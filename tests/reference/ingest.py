@@ -10,11 +10,15 @@ Readings (agreed with the runner's author, see the module docstring of `spec_imp
 - event time = the first of timestamp / originalTimestamp / receivedAt that is not missing; if
   that one does not parse as ISO 8601 the message is rejected;
 - price / quantity / revenue / total (properties and each product) must be null, a number or a
-  numeric string, finite and >= 0; `products`, when not missing, must be an array or a string
-  holding one (which is then read as that array);
+  numeric string, finite, >= 0 and <= MAX_NUMBER; `products`, when not missing, must be an
+  array or a string holding one (which is then read as that array);
 - size limits: a message of more than MAX_MESSAGE_BYTES (UTF-8) or an order of more than
   MAX_PRODUCTS products is rejected; a rejected line that large keeps its first KEPT_RAW_BYTES
-  as `raw`; a NUL byte in a rejected line's `raw` reads U+FFFD.
+  as `raw`;
+- what every engine can hold: a message nested more than MAX_DEPTH levels (with `products`
+  read from its string), or holding a NUL character anywhere (a raw NUL byte is not JSON; an
+  escaped one, in a string or a key, PostgreSQL's text cannot store) is rejected; a NUL byte
+  in a rejected line's `raw` reads U+FFFD.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
 WHITESPACE = " \t\n\r\f\v"
 MAX_MESSAGE_BYTES = 1 << 20  # SPEC: configurable, default at least 1 MiB ...
 MAX_PRODUCTS = 10_000  # ... and 10,000 products per order
+MAX_NUMBER = 1e15  # money and quantities beyond this could overflow a sum
+MAX_DEPTH = 512
 KEPT_RAW_BYTES = 64 << 10
 
 _NUMERIC_STRING = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -131,7 +137,37 @@ def parse_number(value: Any, where: str) -> float | None:
         raise Reject(f"invalid number in {where}: not finite")
     if number < 0:
         raise Reject(f"negative number in {where}")
+    if number > MAX_NUMBER:
+        raise Reject(f"number above {MAX_NUMBER} in {where}")
     return number
+
+
+def depth(value: Any) -> int:
+    """Levels of arrays and objects (`{}` is 1), counted without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string or key of a parsed value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def kept_raw(raw: str) -> str:
@@ -257,7 +293,7 @@ def _document_elements(lines: list[str]) -> list[tuple[int, str]] | None:
         return None
     try:
         doc = loads_strict(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     spans: list[tuple[int, int]]
     if isinstance(doc, list):
@@ -310,7 +346,15 @@ def load(lines_by_file: dict[str, list[str]]) -> Loaded:
                     obj = loads_strict(raw)
                 except ValueError as exc:
                     raise Reject(f"invalid JSON: {exc}") from None
-                fields = _validate(obj)
+                fields = _validate(obj)  # reads a `products` string into obj
+                if depth(obj) > MAX_DEPTH:
+                    raise Reject(f"nested more than {MAX_DEPTH} levels")
+                if holds_nul(obj):
+                    raise Reject("a string or key holds NUL")
+            except RecursionError:  # json's parser: deeper than MAX_DEPTH for sure
+                rejected.append(dict(source_file=source_file, line_number=line_number,
+                                     raw=kept_raw(raw), reason="nested too deeply"))
+                continue
             except Reject as exc:
                 rejected.append(dict(source_file=source_file, line_number=line_number,
                                      raw=kept_raw(raw), reason=str(exc)))
