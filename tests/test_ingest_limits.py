@@ -334,3 +334,42 @@ def test_devices_and_fifos_are_refused_before_reading(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="not a regular file") as raised:
         Loader(duckdb.connect()).load([Path("/dev/zero")])
     assert raised.value.exit_code == 2
+
+
+@pytest.mark.postgres
+def test_an_unset_password_env_is_one_warning(tmp_path: Path) -> None:
+    """trust authentication needs no password, so arpu goes on, but says once per command
+    which variable it found unset (before: not a word). Its value is never printed."""
+    import yaml
+
+    project = ProjectHarness(tmp_path / "project")
+    use_isolated_targets(project, "password")
+    config_path = project.root / "arpu.yml"
+    config = yaml.safe_load(config_path.read_text())
+    variable = f"ARPU_TEST_PASSWORD_{os.getpid()}"
+    config["targets"]["postgres"]["password_env"] = variable
+    config_path.write_text(yaml.safe_dump(config))
+    schema = str(config["targets"]["postgres"]["schema"])
+    events = tmp_path / "events.ndjson"
+    events.write_text(_page("pw-1") + "\n")
+    warning = (f"Warning: {variable} (password_env of the postgres target) is not set: "
+               "connecting to PostgreSQL without a password from it")
+    try:
+        ran = run_arpu(project.root, "ingest", "--target", "postgres", str(events))
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stderr.splitlines() == [warning]
+        # a build connects several times (work schema, published views, validation)
+        built = run_arpu(project.root, "build", "--target", "postgres")
+        assert built.returncode == 0, built.stderr
+        assert built.stderr.splitlines() == [warning]
+        secret = "not-needed-by-trust"
+        ran = run_arpu(project.root, "ingest", "--target", "postgres", str(events),
+                       env={variable: secret})
+        assert ran.returncode == 0 and ran.stderr == ""
+        assert secret not in ran.stdout
+    finally:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
+            for name in (schema, f"{schema}__work", f"{schema}__next"):
+                pg.execute(f'drop schema if exists "{name}" cascade')

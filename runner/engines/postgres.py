@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,7 @@ class PostgresEngine(Engine):
         self.published_schema = target.schema_
         self.work_schema = str(work_schema(target.schema_))
         self.schema = target.schema_ if published else self.work_schema
+        _warn_if_unset(target.password_env)
         try:
             self.con = psycopg.connect(
                 host=target.host, port=target.port, dbname=target.database, user=target.user,
@@ -489,6 +492,20 @@ class PostgresEngine(Engine):
 
     def close(self) -> None:
         self.con.close()
+
+
+_warned: set[str] = set()  # variables already named: one warning per command (process)
+
+
+def _warn_if_unset(variable: str) -> None:
+    """A password_env that is not set is no error (trust or peer authentication, or libpq's own
+    PGPASSWORD / ~/.pgpass, need none), but it is often a typo or a shell that did not export
+    it: say so once, naming the variable, never a value."""
+    if variable in os.environ or variable in _warned:
+        return
+    _warned.add(variable)
+    sys.stderr.write(f"Warning: {variable} (password_env of the postgres target) is not set: "
+                     "connecting to PostgreSQL without a password from it\n")
 
 
 def _first_line(exc: BaseException) -> str:
