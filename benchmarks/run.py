@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PARTS = ("models", "macros", "arpu.yml")
 WORK_DB = "arpu.work.duckdb"
-FUNNEL_MODEL = "int_funnel_users"
+FUNNEL_MODEL = "derived_funnel_users"
 
 HELP_MAX_S = 0.3
 RATIO_MAX = 1.10

@@ -22,11 +22,11 @@ from {{ relation }} as r
 {%- endfor %}
 {%- endmacro %}
 
-{# The segments all / cohort / non_cohort of a per-user relation joined to int_user_segments. #}
+{# The segments all / cohort / non_cohort of a per-user relation, from derived_user_segments. #}
 {% macro segment_rows(relation) -%}
 select 'all' as segment, r.* from {{ relation }} as r
 union all
 select case when s.is_cohort then 'cohort' else 'non_cohort' end as segment, r.*
 from {{ relation }} as r
-inner join {{ ref('int_user_segments') }} as s on r.user_key = s.user_key
+inner join {{ ref('derived_user_segments') }} as s on r.user_key = s.user_key
 {%- endmacro %}

@@ -23,8 +23,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
 
 def test_fast_precheck_agrees_with_great_expectations(sample: ProjectHarness) -> None:
     """Every suite passes both in the SQL pre-check and in GX on the sample."""
-    from runner.sqlcheck import all_pass
-    from runner.validate import Validator
+    from runner.quality.sqlcheck import all_pass
+    from runner.quality.validator import Validator
 
     with sample.context() as ctx:
         compiler = ctx.compiler()
@@ -47,8 +47,8 @@ def test_fast_precheck_fails_where_gx_fails(sample: ProjectHarness, name: str, k
                                             expectation: str) -> None:
     """One duplicated row: the pre-check (hashes of the key on DuckDB) sends the suite to GX,
     and GX names the key expectation."""
-    from runner.sqlcheck import all_pass
-    from runner.validate import Validator
+    from runner.quality.sqlcheck import all_pass
+    from runner.quality.validator import Validator
 
     with sample.context() as ctx:
         engine, compiler = scratch_build(ctx), ctx.compiler()
@@ -77,7 +77,7 @@ def test_error_expectation_fails_build_and_skips_descendants(tmp_path: Path) -> 
     assert status["category_funnel"]["status"] == "error"
     assert "expect_column_values_to_be_between(conversion_rate" in \
         status["category_funnel"]["error"]
-    for skipped in ("category_opportunities", "int_user_segments", "arpu_timeseries",
+    for skipped in ("category_opportunities", "derived_user_segments", "arpu_timeseries",
                     "category_conversion_timeseries"):
         assert status[skipped]["status"] == "skipped", skipped
         assert "category_funnel" in status[skipped]["error"]

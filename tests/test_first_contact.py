@@ -123,7 +123,7 @@ def test_values_the_data_does_not_have_fail_the_build(tmp_path: Path) -> None:
         "var target_category: 'Nope' is not in the data; its categories: "
         + ", ".join(repr(c) for c in categories))}
     skipped = {r.model for r in result.results if r.status == "skipped"}
-    assert {"int_user_segments", "arpu_timeseries"} <= skipped and not result.success
+    assert {"derived_user_segments", "arpu_timeseries"} <= skipped and not result.success
     result = project.build(control_variant="Nope")
     failed = {r.model: r.error for r in result.results if r.status == "error"}
     assert failed == {"experiment_results": "var control_variant: 'Nope' is not in the data; "

@@ -164,7 +164,7 @@ def _expected(graph: Context, spec: str) -> set[str]:
         family = {"int_orders"} | g.descendants("int_orders")
         return family | {a for m in family for a in g.ancestors(m)}
     if spec == "marts - tag:timeseries":
-        marts = {n for n, m in g.models.items() if m.path.parent.name == "marts"}
+        marts = {n for n, m in g.models.items() if m.folders[0] == "marts"}  # and marts/derived
         return {n for n in marts if "timeseries" not in g.models[n].config.tags}
     if spec == "staging":
         return {n for n, m in g.models.items() if m.path.parent.name == "staging"}
@@ -379,10 +379,10 @@ def test_env_var_reads_the_environment(arpu_project: ProjectHarness) -> None:
     _config(arpu_project,
             targets__duckdb__path="{{ env_var('ARPU_TEST_DB', 'default.duckdb') }}",
             vars__conversion_window_days="{{ env_var('ARPU_TEST_WINDOW', 7) }}")
-    proc = run_arpu(arpu_project.root, "compile", "--select", "int_funnel_users",
+    proc = run_arpu(arpu_project.root, "compile", "--select", "derived_funnel_users",
                     env={"ARPU_TEST_WINDOW": "3"})
     assert proc.returncode == 0, proc.stderr
-    sql = next((arpu_project.root / "target" / "compiled").rglob("int_funnel_users.sql"))
+    sql = next((arpu_project.root / "target" / "compiled").rglob("derived_funnel_users.sql"))
     assert "interval '3' day" in sql.read_text()
     events = FIXTURES / "multi_category.ndjson"
     proc = run_arpu(arpu_project.root, "ingest", str(events), env={"ARPU_TEST_DB": "shop.duckdb"})

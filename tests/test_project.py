@@ -57,7 +57,7 @@ def test_sample_dag_order_and_selectors() -> None:
     upstream = set(graph.select(["+fct_orders"]))
     assert upstream == {"stg_events", "int_orders", "fct_product_purchases", "fct_orders"}
     downstream = set(graph.select(["category_funnel+"]))
-    assert downstream == {"category_funnel", "category_opportunities", "int_user_segments",
+    assert downstream == {"category_funnel", "category_opportunities", "derived_user_segments",
                           "arpu_timeseries", "category_conversion_timeseries"}
     assert set(graph.select(["tag:timeseries"])) == {"arpu_timeseries",
                                                      "category_conversion_timeseries"}
@@ -85,9 +85,10 @@ def test_compile_writes_parseable_sql_for_every_target(tmp_path: Path, target: s
 
 
 def test_vars_change_the_compiled_sql(tmp_path: Path) -> None:
-    default = Context(ROOT).compiler().render(Context(ROOT).compiler().models["int_funnel_users"])
+    compiler = Context(ROOT).compiler()
+    default = compiler.render(compiler.models["derived_funnel_users"])
     ctx = Context(ROOT, vars={"conversion_window_days": 3, "start_date": "2026-02-01"})
-    changed = ctx.compiler().render(ctx.compiler().models["int_funnel_users"])
+    changed = ctx.compiler().render(ctx.compiler().models["derived_funnel_users"])
     assert "interval '7' day" in default and "interval '3' day" in changed
     assert "2026-02-01" in changed and "2026-02-01" not in default
 

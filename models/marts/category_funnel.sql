@@ -12,7 +12,7 @@ with per_category as (
         count(converted_at) as purchasers,
         {{ median("date_diff('microsecond', entered_at, converted_at) / 1000000.0") }}
             as median_time_to_convert_s
-    from {{ ref('int_funnel_users') }}
+    from {{ ref('derived_funnel_users') }}
     group by category
 )
 

@@ -1,7 +1,9 @@
 /*
 description: >
   Per (category, user) who viewed the category in range: funnel entry, conversion (first
-  qualifying purchase of the category within conversion_window_days) and their views.
+  qualifying purchase of the category within conversion_window_days) and their views. Derived
+  from the marts fct_product_views and fct_product_purchases for category_funnel; not a SPEC
+  relation.
 unique_key: [category, user_key]
 tags: [funnel]
 */

@@ -2,6 +2,8 @@
 description: >
   Segment membership for the over-time relations: every user_key with a message, flagged when in
   the cohort of the target category (var target_category, else the recommended category).
+  Derived from the marts dim_users, cohort_non_converted and category_opportunities for
+  arpu_timeseries and category_conversion_timeseries; not a SPEC relation.
 unique_key: user_key
 tags: [cohort]
 */

@@ -96,7 +96,7 @@ WITH activity AS (
     CASE WHEN s.is_cohort THEN 'cohort' ELSE 'non_cohort' END AS segment,
     r.*
   FROM per_user AS r
-  INNER JOIN `int_user_segments` AS s
+  INNER JOIN `derived_user_segments` AS s
     ON r.user_key = s.user_key
 ), per_segment AS (
   SELECT

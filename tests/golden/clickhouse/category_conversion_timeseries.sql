@@ -149,7 +149,7 @@ WITH views AS (
     CASE WHEN s.is_cohort THEN 'cohort' ELSE 'non_cohort' END AS segment,
     r.*
   FROM funnel AS r
-  INNER JOIN "int_user_segments" AS s
+  INNER JOIN "derived_user_segments" AS s
     ON r.user_key = s.user_key
 ), per_segment AS (
   SELECT

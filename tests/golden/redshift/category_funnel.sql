@@ -14,7 +14,7 @@ WITH per_category AS (
     MEDIAN(
       CAST(DATEDIFF(MICROSECOND, entered_at, converted_at) AS DOUBLE PRECISION) / 1000000.0
     ) AS median_time_to_convert_s
-  FROM "int_funnel_users"
+  FROM "derived_funnel_users"
   GROUP BY
     category
 )

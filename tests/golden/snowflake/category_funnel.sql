@@ -12,7 +12,7 @@ WITH per_category AS (
     COUNT(*) AS viewers,
     COUNT(converted_at) AS purchasers,
     MEDIAN(DATEDIFF(MICROSECOND, entered_at, converted_at) / 1000000.0) AS median_time_to_convert_s
-  FROM "int_funnel_users"
+  FROM "derived_funnel_users"
   GROUP BY
     category
 )

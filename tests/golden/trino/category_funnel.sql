@@ -19,7 +19,7 @@ WITH per_category AS (
       ) AS DOUBLE) / 1000000.0,
       0.5
     ) AS median_time_to_convert_s
-  FROM "int_funnel_users"
+  FROM "derived_funnel_users"
   GROUP BY
     category
 )

@@ -1,0 +1,100 @@
+-- derived_funnel_users: compiled for bigquery from derived_funnel_users.sql
+/*
+description: >
+  Per (category, user) who viewed the category in range: funnel entry, conversion (first
+  qualifying purchase of the category within conversion_window_days) and their views. Derived
+  from the marts fct_product_views and fct_product_purchases for category_funnel; not a SPEC
+  relation.
+unique_key: [category, user_key]
+tags: [funnel]
+*/
+WITH views AS (
+  SELECT
+    category,
+    user_key,
+    viewed_at
+  FROM `fct_product_views`
+  WHERE
+    NOT category IS NULL AND TRUE AND TRUE
+), purchases AS (
+  SELECT
+    category,
+    user_key,
+    purchased_at
+  FROM `fct_product_purchases`
+)
+SELECT
+  *
+FROM (
+  WITH stream AS (
+    SELECT
+      category,
+      user_key,
+      viewed_at AS ts,
+      0 AS kind
+    FROM views
+    UNION ALL
+    SELECT
+      category,
+      user_key,
+      purchased_at AS ts,
+      1 AS kind
+    FROM purchases
+    WHERE
+      NOT category IS NULL
+  ), with_next AS (
+    SELECT
+      category,
+      user_key,
+      ts AS viewed_at,
+      kind,
+      MIN(CASE WHEN kind = 1 THEN ts END) OVER (
+        PARTITION BY user_key, category
+        ORDER BY ts, kind
+        rows BETWEEN CURRENT ROW AND UNBOUNDED following
+      ) AS next_purchase_at
+    FROM stream
+  ), view_rows AS (
+    SELECT
+      category,
+      user_key,
+      viewed_at,
+      next_purchase_at,
+      MIN(viewed_at) OVER (PARTITION BY category, user_key) AS first_viewed_at,
+      MIN(
+        CASE
+          WHEN next_purchase_at <= (
+            viewed_at + INTERVAL '7' DAY
+          )
+          THEN next_purchase_at
+        END
+      ) OVER (PARTITION BY category, user_key) AS reachable_purchase_at
+    FROM with_next
+    WHERE
+      kind = 0
+  ), per_user AS (
+    SELECT
+      category,
+      user_key,
+      MIN(viewed_at) AS first_viewed_at,
+      MAX(viewed_at) AS last_viewed_at,
+      COUNT(*) AS views,
+      MIN(viewed_at) AS entered_at,
+      MIN(
+        CASE
+          WHEN viewed_at = first_viewed_at
+          AND next_purchase_at <= (
+            viewed_at + INTERVAL '7' DAY
+          )
+          THEN next_purchase_at
+        END
+      ) AS converted_at
+    FROM view_rows
+    GROUP BY
+      category,
+      user_key
+  )
+  SELECT
+    *
+  FROM per_user
+) AS funnel
