@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from runner.engines.base import Engine
     from runner.ingest import IngestResult
     from runner.project import Model
-    from runner.validate import Validator
+    from runner.quality.validator import Validator
 
 Callback = Callable[[str, str, Any], None]
 
@@ -423,7 +423,7 @@ class Context:
 
     def _validator(self, names: list[str], fast: bool = False, published: bool = False
                    ) -> Validator:
-        from runner.validate import Validator
+        from runner.quality.validator import Validator
 
         compiler = self.compiler()
         engine = self.reader() if published else self.engine()
@@ -482,8 +482,8 @@ class Context:
         """run_results.json and junit.xml, both replaced by every build and test run (a build
         without validation writes a junit.xml without expectations)."""
         from runner.compile import DIALECTS
-        from runner.junit import write_junit
-        from runner.validate import ExpectationResult
+        from runner.quality.junit import write_junit
+        from runner.quality.spec import ExpectationResult
 
         dialect = DIALECTS[self.config.targets[self.target_name].type]
         write_run_results(self.target_dir, result, dialect)

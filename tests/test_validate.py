@@ -1,4 +1,4 @@
-"""The data-quality gate (runner/validate.py): suites per model, GX in the warehouse, JUnit."""
+"""The data-quality gate (runner/quality/): suites per model, GX in the warehouse, JUnit."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from conftest import ROOT, ProjectHarness, scratch_build
 
 from runner.context import Context
 from runner.errors import ConfigError
-from runner.junit import write_junit
-from runner.validate import ExpectationResult, Validator
+from runner.quality.junit import write_junit
+from runner.quality.spec import ExpectationResult
+from runner.quality.validator import Validator
 
 SPEC_RELATIONS = [
     "stg_events", "fct_orders", "fct_product_purchases", "fct_product_views", "dim_users",
@@ -85,7 +86,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
 
 
 def test_importing_the_module_does_not_import_great_expectations() -> None:
-    code = "import sys, runner.validate; print('great_expectations' in sys.modules)"
+    code = "import sys, runner.quality.validator; print('great_expectations' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"

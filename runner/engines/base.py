@@ -20,6 +20,8 @@ SAMPLE_LOADS_DDL = f"create table if not exists {SAMPLE_LOADS} (load_id bigint, 
 class Engine(ABC):
     dialect: str
     concurrency = 1  # models a build may run at once (each thread its own connection)
+    # uniqueness pre-checks may count distinct 64-bit hash() values (runner/quality/sqlcheck.py)
+    hashes_uniqueness = False
 
     @abstractmethod
     def execute(self, sql: str, params: list[Any] | None = None) -> None: ...

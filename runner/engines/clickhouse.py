@@ -20,7 +20,7 @@ What ClickHouse does differently, and how this file bridges it:
   copied) and exchanges it with the published one: each table is the old or the new one at every
   moment; a reader that reads two tables while a publish runs may see one of each.
 - Great Expectations has no SQLAlchemy dialect for chdb: the plain-SQL checks of
-  runner/sqlcheck.py are the verdict here (`validates_with_gx`).
+  runner/quality/sqlcheck.py are the verdict here (`validates_with_gx`).
 - Embedded chdb opens one data folder per process, and one process holds it at a time: a second
   `arpu` command waits for nothing and fails with one line saying so (a server has no such limit).
 """
@@ -57,7 +57,7 @@ _PARAM = re.compile(r"'(?:[^'\\]|\\.|'')*'|\?")  # a string literal (kept) or a 
 class ClickHouseEngine(Engine):
     dialect = "clickhouse"
     supports_merge = True
-    validates_with_gx = False  # runner/validate.py: the plain-SQL checks are the verdict
+    validates_with_gx = False  # runner/quality/validator.py: the plain-SQL checks are the verdict
 
     def __init__(self, project_dir: Path, target: ClickHouseTarget, published: bool = False
                  ) -> None:

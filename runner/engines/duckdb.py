@@ -30,6 +30,7 @@ ROW_GROUP_ROWS = 122_880  # DuckDB's row group: the unit a query is split into a
 
 class DuckDBEngine(Engine):
     dialect = "duckdb"
+    hashes_uniqueness = True
 
     def __init__(self, project_dir: Path, target: DuckDBTarget, read_only: bool = False,
                  published: bool = False) -> None:

@@ -6,7 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from runner.validate import MAX_EXAMPLES, ExpectationResult
+from runner.quality.spec import MAX_EXAMPLES, ExpectationResult
 
 
 # -- artifacts ---------------------------------------------------------------------------------

@@ -16,15 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from runner.dialect import SOURCE_DIALECT
 from runner.errors import ArpuError, ConfigError
-from runner.validate import (
-    _GX_SEVERITY,
-    _SOURCE_DIALECT,
+from runner.quality.spec import (
+    GX_SEVERITY,
     MAX_EXAMPLES,
     UNEXPECTED_ROWS,
     ExpectationResult,
     ExpectationSpec,
-    _short,
+    short,
 )
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class GXSession:
 
         definition = state.batch_definitions.get(relation)
         # relation_name() quotes in the models' source dialect, like Compiler.relation()
-        table = exp.to_table(self.relation_name(relation), dialect=_SOURCE_DIALECT)
+        table = exp.to_table(self.relation_name(relation), dialect=SOURCE_DIALECT)
         if state.kind == "spark":
             if definition is None:
                 asset = state.datasource.add_dataframe_asset(name=relation)
@@ -197,7 +197,7 @@ class GXSession:
                 raise ConfigError(f"unknown Great Expectations expectation '{spec.type}'",
                                   location=spec.origin) from None
         if "severity" in getattr(cls, "__fields__", {}):
-            kwargs["severity"] = _GX_SEVERITY[spec.severity]
+            kwargs["severity"] = GX_SEVERITY[spec.severity]
         kwargs["meta"] = {**(meta or {}), "arpu": spec.name}
         try:
             return cls(**kwargs)
@@ -407,7 +407,7 @@ def _observed(spec: ExpectationSpec, result: dict[str, Any]) -> str:
         return f"{len(value or [])} columns"
     if isinstance(value, float):
         return f"{value:.6g}"
-    return _short(value) if value is not None else ""
+    return short(value) if value is not None else ""
 
 
 def _examples(spec: ExpectationSpec, result: dict[str, Any]) -> list[dict[str, Any]]:

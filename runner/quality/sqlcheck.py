@@ -5,9 +5,10 @@ Importing Great Expectations and running a suite costs seconds, most of a small 
 `unexpected_rows` check); only when something fails, or a check type is not known here, does
 GX run the suite and give the verdict, the observed values and the failing rows. The checks are
 written to be at least as strict as GX's (nulls count against them where GX might ignore them),
-so a pass here is a pass in GX; a failure here is only a reason to ask GX. On DuckDB, uniqueness
-counts distinct 64-bit hashes: distinct hashes prove distinct values, and a collision is only a
-reason to ask GX. `arpu test` always uses GX.
+so a pass here is a pass in GX; a failure here is only a reason to ask GX. Where the engine
+says so (`Engine.hashes_uniqueness`: DuckDB), uniqueness counts distinct 64-bit hashes: distinct
+hashes prove distinct values, and a collision is only a reason to ask GX. `arpu test` always
+uses GX.
 
 On a target GX cannot run on (ClickHouse: no SQLAlchemy dialect), `verdicts` checks each
 expectation on its own and is the verdict, with observed values and failing rows.
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlglot import exp, transpile
+from sqlglot import exp
+
+from runner.dialect import SOURCE_DIALECT as SOURCE
+from runner.dialect import transpile
+from runner.quality.spec import MAX_EXAMPLES, ExpectationResult, ExpectationSpec
 
 if TYPE_CHECKING:
     from runner.engines.base import Engine
-    from runner.validate import ExpectationResult, ExpectationSpec
-
-SOURCE = "duckdb"
 
 
 def _col(name: str) -> str:
@@ -78,7 +80,7 @@ def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> boo
             # DuckDB: distinct 64-bit hashes are distinct values, and a hash table of integers
             # is cheaper than one of strings; a collision only sends the suite to GX
             distinct = (f"count(distinct case when {c} is not null then hash({c}) end)"
-                        if engine.dialect == "duckdb" else f"count(distinct {c})")
+                        if engine.hashes_uniqueness else f"count(distinct {c})")
             sums.append(f"count({c}) - {distinct}")
         elif spec.type == "expect_table_row_count_to_be_between":
             lo, hi = kw.get("min_value"), kw.get("max_value")
@@ -88,7 +90,7 @@ def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> boo
             sums.append(f"case when {cond} then 1 else 0 end")
         elif spec.type == "expect_compound_columns_to_be_unique":
             cols = ", ".join(_col(c) for c in kw["column_list"])
-            if engine.dialect == "duckdb":  # all rows, nulls included: stricter than GX
+            if engine.hashes_uniqueness:  # all rows, nulls included: stricter than GX
                 sums.append(f"count(*) - count(distinct hash({cols}))")
             else:
                 tail.append(("sql", f"select count(*) from (select {cols} from {relation} "
@@ -106,8 +108,7 @@ def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> boo
     queries += tail
     for kind, payload in queries:
         if kind == "columns":
-            probe = transpile(f"select * from {relation} limit 0", read=SOURCE,
-                              write=engine.dialect)[0]
+            probe = transpile(f"select * from {relation} limit 0", engine.dialect)
             columns = set(engine.fetch(probe)[0])
             wanted = set(payload["column_set"])
             ok = wanted <= columns if payload.get("exact_match") is False else wanted == columns
@@ -115,8 +116,8 @@ def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> boo
                 return False
             continue
         sql = payload
-        if kind == "sql" and engine.dialect != SOURCE:
-            sql = transpile(sql, read=SOURCE, write=engine.dialect)[0]
+        if kind == "sql":
+            sql = transpile(sql, engine.dialect)
         row = engine.fetch(sql)[1][0]
         if any(v is None or v != 0 for v in row):
             return False
@@ -130,19 +131,13 @@ def verdicts(engine: Engine, model: str, relation: str, specs: list[ExpectationS
     the verdict. A check type not known here fails, saying so."""
     import time
 
-    from runner.validate import MAX_EXAMPLES, ExpectationResult
-
     def run(sql: str) -> list[tuple[Any, ...]]:
-        if engine.dialect != SOURCE:
-            sql = transpile(sql, read=SOURCE, write=engine.dialect)[0]
-        return engine.fetch(sql)[1]
+        return engine.fetch(transpile(sql, engine.dialect))[1]
 
     def examples(where_sql: str) -> list[dict[str, Any]]:
         order = f" order by {', '.join(_col(k) for k in key)}" if key else ""
         sql = f"select * from {relation} where {where_sql}{order} limit {MAX_EXAMPLES}"
-        if engine.dialect != SOURCE:
-            sql = transpile(sql, read=SOURCE, write=engine.dialect)[0]
-        columns, rows = engine.fetch(sql)
+        columns, rows = engine.fetch(transpile(sql, engine.dialect))
         return [dict(zip(columns, row, strict=True)) for row in rows]
 
     results = []
@@ -190,8 +185,7 @@ def verdicts(engine: Engine, model: str, relation: str, specs: list[ExpectationS
                                                f"limit {MAX_EXAMPLES}")
                     failing = [dict(zip(names, row, strict=True)) for row in rows]
             elif t == "expect_table_columns_to_match_set":
-                probe = transpile(f"select * from {relation} limit 0", read=SOURCE,
-                                  write=engine.dialect)[0]
+                probe = transpile(f"select * from {relation} limit 0", engine.dialect)
                 columns = engine.fetch(probe)[0]
                 wanted = set(kw["column_set"])
                 success = (wanted <= set(columns) if kw.get("exact_match") is False
