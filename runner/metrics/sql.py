@@ -225,25 +225,10 @@ class SqlGenerator:
         for leaf in plan.spine_leaves:
             branches.append(self._spine_periods(leaf))
         keys = plan.group_by
-        columns = [c for _, provided in branches for c in provided]
         if len(branches) == 1:
             combined = branches[0][0]
         else:
-            parts = []
-            for name, provided in branches:
-                part = exp.select(*[_col(k) for k in keys], *[
-                    _col(c) if c in provided else exp.alias_(exp.Null(), c) for c in columns
-                ]).from_(name)
-                parts.append(part)
-            union: exp.Query = parts[0]
-            for part in parts[1:]:
-                union = exp.union(union, part, distinct=False)
-            merged = exp.select(*[_col(k) for k in keys], *[
-                exp.alias_(exp.Max(this=_col(c)), c) for c in columns
-            ]).from_(exp.Subquery(this=union, alias=exp.TableAlias(this=_id("b"))))
-            if keys:
-                merged = merged.group_by(*[_col(k) for k in keys])
-            self.ctes.append(("arpu_combined", merged))
+            self.ctes.append(("arpu_combined", self._combine(branches, keys)))
             combined = "arpu_combined"
         final = exp.select(*[_col(k) for k in keys], *[
             exp.alias_(self._value(plan.values[name]), name) for name in plan.metrics
@@ -257,6 +242,35 @@ class SqlGenerator:
         for name, cte in self.ctes:
             final = final.with_(name, as_=cte)
         return final
+
+    @staticmethod
+    def _combine(branches: list[tuple[str, tuple[str, ...]]], keys: list[str]) -> exp.Select:
+        """One row per group-by key over every aggregate, as MetricFlow combines them: FULL
+        OUTER JOINs on the keys, then GROUP BY the coalesced keys and MAX of each column (rows
+        whose keys are null do not join, and meet again in the GROUP BY)."""
+        aliases = [f"c{i + 1}" for i in range(len(branches))]
+
+        def key(name: str, upto: int) -> exp.Expression:
+            columns = [_col(name, a) for a in aliases[:upto]]
+            if len(columns) == 1:
+                return columns[0]
+            return exp.Coalesce(this=columns[0], expressions=columns[1:])
+
+        select = exp.select(*[exp.alias_(key(k, len(aliases)), k) for k in keys], *[
+            exp.alias_(exp.Max(this=_col(c, alias)), c)
+            for alias, (_, provided) in zip(aliases, branches, strict=True) for c in provided
+        ]).from_(exp.to_table(branches[0][0]).as_(aliases[0]))
+        for i, (name, _) in enumerate(branches[1:], start=1):
+            table = exp.to_table(name).as_(aliases[i])
+            if keys:
+                on = _and([exp.EQ(this=key(k, i), expression=_col(k, aliases[i]))
+                           for k in keys])
+                select = select.join(table, on=on, join_type="full outer")
+            else:  # one row each
+                select = select.join(table, join_type="cross")
+        if keys:
+            select = select.group_by(*[exp.Literal.number(i + 1) for i in range(len(keys))])
+        return select
 
     # -- metric values -----------------------------------------------------------------------
     def _value(self, node: Node) -> exp.Expression:
@@ -550,9 +564,10 @@ class SqlGenerator:
         def time(grain: str) -> exp.Expression:
             return period.copy() if grain == finest else _trunc(grain, period.copy())
 
+        # the other items are null, typed as the aggregate's columns (h.* of an unmatched row)
         selects = [exp.alias_(time(e.grain or finest) if e.kind == "metric_time" else
-                              exp.Null(), e.name) for e in elements]
-        have = exp.select(_col(finest_name)).distinct().from_(name_of_leaf)
+                              _col(e.name, "h"), e.name) for e in elements]
+        have = exp.select(*[_col(e.name) for e in elements]).distinct().from_(name_of_leaf)
         select = exp.select(*selects).from_(self._spine(finest)).join(
             exp.Subquery(this=have, alias=exp.TableAlias(this=_id("h"))),
             on=exp.EQ(this=period.copy(), expression=_col(finest_name, "h")), join_type="left")
@@ -789,17 +804,34 @@ def _insert_join(select: exp.Select, table: exp.Expression, on: exp.Expression |
 # -- dialects ------------------------------------------------------------------------------
 def _fix_for(tree: exp.Expression, dialect: str) -> exp.Expression:
     """What sqlglot does not translate the way arpu needs: BigQuery's WEEK starts on Sunday
-    (ISOWEEK is Monday's); exact percentiles on Spark are PERCENTILE(x, p); BigQuery, Trino and
-    ClickHouse have no exact percentile aggregate."""
+    (ISOWEEK is Monday's); ClickHouse's timestamps are DateTime64(6); exact percentiles are
+    PERCENTILE(x, p) on Spark and
+    quantileExactInclusive(p)(x) on ClickHouse; BigQuery and Trino have no exact percentile
+    aggregate (arpu refuses rather than estimate)."""
     if dialect == "bigquery":
         for trunc in tree.find_all(exp.TimestampTrunc):
             unit = trunc.args.get("unit")
             if unit is not None and unit.name.upper() == "WEEK":
                 trunc.set("unit", exp.var("ISOWEEK"))
     percentiles: list[exp.WithinGroup] = list(tree.find_all(exp.WithinGroup))
-    if percentiles and dialect in ("bigquery", "trino", "clickhouse"):
+    if percentiles and dialect in ("bigquery", "trino"):
         raise UsageError(f"median and percentile measures have no exact form on {dialect}",
                          location="--dialect")
+    if dialect == "clickhouse":
+        # DateTime is whole seconds, read back as numbers: the models' timestamps are
+        # DateTime64(6), and so are the spine's and the time range's
+        for cast in tree.find_all(exp.Cast):
+            if cast.to.is_type(exp.DataType.Type.TIMESTAMP):
+                cast.set("to", exp.DataType.build("Nullable(DateTime64(6))",
+                                                  dialect="clickhouse"))
+        # its median() is an estimate; quantileExactInclusive is not
+        for node in percentiles:
+            if not isinstance(node.this, exp.PercentileCont):
+                raise UsageError("discrete percentiles have no exact form on clickhouse",
+                                 location="--dialect")
+            node.replace(exp.ParameterizedAgg(
+                this="quantileExactInclusive", expressions=[node.this.this],
+                params=[node.expression.expressions[0].this]))
     if dialect in ("spark", "databricks"):
         for node in percentiles:
             fraction = node.this.this
@@ -811,8 +843,20 @@ def _fix_for(tree: exp.Expression, dialect: str) -> exp.Expression:
     return tree
 
 
+def _quote_names(tree: exp.Expression) -> exp.Expression:
+    """Quote the names the query defines (group-by items, metrics, its own columns): an
+    entity called `user` is PostgreSQL's current user when unquoted. Names from the semantic
+    models' exprs stay as written."""
+    names = {alias.alias for alias in tree.find_all(exp.Alias)}
+    for identifier in tree.find_all(exp.Identifier):
+        if identifier.this in names and not identifier.quoted:
+            identifier.set("quoted", True)
+    return tree
+
+
 def render(tree: exp.Select, dialect: str, pretty: bool = True) -> str:
-    """The query for `dialect` (DuckDB: as generated)."""
+    """The query for `dialect`."""
+    tree = _quote_names(tree.copy())  # type: ignore[assignment]
     if dialect != "duckdb":
-        tree = _fix_for(tree.copy(), dialect)  # type: ignore[assignment]
+        tree = _fix_for(tree, dialect)  # type: ignore[assignment]
     return tree.sql(dialect=dialect, pretty=pretty)
