@@ -4,18 +4,24 @@
 (cast({{ numerator }} as double) / nullif(cast({{ denominator }} as double), 0))
 {%- endmacro %}
 
-{# erfc(x) for x >= 0, Numerical Recipes' Chebyshev fit: fractional error below 1.2e-7. #}
-{% macro erfc(x) -%}
-(1.0 / (1.0 + 0.5 * ({{ x }}))) * exp(-({{ x }}) * ({{ x }}) - 1.26551223 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (1.00002368
- + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (0.37409196 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (0.09678418
- + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (-0.18628806 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (0.27886807
- + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (-1.13520398 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (1.48851587
- + (1.0 / (1.0 + 0.5 * ({{ x }}))) * (-0.82215223 + (1.0 / (1.0 + 0.5 * ({{ x }}))) * 0.17087277)))))))))
+{# erfc(x) for x >= 0, Numerical Recipes' Chebyshev fit (fractional error below 1.2e-7): with
+   t = 1 / (1 + 0.5 * x), erfc(x) = t * exp(-x^2 + P(t)), P a polynomial of degree 9 in t.
+   erfc(x, t) reads x and t from columns, so that the compiled SQL holds each once rather than a
+   dozen times: erfc_t(x) computes t in an earlier CTE. #}
+{% macro erfc_t(x) -%}
+1.0 / (1.0 + 0.5 * ({{ x }}))
 {%- endmacro %}
 
-{# Two-sided p-value of a standard normal statistic: 2 * (1 - Phi(|z|)) = erfc(|z| / sqrt(2)). #}
-{% macro two_sided_p(z) -%}
-{{ erfc('abs(' ~ z ~ ') / sqrt(2.0)') }}
+{% macro erfc(x, t) -%}
+{{ t }} * exp(-{{ x }} * {{ x }} - 1.26551223 + {{ t }} * (1.00002368 + {{ t }} * (0.37409196
+ + {{ t }} * (0.09678418 + {{ t }} * (-0.18628806 + {{ t }} * (0.27886807 + {{ t }} * (-1.13520398
+ + {{ t }} * (1.48851587 + {{ t }} * (-0.82215223 + {{ t }} * 0.17087277)))))))))
+{%- endmacro %}
+
+{# The argument of a two-sided p-value of a standard normal statistic z:
+   2 * (1 - Phi(|z|)) = erfc(|z| / sqrt(2)). #}
+{% macro two_sided_p_x(z) -%}
+abs({{ z }}) / sqrt(2.0)
 {%- endmacro %}
 
 {# The median, interpolated between the two middle values for an even count (DuckDB's median,

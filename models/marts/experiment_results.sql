@@ -144,6 +144,17 @@ tested as (
         case when not is_control then conversion_diff / nullif(conversion_se, 0) end
             as conversion_z
     from compared
+),
+
+normal_tails as (
+    -- p = erfc(x) with x = |z| / sqrt(2); erfc's t = 1 / (1 + 0.5 * x) computed here once
+    select
+        *,
+        {{ two_sided_p_x('arpu_z') }} as arpu_x,
+        {{ erfc_t(two_sided_p_x('arpu_z')) }} as arpu_t,
+        {{ two_sided_p_x('conversion_z') }} as conversion_x,
+        {{ erfc_t(two_sided_p_x('conversion_z')) }} as conversion_t
+    from tested
 )
 
 select
@@ -157,11 +168,11 @@ select
     revenue,
     arpu,
     case when not is_control then arpu / nullif(control_arpu, 0) - 1 end as arpu_uplift,
-    {{ two_sided_p('arpu_z') }} as arpu_p_value,
-    {{ two_sided_p('conversion_z') }} as conversion_p_value,
+    {{ erfc('arpu_x', 'arpu_t') }} as arpu_p_value,
+    {{ erfc('conversion_x', 'conversion_t') }} as conversion_p_value,
     case when arpu_z is not null then arpu_diff - 1.959964 * arpu_se end as arpu_ci_low,
     case when arpu_z is not null then arpu_diff + 1.959964 * arpu_se end as arpu_ci_high,
     control_variant,
     arpu_diff,
     arpu_se
-from tested
+from normal_tails

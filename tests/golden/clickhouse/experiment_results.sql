@@ -207,6 +207,23 @@ WITH exposure_events AS (
     CASE WHEN NOT is_control THEN arpu_diff / nullIf(arpu_se, 0) END AS arpu_z,
     CASE WHEN NOT is_control THEN conversion_diff / nullIf(conversion_se, 0) END AS conversion_z
   FROM compared
+), normal_tails AS (
+  /* p = erfc(x) with x = |z| / sqrt(2); erfc's t = 1 / (1 + 0.5 * x) computed here once */
+  SELECT
+    *,
+    ABS(arpu_z) / SQRT(2.0) AS arpu_x,
+    1.0 / (
+      1.0 + 0.5 * (
+        ABS(arpu_z) / SQRT(2.0)
+      )
+    ) AS arpu_t,
+    ABS(conversion_z) / SQRT(2.0) AS conversion_x,
+    1.0 / (
+      1.0 + 0.5 * (
+        ABS(conversion_z) / SQRT(2.0)
+      )
+    ) AS conversion_t
+  FROM tested
 )
 SELECT
   experiment,
@@ -219,80 +236,16 @@ SELECT
   revenue,
   arpu,
   CASE WHEN NOT is_control THEN arpu / nullIf(control_arpu, 0) - 1 END AS arpu_uplift,
-  (
-    1.0 / (
-      1.0 + 0.5 * (
-        ABS(arpu_z) / SQRT(2.0)
-      )
-    )
-  ) * EXP(
-    -(
-      ABS(arpu_z) / SQRT(2.0)
-    ) * (
-      ABS(arpu_z) / SQRT(2.0)
-    ) - 1.26551223 + (
-      1.0 / (
-        1.0 + 0.5 * (
-          ABS(arpu_z) / SQRT(2.0)
-        )
-      )
-    ) * (
-      1.00002368 + (
-        1.0 / (
-          1.0 + 0.5 * (
-            ABS(arpu_z) / SQRT(2.0)
-          )
-        )
-      ) * (
-        0.37409196 + (
-          1.0 / (
-            1.0 + 0.5 * (
-              ABS(arpu_z) / SQRT(2.0)
-            )
-          )
-        ) * (
-          0.09678418 + (
-            1.0 / (
-              1.0 + 0.5 * (
-                ABS(arpu_z) / SQRT(2.0)
-              )
-            )
-          ) * (
-            -0.18628806 + (
-              1.0 / (
-                1.0 + 0.5 * (
-                  ABS(arpu_z) / SQRT(2.0)
-                )
-              )
-            ) * (
-              0.27886807 + (
-                1.0 / (
-                  1.0 + 0.5 * (
-                    ABS(arpu_z) / SQRT(2.0)
-                  )
-                )
-              ) * (
-                -1.13520398 + (
-                  1.0 / (
-                    1.0 + 0.5 * (
-                      ABS(arpu_z) / SQRT(2.0)
-                    )
-                  )
-                ) * (
-                  1.48851587 + (
-                    1.0 / (
-                      1.0 + 0.5 * (
-                        ABS(arpu_z) / SQRT(2.0)
-                      )
-                    )
-                  ) * (
-                    -0.82215223 + (
-                      1.0 / (
-                        1.0 + 0.5 * (
-                          ABS(arpu_z) / SQRT(2.0)
-                        )
-                      )
-                    ) * 0.17087277
+  arpu_t * EXP(
+    -arpu_x * arpu_x - 1.26551223 + arpu_t * (
+      1.00002368 + arpu_t * (
+        0.37409196 + arpu_t * (
+          0.09678418 + arpu_t * (
+            -0.18628806 + arpu_t * (
+              0.27886807 + arpu_t * (
+                -1.13520398 + arpu_t * (
+                  1.48851587 + arpu_t * (
+                    -0.82215223 + arpu_t * 0.17087277
                   )
                 )
               )
@@ -302,80 +255,16 @@ SELECT
       )
     )
   ) AS arpu_p_value,
-  (
-    1.0 / (
-      1.0 + 0.5 * (
-        ABS(conversion_z) / SQRT(2.0)
-      )
-    )
-  ) * EXP(
-    -(
-      ABS(conversion_z) / SQRT(2.0)
-    ) * (
-      ABS(conversion_z) / SQRT(2.0)
-    ) - 1.26551223 + (
-      1.0 / (
-        1.0 + 0.5 * (
-          ABS(conversion_z) / SQRT(2.0)
-        )
-      )
-    ) * (
-      1.00002368 + (
-        1.0 / (
-          1.0 + 0.5 * (
-            ABS(conversion_z) / SQRT(2.0)
-          )
-        )
-      ) * (
-        0.37409196 + (
-          1.0 / (
-            1.0 + 0.5 * (
-              ABS(conversion_z) / SQRT(2.0)
-            )
-          )
-        ) * (
-          0.09678418 + (
-            1.0 / (
-              1.0 + 0.5 * (
-                ABS(conversion_z) / SQRT(2.0)
-              )
-            )
-          ) * (
-            -0.18628806 + (
-              1.0 / (
-                1.0 + 0.5 * (
-                  ABS(conversion_z) / SQRT(2.0)
-                )
-              )
-            ) * (
-              0.27886807 + (
-                1.0 / (
-                  1.0 + 0.5 * (
-                    ABS(conversion_z) / SQRT(2.0)
-                  )
-                )
-              ) * (
-                -1.13520398 + (
-                  1.0 / (
-                    1.0 + 0.5 * (
-                      ABS(conversion_z) / SQRT(2.0)
-                    )
-                  )
-                ) * (
-                  1.48851587 + (
-                    1.0 / (
-                      1.0 + 0.5 * (
-                        ABS(conversion_z) / SQRT(2.0)
-                      )
-                    )
-                  ) * (
-                    -0.82215223 + (
-                      1.0 / (
-                        1.0 + 0.5 * (
-                          ABS(conversion_z) / SQRT(2.0)
-                        )
-                      )
-                    ) * 0.17087277
+  conversion_t * EXP(
+    -conversion_x * conversion_x - 1.26551223 + conversion_t * (
+      1.00002368 + conversion_t * (
+        0.37409196 + conversion_t * (
+          0.09678418 + conversion_t * (
+            -0.18628806 + conversion_t * (
+              0.27886807 + conversion_t * (
+                -1.13520398 + conversion_t * (
+                  1.48851587 + conversion_t * (
+                    -0.82215223 + conversion_t * 0.17087277
                   )
                 )
               )
@@ -394,4 +283,4 @@ SELECT
   control_variant,
   arpu_diff,
   arpu_se
-FROM tested
+FROM normal_tails

@@ -209,6 +209,23 @@ WITH exposure_events AS (
       THEN CAST(conversion_diff AS DOUBLE PRECISION) / NULLIF(conversion_se, 0)
     END AS conversion_z
   FROM compared
+), normal_tails AS (
+  /* p = erfc(x) with x = |z| / sqrt(2); erfc's t = 1 / (1 + 0.5 * x) computed here once */
+  SELECT
+    *,
+    CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0) AS arpu_x,
+    CAST(1.0 AS DOUBLE PRECISION) / (
+      1.0 + 0.5 * (
+        CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
+      )
+    ) AS arpu_t,
+    CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0) AS conversion_x,
+    CAST(1.0 AS DOUBLE PRECISION) / (
+      1.0 + 0.5 * (
+        CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
+      )
+    ) AS conversion_t
+  FROM tested
 )
 SELECT
   experiment,
@@ -224,80 +241,16 @@ SELECT
     WHEN NOT is_control
     THEN CAST(arpu AS DOUBLE PRECISION) / NULLIF(control_arpu, 0) - 1
   END AS arpu_uplift,
-  (
-    CAST(1.0 AS DOUBLE PRECISION) / (
-      1.0 + 0.5 * (
-        CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-      )
-    )
-  ) * EXP(
-    -(
-      CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-    ) * (
-      CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-    ) - 1.26551223 + (
-      CAST(1.0 AS DOUBLE PRECISION) / (
-        1.0 + 0.5 * (
-          CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-        )
-      )
-    ) * (
-      1.00002368 + (
-        CAST(1.0 AS DOUBLE PRECISION) / (
-          1.0 + 0.5 * (
-            CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-          )
-        )
-      ) * (
-        0.37409196 + (
-          CAST(1.0 AS DOUBLE PRECISION) / (
-            1.0 + 0.5 * (
-              CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-            )
-          )
-        ) * (
-          0.09678418 + (
-            CAST(1.0 AS DOUBLE PRECISION) / (
-              1.0 + 0.5 * (
-                CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-              )
-            )
-          ) * (
-            -0.18628806 + (
-              CAST(1.0 AS DOUBLE PRECISION) / (
-                1.0 + 0.5 * (
-                  CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                )
-              )
-            ) * (
-              0.27886807 + (
-                CAST(1.0 AS DOUBLE PRECISION) / (
-                  1.0 + 0.5 * (
-                    CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                  )
-                )
-              ) * (
-                -1.13520398 + (
-                  CAST(1.0 AS DOUBLE PRECISION) / (
-                    1.0 + 0.5 * (
-                      CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                    )
-                  )
-                ) * (
-                  1.48851587 + (
-                    CAST(1.0 AS DOUBLE PRECISION) / (
-                      1.0 + 0.5 * (
-                        CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                      )
-                    )
-                  ) * (
-                    -0.82215223 + (
-                      CAST(1.0 AS DOUBLE PRECISION) / (
-                        1.0 + 0.5 * (
-                          CAST(ABS(arpu_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                        )
-                      )
-                    ) * 0.17087277
+  arpu_t * EXP(
+    -arpu_x * arpu_x - 1.26551223 + arpu_t * (
+      1.00002368 + arpu_t * (
+        0.37409196 + arpu_t * (
+          0.09678418 + arpu_t * (
+            -0.18628806 + arpu_t * (
+              0.27886807 + arpu_t * (
+                -1.13520398 + arpu_t * (
+                  1.48851587 + arpu_t * (
+                    -0.82215223 + arpu_t * 0.17087277
                   )
                 )
               )
@@ -307,80 +260,16 @@ SELECT
       )
     )
   ) AS arpu_p_value,
-  (
-    CAST(1.0 AS DOUBLE PRECISION) / (
-      1.0 + 0.5 * (
-        CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-      )
-    )
-  ) * EXP(
-    -(
-      CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-    ) * (
-      CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-    ) - 1.26551223 + (
-      CAST(1.0 AS DOUBLE PRECISION) / (
-        1.0 + 0.5 * (
-          CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-        )
-      )
-    ) * (
-      1.00002368 + (
-        CAST(1.0 AS DOUBLE PRECISION) / (
-          1.0 + 0.5 * (
-            CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-          )
-        )
-      ) * (
-        0.37409196 + (
-          CAST(1.0 AS DOUBLE PRECISION) / (
-            1.0 + 0.5 * (
-              CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-            )
-          )
-        ) * (
-          0.09678418 + (
-            CAST(1.0 AS DOUBLE PRECISION) / (
-              1.0 + 0.5 * (
-                CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-              )
-            )
-          ) * (
-            -0.18628806 + (
-              CAST(1.0 AS DOUBLE PRECISION) / (
-                1.0 + 0.5 * (
-                  CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                )
-              )
-            ) * (
-              0.27886807 + (
-                CAST(1.0 AS DOUBLE PRECISION) / (
-                  1.0 + 0.5 * (
-                    CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                  )
-                )
-              ) * (
-                -1.13520398 + (
-                  CAST(1.0 AS DOUBLE PRECISION) / (
-                    1.0 + 0.5 * (
-                      CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                    )
-                  )
-                ) * (
-                  1.48851587 + (
-                    CAST(1.0 AS DOUBLE PRECISION) / (
-                      1.0 + 0.5 * (
-                        CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                      )
-                    )
-                  ) * (
-                    -0.82215223 + (
-                      CAST(1.0 AS DOUBLE PRECISION) / (
-                        1.0 + 0.5 * (
-                          CAST(ABS(conversion_z) AS DOUBLE PRECISION) / SQRT(2.0)
-                        )
-                      )
-                    ) * 0.17087277
+  conversion_t * EXP(
+    -conversion_x * conversion_x - 1.26551223 + conversion_t * (
+      1.00002368 + conversion_t * (
+        0.37409196 + conversion_t * (
+          0.09678418 + conversion_t * (
+            -0.18628806 + conversion_t * (
+              0.27886807 + conversion_t * (
+                -1.13520398 + conversion_t * (
+                  1.48851587 + conversion_t * (
+                    -0.82215223 + conversion_t * 0.17087277
                   )
                 )
               )
@@ -395,4 +284,4 @@ SELECT
   control_variant,
   arpu_diff,
   arpu_se
-FROM tested
+FROM normal_tails
