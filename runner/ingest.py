@@ -131,8 +131,10 @@ with $source, valid as (
     select *, keys is not null as is_json, starts_with(ltrim(text), '{') as is_object,
         -- \u0000 escaped by an odd number of backslashes: a NUL, which PostgreSQL's text
         -- cannot hold (its json type stores it, and fails every model that reads the line);
-        -- `text`: a `products` string read as an array may hold one
-        contains(text, '\u0000') and regexp_matches(text, '(^|[^\\])(\\\\)*\\u0000') as has_nul
+        -- `text`: a `products` string read as an array may hold one. A case, not an `and`:
+        -- DuckDB would run the regular expression on every line
+        case when contains(text, '\u0000')
+             then regexp_matches(text, '(^|[^\\])(\\\\)*\\u0000') else false end as has_nul
     from (
         -- the keys of the objects whose repeated keys would matter; the parse that finds
         -- them also tells valid JSON (an error, caught) from not
