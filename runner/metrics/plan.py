@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlglot import exp, parse_one
 from sqlglot.errors import ParseError
@@ -29,10 +29,13 @@ from runner.metrics.spec import (
     Measure,
     MeasureInput,
     Metric,
+    QueryRequest,
     SemanticManifest,
     Window,
     grain_rank,
 )
+
+__all__ = ["Planner", "QueryPlan", "QueryRequest"]
 
 
 @dataclass(frozen=True)
@@ -107,19 +110,6 @@ class ConversionValue:
 
 
 Node = Value | Ratio | Derived | ConversionValue
-
-
-@dataclass
-class QueryRequest:
-    """What `arpu query` asks: names as MetricFlow writes them."""
-
-    metrics: list[str]
-    group_by: list[str | Ref] = field(default_factory=list)
-    where: list[str] = field(default_factory=list)
-    order_by: list[str | Ref] = field(default_factory=list)
-    limit: int | None = None
-    start_time: dt.datetime | None = None
-    end_time: dt.datetime | None = None
 
 
 @dataclass

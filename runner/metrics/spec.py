@@ -4,8 +4,12 @@ file and line it came from, for one-line errors. `runner/metrics/load.py` builds
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runner.metrics.resolve import Ref
 
 # MetricFlow's standard granularities, finest first
 GRAINS = ("nanosecond", "microsecond", "millisecond", "second", "minute", "hour", "day", "week",
@@ -252,3 +256,16 @@ class SemanticManifest:
 
     def model_of(self, measure: Measure) -> SemanticModel:
         return self.semantic_models[measure.semantic_model]
+
+
+@dataclass
+class QueryRequest:
+    """What `arpu query` asks: names as MetricFlow writes them."""
+
+    metrics: list[str]
+    group_by: list[str | Ref] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+    order_by: list[str | Ref] = field(default_factory=list)
+    limit: int | None = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
