@@ -164,9 +164,10 @@ def run_query(ctx: Context, request: QueryRequest) -> QueryResult:
         raise
     done = time.perf_counter()
     plan = compiled.plan
+    order = [f"{n} desc" if desc else n for n, desc in plan.order_by] or plan.group_by
     shown = Shown(" ".join(plan.metrics) + (f" by {', '.join(plan.group_by)}"
                                             if plan.group_by else ""),
-                  columns, rows, len(rows), [n for n, _ in plan.order_by] or plan.group_by)
+                  columns, rows, len(rows), order)
     return QueryResult(compiled, shown, done - started,
                        {"compile": compiled_at - started, "run": done - compiled_at})
 

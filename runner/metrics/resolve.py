@@ -244,9 +244,17 @@ class Resolver:
             try:  # `<...>__<grain>`: a time dimension at a grain, if it is one
                 return self._element(replace(ref, parts=tuple(parts[:-1]), grain=parts[-1],
                                              kind="time_dimension"), measure)
-            except ResolveError:
-                if ref.kind == "time_dimension":
+            except ResolveError as exc:
+                if ref.kind == "time_dimension" or parts[:-1] == [METRIC_TIME]:
                     raise
+                try:  # else a dimension named like a grain; failing that, the grain's error
+                    return self._plain(ref, measure)
+                except ResolveError:
+                    raise exc from None
+        return self._plain(ref, measure)
+
+    def _plain(self, ref: Ref, measure: Measure) -> Element:
+        parts, grain = list(ref.parts), ref.grain
         if parts == [METRIC_TIME]:
             if ref.kind in ("dimension", "entity"):
                 raise ResolveError("metric_time is a time dimension: use TimeDimension("
