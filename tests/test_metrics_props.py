@@ -157,6 +157,7 @@ CASES = [  # each metric type alone, by the grains and slices that exercise it
     (["view_to_buy", "view_to_buy_ever"], []),
     (["orders_filled", "eur_orders", "eur_share"], ["metric_time__day"]),
     (["revenue_median", "revenue_p75", "revenue_p75_disc", "gifts"], ["user__segment"]),
+    (["line_price"], ["order__user__segment", "metric_time__week"]),  # two joins away
 ]
 
 
@@ -184,3 +185,42 @@ def test_a_conversion_exactly_at_the_window_end(con: duckdb.DuckDBPyConnection) 
                         lambda m: f'"{m}"').sql
     assert con.execute(sql).fetchall() == [(1.0, 0)]
     compare(con, data, ["view_to_buy", "view_to_buy_open"], [], [], None, None)
+
+
+def test_natural_entity_joins_the_row_valid_at_the_time(con: duckdb.DuckDBPyConnection) -> None:
+    """A slowly changing dimension: a payment reads the plan valid when it was made."""
+    layer = SemanticLayer(FIXTURES, ["s_payments", "s_user_plans", "s_balances"],
+                          FIXTURES / "metrics_snapshots")
+    con.execute("create or replace table s_payments as select * from (values "
+                "('p1', 'u1', timestamp '2026-01-05', 10.0), "
+                "('p2', 'u1', timestamp '2026-02-05', 20.0), "
+                "('p3', 'u2', timestamp '2026-02-06', 5.0)) t(payment_id, user_key, paid_at, "
+                "amount)")
+    con.execute("create or replace table s_user_plans as select * from (values "
+                "('u1', 'free', timestamp '2026-01-01', timestamp '2026-02-01'), "
+                "('u1', 'pro', timestamp '2026-02-01', null::timestamp)) "
+                "t(user_key, plan, valid_from, valid_to)")
+    sql = layer.compile(QueryRequest(["amount"], ["user__plan"]), "duckdb",
+                        lambda m: f'"{m}"').sql
+    assert con.execute(sql).fetchall() == [("free", 10.0), ("pro", 20.0), (None, 5.0)]
+
+
+def test_non_additive_dimension_takes_the_last_day(con: duckdb.DuckDBPyConnection) -> None:
+    """A balance is not summed over days: the last day per user (window_groupings), or the
+    first day overall, per queried period."""
+    layer = SemanticLayer(FIXTURES, ["s_payments", "s_user_plans", "s_balances"],
+                          FIXTURES / "metrics_snapshots")
+    con.execute("create or replace table s_balances as select * from (values "
+                "('u1', timestamp '2026-01-05', 100.0), ('u1', timestamp '2026-01-20', 150.0), "
+                "('u2', timestamp '2026-01-07', 40.0), ('u2', timestamp '2026-02-03', 70.0), "
+                "('u1', timestamp '2026-02-02', 90.0)) t(user_key, day, balance)")
+
+    def ask(metric: str, group_by: list[str]) -> list[tuple[Any, ...]]:
+        sql = layer.compile(QueryRequest([metric], group_by), "duckdb", lambda m: f'"{m}"').sql
+        return con.execute(sql).fetchall()
+
+    assert ask("closing_balance", []) == [(160.0,)]  # u1 on 02-02, u2 on 02-03
+    assert ask("closing_balance", ["metric_time__month"]) == [
+        (dt.datetime(2026, 1, 1), 190.0), (dt.datetime(2026, 2, 1), 160.0)]
+    assert ask("opening_balance_total", ["metric_time__month"]) == [
+        (dt.datetime(2026, 1, 1), 100.0), (dt.datetime(2026, 2, 1), 90.0)]
