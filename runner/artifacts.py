@@ -129,11 +129,12 @@ def record_build(engine: Engine, relation: Callable[[str], str], ran: list[str],
     this build ran get its vars (`vars_`, JSON-ready) and the time; the others keep the row of
     the build that made them (the previous table is carried like the relations it describes).
     Returns `published` with the table added, for `Engine.publish`."""
-    import sqlglot
     from sqlglot import exp
 
+    from runner.dialect import transpile
+
     def sql(text: str) -> str:  # written in the models' dialect
-        return sqlglot.transpile(text, read="duckdb", write=engine.dialect)[0]
+        return transpile(text, engine.dialect)
 
     before: dict[str, tuple[Any, ...]] = {}
     if engine.relation_exists(BUILD_INFO):

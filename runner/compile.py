@@ -18,10 +18,10 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from runner.config import Config
+from runner.dialect import SOURCE_DIALECT, is_source
 from runner.errors import CompileError, ConfigError
 from runner.project import Graph, Model, load_models
 
-SOURCE_DIALECT = "duckdb"
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # gaps are handled by macros, not warnings
 DIALECTS = {
     "duckdb": "duckdb",
@@ -68,7 +68,8 @@ class SqlValue:
 
 @dataclass(frozen=True)
 class TargetInfo:
-    """What a template may know of the target: `{% if target.dialect == 'spark' %}`."""
+    """What a template may know of the target: `target.name`, `target.dialect`, `target.schema`
+    (a macro that differs per engine is written `<dialect>__name`: see `_dispatcher`)."""
 
     name: str
     dialect: str
@@ -90,11 +91,6 @@ class CompiledModel:
     model: Model
     sql: str  # in the target's dialect
     path: Path  # target/compiled/<dialect>/<model>.sql
-
-
-def work_schema(schema: str | None) -> str | None:
-    """PostgreSQL builds in `<schema>__work` and publishes to `<schema>` (runner/engines)."""
-    return f"{schema}__work" if schema else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -200,13 +196,9 @@ class Compiler:
                 location="--target",
             )
         target = config.targets[target_name]
-        schema = getattr(target, "schema_", None) or getattr(target, "database", None)
-        if target.type == "duckdb":
-            schema = None
-        self.published_schema = schema
-        if target.type == "postgres":  # models are built beside, then swapped in (publish)
-            schema = work_schema(schema)
-        self.target = TargetInfo(target_name, DIALECTS[target.type], schema)
+        self.published_schema = target.published_schema()
+        # where a build writes: beside the published relations when they are swapped in
+        self.target = TargetInfo(target_name, DIALECTS[target.type], target.work_schema())
         self.models = load_models(project_dir / config.models_path)
         self._capture: tuple[list[str], list[tuple[str, str]]] | None = None
         # what the model being rendered may know of its incremental state
@@ -305,7 +297,7 @@ class Compiler:
         rows that change since the model's watermark (written to `<model>.incremental.sql`)."""
         rendered = self.render(model, increment)
         tree = self.parse(model, rendered)
-        if self.target.dialect == SOURCE_DIALECT:  # checked by the parse, nothing to translate
+        if is_source(self.target.dialect):  # checked by the parse, nothing to translate
             sql = rendered.strip().rstrip(";").rstrip()
         else:
             sql = tree.sql(dialect=self.target.dialect, pretty=True)

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,8 +24,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DuckDBTarget(_Strict):
+class _Target(_Strict):
+    """What the rest of arpu asks of a target before it connects (runner/engines/ knows the
+    rest): where models are built and published, and how connecting reads in the terminal."""
+
+    # BI tools read a published copy (a file, schema or database) that a build swaps in
+    reads_published_apart: ClassVar[bool] = False
+    # connecting takes long enough to report (everything but a local file)
+    reports_connecting: ClassVar[bool] = True
+
+    def published_schema(self) -> str | None:
+        """The schema that qualifies the published relations' names (None: unqualified)."""
+        return None
+
+    def work_schema(self) -> str | None:
+        """The schema that qualifies the names of the relations a build writes."""
+        return self.published_schema()
+
+    def connecting_detail(self) -> str:
+        """What connecting also does, for the progress line ("" when nothing)."""
+        return ""
+
+
+class DuckDBTarget(_Target):
     type: Literal["duckdb"] = "duckdb"
+    reads_published_apart: ClassVar[bool] = True
+    reports_connecting: ClassVar[bool] = False
     path: str = Field("arpu.duckdb", description="The published database BI tools read.")
     work_path: str | None = Field(
         None, description="Where ingest and build work (default: <path stem>.work.duckdb).")
@@ -44,8 +68,9 @@ class DuckDBTarget(_Strict):
                     "(BI tools bundle DuckDB 1.x drivers); null: this DuckDB's own format.")
 
 
-class PostgresTarget(_Strict):
+class PostgresTarget(_Target):
     type: Literal["postgres"] = "postgres"
+    reads_published_apart: ClassVar[bool] = True
     host: str = "127.0.0.1"
     port: int = 5432
     database: str = "postgres"
@@ -70,20 +95,34 @@ class PostgresTarget(_Strict):
     def password(self) -> str | None:
         return os.environ.get(self.password_env)
 
+    def published_schema(self) -> str | None:
+        return self.schema_
 
-class SparkTarget(_Strict):
+    def work_schema(self) -> str | None:
+        """Models are built in `<schema>__work`, then swapped in (runner/engines/postgres.py)."""
+        return f"{self.schema_}__work"
+
+
+class SparkTarget(_Target):
     type: Literal["spark"] = "spark"
     master: str = Field("local[*]", description="local[*], spark://host:port or sc://host.")
     database: str = Field("arpu", pattern=IDENTIFIER)
     warehouse_dir: str = "target/spark-warehouse"
 
+    def published_schema(self) -> str | None:
+        return self.database
 
-class ClickHouseTarget(_Strict):
+    def connecting_detail(self) -> str:
+        return f"starting Spark on {self.master}"
+
+
+class ClickHouseTarget(_Target):
     """ClickHouse, embedded in the arpu process through chdb (its data in the folder `path`;
     one process opens it at a time), or a server through clickhouse-connect when `host` is set.
     arpu works in `<database>__work` and publishes to `<database>`."""
 
     type: Literal["clickhouse"] = "clickhouse"
+    reads_published_apart: ClassVar[bool] = True
     path: str = Field("target/clickhouse", description="Embedded (no host): the data folder, "
                                                        "relative to the project.")
     host: str | None = Field(None, description="A ClickHouse server's host (HTTP interface); "
@@ -105,7 +144,7 @@ class ClickHouseTarget(_Strict):
         return os.environ.get(self.password_env)
 
 
-class CompileOnlyTarget(_Strict):
+class CompileOnlyTarget(_Target):
     """A dialect arpu compiles to but does not execute on (SQL lands in target/compiled/)."""
 
     type: Literal["snowflake", "bigquery", "redshift", "trino", "databricks"]

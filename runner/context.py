@@ -88,7 +88,7 @@ class Context:
     def reader(self) -> Engine:
         """What BI tools read: the published relations (DuckDB: the published file;
         PostgreSQL: the target's schema; ClickHouse: the target's database)."""
-        if self.config.targets[self.target_name].type not in ("duckdb", "postgres", "clickhouse"):
+        if not self.config.targets[self.target_name].reads_published_apart:
             return self.engine()
         if self._reader is None:
             from runner.engines import connect
@@ -143,7 +143,7 @@ class Context:
         engine.ensure_raw_tables()
         self.discard_unfinished_loads()
         before = int(engine.scalar("select coalesce(max(load_id), 0) from raw_loads"))
-        if engine.dialect == "duckdb":
+        if engine.ingests_in_place:
             result = Loader(engine.con).load(files, progress)  # type: ignore[attr-defined]
         else:
             local = duckdb.connect()
@@ -595,12 +595,9 @@ class Context:
 
     def sql_for_target(self, sql: str) -> str:
         """A query written in the models' dialect (DuckDB), for the target's engine."""
-        dialect = self.compiler().target.dialect
-        if dialect == "duckdb":
-            return sql
-        import sqlglot
+        from runner.dialect import transpile
 
-        return sqlglot.transpile(sql, read="duckdb", write=dialect)[0]
+        return transpile(sql, self.compiler().target.dialect)
 
     def rows(self, name: str, order_by: str | None = None) -> list[dict[str, Any]]:
         """Every row of a relation as dicts (tests and exports)."""

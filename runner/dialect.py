@@ -5,10 +5,15 @@ from __future__ import annotations
 SOURCE_DIALECT = "duckdb"  # models, macros, expectations and arpu's own SQL are written in it
 
 
+def is_source(dialect: str) -> bool:
+    """SQL in the source dialect runs as written on this dialect."""
+    return dialect == SOURCE_DIALECT
+
+
 def transpile(sql: str, dialect: str) -> str:
     """`sql`, written in the source dialect, for `dialect`: unchanged for the source dialect
     itself, else translated by sqlglot (one statement)."""
-    if dialect == SOURCE_DIALECT:
+    if is_source(dialect):
         return sql
     import sqlglot
 

@@ -69,6 +69,7 @@ class IngestError(ArpuError):
 # optional dependencies: the module a target imports -> the extra that installs it
 EXTRAS = {"psycopg": "postgres", "psycopg_binary": "postgres", "pyspark": "spark",
           "py4j": "spark"}
+ALSO_NEEDS = {"spark": " (and Java 17)"}  # what an extra needs beside its packages
 
 
 def missing_extra(exc: ModuleNotFoundError) -> UsageError | None:
@@ -77,6 +78,6 @@ def missing_extra(exc: ModuleNotFoundError) -> UsageError | None:
     extra = EXTRAS.get(module)
     if extra is None:
         return None
-    java = " (and Java 17)" if extra == "spark" else ""
+    also = ALSO_NEEDS.get(extra, "")
     return UsageError(f"the {extra} target needs {module}, which is not installed: "
-                      f"pip install 'arpu[{extra}]'{java}")
+                      f"pip install 'arpu[{extra}]'{also}")

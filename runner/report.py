@@ -111,11 +111,12 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
     target = ctx.config.targets[ctx.target_name]
     started = time.perf_counter()
     out.emit("start", command=mode, target=ctx.target_name, models=total)
-    connecting = (f"Connecting to {ctx.target_name} ({target.type})"
-                  + (f", starting Spark on {target.master}" if target.type == "spark" else ""))
+    detail = target.connecting_detail()
+    connecting = f"Connecting to {ctx.target_name} ({target.type})" + (
+        f", {detail}" if detail else "")
     with console.status(connecting) if out.live else nullcontext():
         ctx.engine()
-    if target.type != "duckdb" and out.live:
+    if target.reports_connecting and out.live:
         console.print(f"Connected to {ctx.target_name} ({target.type}) in "
                       f"{time.perf_counter() - started:.1f} s", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"

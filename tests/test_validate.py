@@ -396,10 +396,14 @@ def test_the_same_suites_run_on_postgres(built: Built) -> None:
                     copy.write_row([v if t != "text" or v is None else str(v)
                                     for v, t in zip(row, types, strict=True)])
 
-        class Postgres:
-            dialect = "postgres"
+        from runner.engines.postgres import PostgresEngine
+
+        class Postgres(PostgresEngine):  # the engine's GX datasource, on the scratch schema
             sqlalchemy_url = f"postgresql+psycopg://postgres{':' + password if password else ''}" \
-                             "@127.0.0.1:5432/test"
+                             "@127.0.0.1:5432/test"  # type: ignore[assignment]
+
+            def __init__(self) -> None:  # no connection of its own
+                pass
 
             def relation_exists(self, name: str) -> bool:
                 return bool(pg.execute("select count(*) from information_schema.tables where "

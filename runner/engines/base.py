@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
+
+from runner.dialect import SOURCE_DIALECT, transpile
 
 WATERMARKS = "arpu_watermarks"
 # in the models' dialect (DuckDB); each engine transpiles it
@@ -22,6 +25,7 @@ class Engine(ABC):
     concurrency = 1  # models a build may run at once (each thread its own connection)
     # uniqueness pre-checks may count distinct 64-bit hash() values (runner/quality/sqlcheck.py)
     hashes_uniqueness = False
+    ingests_in_place = False  # ingest loads into `self.con` (else into a local DuckDB, appended)
 
     @abstractmethod
     def execute(self, sql: str, params: list[Any] | None = None) -> None: ...
@@ -62,11 +66,10 @@ class Engine(ABC):
 
     def watermark_statements(self, model: str, load_id: int) -> list[str]:
         """Record `load_id` as processed by `model` (run in the model's own transaction)."""
-        import sqlglot
         from sqlglot import exp
 
         name = exp.Literal.string(model).sql("duckdb")
-        ddl = sqlglot.transpile(WATERMARKS_DDL, read="duckdb", write=self.dialect)[0]
+        ddl = transpile(WATERMARKS_DDL, self.dialect)
         return [ddl, f"delete from {WATERMARKS} where model = {name}",
                 f"insert into {WATERMARKS} values ({name}, {int(load_id)}, current_timestamp)"]
 
@@ -82,7 +85,7 @@ class Engine(ABC):
 
         from runner.ingest import RAW_TABLES
 
-        for statement in sqlglot.transpile(RAW_TABLES + SAMPLE_LOADS_DDL, read="duckdb",
+        for statement in sqlglot.transpile(RAW_TABLES + SAMPLE_LOADS_DDL, read=SOURCE_DIALECT,
                                            write=self.dialect):
             if self.dialect == "spark":  # Spark's JSON is text; its tables are Parquet
                 statement = (statement.replace("TIMESTAMP_NTZ", "TIMESTAMP")
@@ -91,10 +94,7 @@ class Engine(ABC):
 
     def delete_where(self, table: str, condition: str) -> None:
         """Delete the rows of a raw table that match `condition` (SQL in the models' dialect)."""
-        import sqlglot
-
-        self.execute(sqlglot.transpile(f"delete from {table} where {condition}", read="duckdb",
-                                       write=self.dialect)[0])
+        self.execute(transpile(f"delete from {table} where {condition}", self.dialect))
 
     def remove_loads(self, load_ids: list[int]) -> None:
         """Every raw row of these loads (the bundled sample, when a user's data arrives)."""
@@ -121,6 +121,24 @@ class Engine(ABC):
     def abandon_build(self) -> None:
         """Forget what a build that will not be published wrote, where that is apart."""
         return None
+
+    # -- Great Expectations (runner/quality/gx.py) --------------------------------------------
+    uses_pyspark = False  # else pyspark is hidden while GX imports (it probes it: ~0.5 s)
+
+    def gx_prepare(self) -> None:
+        """Import what `gx_datasource` needs, on the thread that loads GX."""
+        return None
+
+    def gx_datasource(self, context: Any) -> tuple[Any, str, Callable[[], None] | None]:
+        """Great Expectations' datasource on this target in the ephemeral `context`, its kind
+        ("sql" | "dataframe") and what to close when validation ends (or None)."""
+        from runner.errors import ArpuError
+
+        raise ArpuError(f"validation is not supported on {self.dialect} targets yet")
+
+    def gx_dataframe(self, table: Any) -> Any:
+        """A "dataframe" datasource's batch: the data frame of `table` (a sqlglot Table)."""
+        raise NotImplementedError
 
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'

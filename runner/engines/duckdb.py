@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ ROW_GROUP_ROWS = 122_880  # DuckDB's row group: the unit a query is split into a
 class DuckDBEngine(Engine):
     dialect = "duckdb"
     hashes_uniqueness = True
+    ingests_in_place = True
 
     def __init__(self, project_dir: Path, target: DuckDBTarget, read_only: bool = False,
                  published: bool = False) -> None:
@@ -264,6 +265,26 @@ class DuckDBEngine(Engine):
         self.con.execute("reset search_path")
         self.con.execute("detach arpu_next")
 
+    def gx_prepare(self) -> None:
+        with suppress(ImportError):  # reported when the datasource is made
+            import duckdb_engine  # noqa: F401
+
+    def gx_datasource(self, context: Any) -> tuple[Any, str, Callable[[], None]]:
+        """GX's connections are cursors of one cursor of the engine's connection: the same
+        database (they see what a build sees), and the engine's own connection is never used."""
+        try:
+            from duckdb_engine import ConnectionWrapper
+            from sqlalchemy.dialects import registry
+        except ImportError:
+            raise ArpuError("validating on DuckDB needs the duckdb-engine package: "
+                            "pip install 'duckdb-engine>=0.13' 'sqlalchemy>=2,<2.1'") from None
+        registry.register("duckdb.arpu", __name__, "ArpuDuckDBDialect")
+        base = self.con.cursor()
+        datasource = context.data_sources.add_sql(
+            name="arpu", connection_string="duckdb+arpu:///:memory:",
+            kwargs={"creator": lambda: ConnectionWrapper(self.cursor(base))})
+        return datasource, "sql", base.close
+
     def relation_exists(self, name: str) -> bool:
         """In the file being built, or in the work database (raw tables)."""
         return bool(self.scalar(
@@ -284,3 +305,78 @@ def _first_line(exc: BaseException) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+_DUCKDB_TYPES = {"double": "double precision", "decimal": "numeric", "blob": "bytea"}
+
+
+def _duckdb_dialect() -> type:
+    """duckdb-engine's SQLAlchemy dialect, adapted to a read-only validation connection.
+
+    - No transactions: SQLAlchemy 2 rolls a connection back when GX returns it to the pool,
+      before GX fetches the rows, and a DuckDB connection has a single result set, so the rows
+      would be lost (GX issue #11579, duckdb-engine #1087). Validation only reads, and DuckDB
+      runs every statement in its own transaction, so begin/commit/rollback are no-ops.
+    - Reflection from DuckDB's information_schema: duckdb-engine's pg_catalog emulation takes
+      50-70 ms per table (and fails on SQLAlchemy 2.1), for column names and types GX needs.
+    """
+    global _DIALECT
+    if _DIALECT is not None:
+        return _DIALECT
+    from duckdb_engine import Dialect
+    from sqlalchemy import types
+
+    class ArpuDuckDBDialect(Dialect):  # type: ignore[misc]
+        supports_statement_cache = False
+
+        def do_begin(self, dbapi_connection: Any) -> None:
+            pass
+
+        def do_commit(self, dbapi_connection: Any) -> None:
+            pass
+
+        def do_rollback(self, dbapi_connection: Any) -> None:
+            pass
+
+        def has_table(self, connection: Any, table_name: str, schema: str | None = None,
+                      **kw: Any) -> bool:
+            found = connection.exec_driver_sql(
+                "select count(*) from information_schema.tables where table_name = ? "
+                "and table_schema = coalesce(?, current_schema())", (table_name, schema)).scalar()
+            return bool(found)
+
+        def get_columns(self, connection: Any, table_name: str, schema: str | None = None,
+                        **kw: Any) -> Any:
+            rows = connection.exec_driver_sql(
+                "select column_name, data_type, is_nullable from information_schema.columns "
+                "where table_name = ? and table_schema = coalesce(?, current_schema()) "
+                "order by ordinal_position", (table_name, schema)).fetchall()
+            if not rows:
+                from sqlalchemy.exc import NoSuchTableError
+
+                raise NoSuchTableError(table_name)
+            columns = []
+            for name, data_type, nullable in rows:
+                base = str(data_type).lower().split("(")[0].strip()
+                type_class = self.ischema_names.get(_DUCKDB_TYPES.get(base, base),
+                                                    types.NullType)
+                columns.append({"name": name, "type": type_class(), "nullable": nullable == "YES",
+                                "default": None, "autoincrement": False})
+            return columns
+
+        def get_pk_constraint(self, connection: Any, table_name: str,
+                              schema: str | None = None, **kw: Any) -> Any:
+            return {"constrained_columns": [], "name": None}  # models are built by CTAS
+
+    _DIALECT = ArpuDuckDBDialect
+    return _DIALECT
+
+
+_DIALECT: type | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """SQLAlchemy loads the dialect by name (`duckdb+arpu://`) from this module, lazily."""
+    if name == "ArpuDuckDBDialect":
+        return _duckdb_dialect()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,13 +81,11 @@ class PostgresEngine(Engine):
                  ) -> None:
         import psycopg
 
-        from runner.compile import work_schema
-
         self.target = target
         self.config_file = str(project_dir / "arpu.yml")
         self.where = f"{target.host}:{target.port}/{target.database}"
         self.published_schema = target.schema_
-        self.work_schema = str(work_schema(target.schema_))
+        self.work_schema = str(target.work_schema())
         self.schema = target.schema_ if published else self.work_schema
         _warn_if_unset(target.password_env)
         try:
@@ -118,6 +116,10 @@ class PostgresEngine(Engine):
             f" -cclient_connection_check_interval={_CHECK_CLIENT_MS}" if self.checks_client else "")
         return f"postgresql+psycopg://{quote(t.user, safe='')}{secret}@{t.host}:{t.port}/" \
                f"{t.database}?application_name=arpu&options={quote(options, safe='')}"
+
+    def gx_datasource(self, context: Any) -> tuple[Any, str, None]:
+        url = self.sqlalchemy_url
+        return context.data_sources.add_postgres(name="arpu", connection_string=url), "sql", None
 
     def _sql(self, sql: str) -> str:
         return _PARAM.sub("%s", sql.replace("%", "%%")) if "?" in sql else sql

@@ -26,6 +26,7 @@ appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
 
 class SparkEngine(Engine):
     dialect = "spark"
+    uses_pyspark = True
 
     def __init__(self, project_dir: Path, target: SparkTarget) -> None:
         os.environ.setdefault("PYSPARK_PYTHON", "python3")
@@ -74,6 +75,12 @@ class SparkEngine(Engine):
         if not self.spark.catalog.databaseExists(self.database):
             self.spark.sql(f"create database {self.quote(self.database)}")
         self.spark.sql(f"use {self.quote(self.database)}")
+
+    def gx_datasource(self, context: Any) -> tuple[Any, str, None]:
+        return context.data_sources.add_spark(name="arpu"), "dataframe", None
+
+    def gx_dataframe(self, table: Any) -> Any:
+        return self.spark.table(table.sql(dialect="spark"))
 
     def quote(self, name: str) -> str:
         return "`" + name.replace("`", "``") + "`"

@@ -33,9 +33,10 @@ for unexpected_rows) for the observed values and up to five failing rows, keyed 
 key. Every metric is computed by the warehouse through SQLAlchemy; only counts and a handful of
 example rows come back to Python. Nothing is written to disk: no `gx/` folder, no progress bars.
 
-Targets: DuckDB through `duckdb-engine` on cursors of the engine's own connection (`engine.con`);
-PostgreSQL (and any SQLAlchemy database) when the engine exposes `sqlalchemy_url`; Spark when it
-exposes `spark` (a SparkSession; GX's Spark execution engine on `spark.table(...)`).
+Targets: each engine makes GX's datasource (`Engine.gx_datasource`): DuckDB through
+`duckdb-engine` on cursors of the engine's own connection; PostgreSQL through its SQLAlchemy URL;
+Spark as data frames (`spark.table(...)`). ClickHouse has none: there the plain-SQL checks
+(`sqlcheck.verdicts`) are the verdict (`Engine.validates_with_gx`).
 
 Modules, bottom to top: `spec` (the types, importing none of the others), `suites` (where
 expectations are declared), `sqlcheck` (plain-SQL checks), `gx` (Great Expectations), `junit`

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from runner.dialect import SOURCE_DIALECT
 from runner.errors import ArpuError, ConfigError
@@ -29,7 +29,6 @@ from runner.quality.spec import (
 
 if TYPE_CHECKING:
     from runner.engines.base import Engine
-    from runner.engines.duckdb import DuckDBEngine
 
 # -- Great Expectations ------------------------------------------------------------------------
 @dataclass
@@ -37,7 +36,7 @@ class GXState:
     gx: Any  # the great_expectations module
     context: Any
     datasource: Any
-    kind: str  # "sql" | "spark"
+    kind: str  # "sql" (a table asset per relation) | "dataframe" (the engine's data frames)
     batch_definitions: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,7 +52,7 @@ class GXSession:
         self._loaded: tuple[Any, Any] | None = None  # (great_expectations, context)
         self._state: GXState | None = None
         self._error: BaseException | None = None
-        self._base: Any = None  # DuckDB: the cursor GX's connections derive from
+        self._release: Callable[[], None] | None = None  # what the datasource holds open
         self._thread: threading.Thread | None = None
         if background:  # imports only: the warehouse is touched on the caller's thread
             self._thread = threading.Thread(target=self._load_quietly, name="arpu-gx",
@@ -73,7 +72,7 @@ class GXSession:
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
         # GX probes pyspark at import (~0.5 s, and a pandas-3 warning). Hide it unless the
         # target is Spark; once GX is imported, pyspark is importable again.
-        hide_spark = self.engine.dialect != "spark" and "pyspark" not in sys.modules
+        hide_spark = not self.engine.uses_pyspark and "pyspark" not in sys.modules
         if hide_spark:
             sys.modules["pyspark"] = None  # type: ignore[assignment]
         try:
@@ -84,9 +83,7 @@ class GXSession:
         from great_expectations.data_context.types.base import ProgressBarsConfig
         from great_expectations.expectations.core import unexpected_rows_expectation
 
-        if self.engine.dialect == "duckdb":
-            with contextlib.suppress(ImportError):  # reported when the datasource is made
-                import duckdb_engine  # noqa: F401
+        self.engine.gx_prepare()
 
         # Every instantiation of an UnexpectedRowsExpectation whose query does not use
         # `{batch}` prints a hint to stdout. Ours name the relation itself (the batch is
@@ -103,36 +100,6 @@ class GXSession:
             context._save_project_config = lambda *args, **kwargs: None  # type: ignore[method-assign]
         self._loaded = (gx, context)
         self.setup_seconds = time.perf_counter() - started
-
-    def _datasource(self, context: Any) -> tuple[Any, str]:
-        dialect = self.engine.dialect
-        con = getattr(self.engine, "con", None)
-        if dialect == "duckdb" and con is not None:
-            try:
-                from duckdb_engine import ConnectionWrapper
-                from sqlalchemy.dialects import registry
-            except ImportError:
-                raise ArpuError("validating on DuckDB needs the duckdb-engine package: "
-                                "pip install 'duckdb-engine>=0.13' 'sqlalchemy>=2,<2.1'") from None
-            registry.register("duckdb.arpu", __name__, "ArpuDuckDBDialect")
-            # GX's connections are cursors of one cursor of the engine's connection: the same
-            # database, and the engine's own connection is never used by GX.
-            base = self._base = con.cursor()
-            engine = cast("DuckDBEngine", self.engine)  # its cursors see what a build sees
-            datasource = context.data_sources.add_sql(
-                name="arpu", connection_string="duckdb+arpu:///:memory:",
-                kwargs={"creator": lambda: ConnectionWrapper(engine.cursor(base))})
-            return datasource, "sql"
-        if dialect == "spark" and getattr(self.engine, "spark", None) is not None:
-            return context.data_sources.add_spark(name="arpu"), "spark"
-        url = getattr(self.engine, "sqlalchemy_url", None)
-        if callable(url):
-            url = url()
-        if isinstance(url, str) and url and dialect == "postgres":
-            return context.data_sources.add_postgres(name="arpu", connection_string=url), "sql"
-        if isinstance(url, str) and url:  # any other SQLAlchemy target
-            return context.data_sources.add_sql(name="arpu", connection_string=url), "sql"
-        raise ArpuError(f"validation is not supported on {dialect} targets yet")
 
     def ready(self) -> GXState:
         if self._state is not None:
@@ -152,7 +119,7 @@ class GXSession:
             self._load()
         assert self._loaded is not None
         gx, context = self._loaded
-        datasource, kind = self._datasource(context)
+        datasource, kind, self._release = self.engine.gx_datasource(context)
         self._state = GXState(gx, context, datasource, kind)
         return self._state
 
@@ -162,12 +129,12 @@ class GXSession:
         definition = state.batch_definitions.get(relation)
         # relation_name() quotes in the models' source dialect, like Compiler.relation()
         table = exp.to_table(self.relation_name(relation), dialect=SOURCE_DIALECT)
-        if state.kind == "spark":
+        if state.kind == "dataframe":
             if definition is None:
                 asset = state.datasource.add_dataframe_asset(name=relation)
                 definition = asset.add_batch_definition_whole_dataframe("all")
                 state.batch_definitions[relation] = definition
-            frame = self.engine.spark.table(table.sql(dialect="spark"))  # type: ignore[attr-defined]
+            frame = self.engine.gx_dataframe(table)
             return definition.get_batch(batch_parameters={"dataframe": frame})
         if definition is None:
             import warnings
@@ -277,85 +244,10 @@ class GXSession:
                     get().dispose()
         self._state = None
         self._loaded = None  # a later validate() starts a new context (GX stays imported)
-        if self._base is not None:
+        if self._release is not None:
             with contextlib.suppress(Exception):
-                self._base.close()
-            self._base = None
-
-
-_DUCKDB_TYPES = {"double": "double precision", "decimal": "numeric", "blob": "bytea"}
-
-
-def _duckdb_dialect() -> type:
-    """duckdb-engine's SQLAlchemy dialect, adapted to a read-only validation connection.
-
-    - No transactions: SQLAlchemy 2 rolls a connection back when GX returns it to the pool,
-      before GX fetches the rows, and a DuckDB connection has a single result set, so the rows
-      would be lost (GX issue #11579, duckdb-engine #1087). Validation only reads, and DuckDB
-      runs every statement in its own transaction, so begin/commit/rollback are no-ops.
-    - Reflection from DuckDB's information_schema: duckdb-engine's pg_catalog emulation takes
-      50-70 ms per table (and fails on SQLAlchemy 2.1), for column names and types GX needs.
-    """
-    global _DIALECT
-    if _DIALECT is not None:
-        return _DIALECT
-    from duckdb_engine import Dialect
-    from sqlalchemy import types
-
-    class ArpuDuckDBDialect(Dialect):  # type: ignore[misc]
-        supports_statement_cache = False
-
-        def do_begin(self, dbapi_connection: Any) -> None:
-            pass
-
-        def do_commit(self, dbapi_connection: Any) -> None:
-            pass
-
-        def do_rollback(self, dbapi_connection: Any) -> None:
-            pass
-
-        def has_table(self, connection: Any, table_name: str, schema: str | None = None,
-                      **kw: Any) -> bool:
-            found = connection.exec_driver_sql(
-                "select count(*) from information_schema.tables where table_name = ? "
-                "and table_schema = coalesce(?, current_schema())", (table_name, schema)).scalar()
-            return bool(found)
-
-        def get_columns(self, connection: Any, table_name: str, schema: str | None = None,
-                        **kw: Any) -> Any:
-            rows = connection.exec_driver_sql(
-                "select column_name, data_type, is_nullable from information_schema.columns "
-                "where table_name = ? and table_schema = coalesce(?, current_schema()) "
-                "order by ordinal_position", (table_name, schema)).fetchall()
-            if not rows:
-                from sqlalchemy.exc import NoSuchTableError
-
-                raise NoSuchTableError(table_name)
-            columns = []
-            for name, data_type, nullable in rows:
-                base = str(data_type).lower().split("(")[0].strip()
-                type_class = self.ischema_names.get(_DUCKDB_TYPES.get(base, base),
-                                                    types.NullType)
-                columns.append({"name": name, "type": type_class(), "nullable": nullable == "YES",
-                                "default": None, "autoincrement": False})
-            return columns
-
-        def get_pk_constraint(self, connection: Any, table_name: str,
-                              schema: str | None = None, **kw: Any) -> Any:
-            return {"constrained_columns": [], "name": None}  # models are built by CTAS
-
-    _DIALECT = ArpuDuckDBDialect
-    return _DIALECT
-
-
-_DIALECT: type | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """SQLAlchemy loads the dialect by name (`duckdb+arpu://`) from this module, lazily."""
-    if name == "ArpuDuckDBDialect":
-        return _duckdb_dialect()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+                self._release()
+            self._release = None
 
 
 # -- GX results -> ExpectationResult -----------------------------------------------------------
