@@ -72,14 +72,15 @@ def test_the_check_finds_a_target_branch(tmp_path: Path) -> None:
 
 def _module_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
     """Imports run when the module is imported: top level, and inside top-level `if`/`try`
-    blocks (`if TYPE_CHECKING:` included: a cycle there is still two modules that need each
-    other); not those inside functions."""
+    blocks; not those inside functions, nor under `if TYPE_CHECKING:` (never run)."""
     found: list[ast.Import | ast.ImportFrom] = []
     pending: list[ast.stmt] = list(tree.body)
     while pending:
         node = pending.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             found.append(node)
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending += node.orelse
         elif isinstance(node, (ast.If, ast.Try)):
             pending += node.body + node.orelse + getattr(node, "finalbody", [])
             pending += [s for h in getattr(node, "handlers", []) for s in h.body]
