@@ -13,9 +13,14 @@
 {%- endmacro %}
 
 {% macro erfc(x, t) -%}
+{%- set value -%}
 {{ t }} * exp(-{{ x }} * {{ x }} - 1.26551223 + {{ t }} * (1.00002368 + {{ t }} * (0.37409196
  + {{ t }} * (0.09678418 + {{ t }} * (-0.18628806 + {{ t }} * (0.27886807 + {{ t }} * (-1.13520398
  + {{ t }} * (1.48851587 + {{ t }} * (-0.82215223 + {{ t }} * 0.17087277)))))))))
+{%- endset -%}
+{#- beyond x = 26 erfc is below 1e-290: PostgreSQL's exp() raises an underflow error there
+    instead of returning 0; near x = 0 the fit exceeds 1 by 3e-8, and a p-value is at most 1 #}
+case when {{ x }} > 26 then 0.0 when {{ value }} > 1.0 then 1.0 else {{ value }} end
 {%- endmacro %}
 
 {# The argument of a two-sided p-value of a standard normal statistic z:

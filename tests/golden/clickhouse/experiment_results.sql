@@ -236,16 +236,40 @@ SELECT
   revenue,
   arpu,
   CASE WHEN NOT is_control THEN arpu / nullIf(control_arpu, 0) - 1 END AS arpu_uplift,
-  arpu_t * EXP(
-    -arpu_x * arpu_x - 1.26551223 + arpu_t * (
-      1.00002368 + arpu_t * (
-        0.37409196 + arpu_t * (
-          0.09678418 + arpu_t * (
-            -0.18628806 + arpu_t * (
-              0.27886807 + arpu_t * (
-                -1.13520398 + arpu_t * (
-                  1.48851587 + arpu_t * (
-                    -0.82215223 + arpu_t * 0.17087277
+  CASE
+    WHEN arpu_x > 26
+    THEN 0.0
+    WHEN arpu_t * EXP(
+      -arpu_x * arpu_x - 1.26551223 + arpu_t * (
+        1.00002368 + arpu_t * (
+          0.37409196 + arpu_t * (
+            0.09678418 + arpu_t * (
+              -0.18628806 + arpu_t * (
+                0.27886807 + arpu_t * (
+                  -1.13520398 + arpu_t * (
+                    1.48851587 + arpu_t * (
+                      -0.82215223 + arpu_t * 0.17087277
+                    )
+                  )
+                )
+              )
+            )
+          )
+        )
+      )
+    ) > 1.0
+    THEN 1.0
+    ELSE arpu_t * EXP(
+      -arpu_x * arpu_x - 1.26551223 + arpu_t * (
+        1.00002368 + arpu_t * (
+          0.37409196 + arpu_t * (
+            0.09678418 + arpu_t * (
+              -0.18628806 + arpu_t * (
+                0.27886807 + arpu_t * (
+                  -1.13520398 + arpu_t * (
+                    1.48851587 + arpu_t * (
+                      -0.82215223 + arpu_t * 0.17087277
+                    )
                   )
                 )
               )
@@ -254,17 +278,41 @@ SELECT
         )
       )
     )
-  ) AS arpu_p_value,
-  conversion_t * EXP(
-    -conversion_x * conversion_x - 1.26551223 + conversion_t * (
-      1.00002368 + conversion_t * (
-        0.37409196 + conversion_t * (
-          0.09678418 + conversion_t * (
-            -0.18628806 + conversion_t * (
-              0.27886807 + conversion_t * (
-                -1.13520398 + conversion_t * (
-                  1.48851587 + conversion_t * (
-                    -0.82215223 + conversion_t * 0.17087277
+  END AS arpu_p_value,
+  CASE
+    WHEN conversion_x > 26
+    THEN 0.0
+    WHEN conversion_t * EXP(
+      -conversion_x * conversion_x - 1.26551223 + conversion_t * (
+        1.00002368 + conversion_t * (
+          0.37409196 + conversion_t * (
+            0.09678418 + conversion_t * (
+              -0.18628806 + conversion_t * (
+                0.27886807 + conversion_t * (
+                  -1.13520398 + conversion_t * (
+                    1.48851587 + conversion_t * (
+                      -0.82215223 + conversion_t * 0.17087277
+                    )
+                  )
+                )
+              )
+            )
+          )
+        )
+      )
+    ) > 1.0
+    THEN 1.0
+    ELSE conversion_t * EXP(
+      -conversion_x * conversion_x - 1.26551223 + conversion_t * (
+        1.00002368 + conversion_t * (
+          0.37409196 + conversion_t * (
+            0.09678418 + conversion_t * (
+              -0.18628806 + conversion_t * (
+                0.27886807 + conversion_t * (
+                  -1.13520398 + conversion_t * (
+                    1.48851587 + conversion_t * (
+                      -0.82215223 + conversion_t * 0.17087277
+                    )
                   )
                 )
               )
@@ -273,7 +321,7 @@ SELECT
         )
       )
     )
-  ) AS conversion_p_value,
+  END AS conversion_p_value,
   CASE WHEN NOT (
     arpu_z IS NULL
   ) THEN arpu_diff - 1.959964 * arpu_se END AS arpu_ci_low,
