@@ -79,15 +79,12 @@ class QueryResult:
 
 
 def published_namer(config: Config, target_name: str) -> RelationNamer:
-    """Where readers find a model once published (runner/compile.py's Compiler decides the same
-    way: the target's schema, or its database, except on DuckDB's own file). Computed here
-    because building a Compiler renders every model, which would double a query's time."""
+    """Where readers find a model once published (the target's published schema, as the
+    Compiler says; computed from the target because building a Compiler renders every model,
+    which would double a query's time)."""
     from sqlglot import exp
 
-    target = config.targets[target_name]
-    schema = getattr(target, "schema_", None) or getattr(target, "database", None)
-    if target.type == "duckdb":
-        schema = None
+    schema = config.targets[target_name].published_schema()
 
     def name(model: str) -> str:
         quoted = exp.to_identifier(model, quoted=True).sql("duckdb")
