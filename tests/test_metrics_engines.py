@@ -153,7 +153,7 @@ def postgres_engine() -> Iterator[tuple[Runner, Namer]]:
     con.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # chdb opens one data folder per process: closed before the sample's
 def clickhouse_engine(tmp_path_factory: pytest.TempPathFactory
                       ) -> Iterator[tuple[Runner, Namer]]:
     pytest.importorskip("chdb")
