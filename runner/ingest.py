@@ -76,21 +76,23 @@ CHECK_MACROS = r"""
 -- `s` without leading and trailing WHITESPACE (DuckDB's E'' strings know no \v)
 create or replace temp macro _trim_ws(s) as (trim(s, E' \t\n\r\f' || chr(11)));
 -- a number-valued field must be absent, null, or a number or numeric string in
--- [0, $max_number]
+-- [0, $max_number]; the first test of each kind is the common case, a number within it
 create or replace temp macro _num_problem(v) as (
     case
         when v is null or json_type(v) = 'NULL' then null
         when json_type(v) in ('BIGINT', 'UBIGINT', 'DOUBLE') then
-            case when not isfinite(v::double) then 'is not a finite number'
+            case when v::double between 0 and $max_number then null
+                 when not isfinite(v::double) then 'is not a finite number'
                  when v::double < 0 then 'is negative'
-                 when v::double > $max_number then 'is larger than $max_number_text' end
+                 else 'is larger than $max_number_text' end
         when json_type(v) = 'VARCHAR' then
             case when not regexp_full_match(trim(v ->> '$'),
                                             '[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?')
-                      or not isfinite(try_cast(trim(v ->> '$') as double)) then 'is not a number'
+                      then 'is not a number'
+                 when try_cast(trim(v ->> '$') as double) between 0 and $max_number then null
+                 when not isfinite(try_cast(trim(v ->> '$') as double)) then 'is not a number'
                  when try_cast(trim(v ->> '$') as double) < 0 then 'is negative'
-                 when try_cast(trim(v ->> '$') as double) > $max_number
-                     then 'is larger than $max_number_text' end
+                 else 'is larger than $max_number_text' end
         else 'is not a number'
     end
 );
