@@ -253,11 +253,11 @@ def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
 def print_ingest(result: IngestResult, console: Console) -> None:
     for f in result.files:
         console.print(f"{f.path}: {f.lines_read:,} lines read, {f.loaded:,} loaded, "
-                      f"{f.rejected:,} rejected", highlight=False)
+                      f"{f.rejected:,} rejected", highlight=False, soft_wrap=True)
     mb = result.bytes / 1e6
     console.print(f"Total: {result.lines_read:,} lines read, {result.loaded:,} loaded, "
                   f"{result.rejected:,} rejected ({mb:.1f} MB in {result.seconds:.1f} s, "
-                  f"{mb / max(result.seconds, 1e-9):.0f} MB/s)", highlight=False)
+                  f"{mb / max(result.seconds, 1e-9):.0f} MB/s)", highlight=False, soft_wrap=True)
 
 
 # -- arpu show ------------------------------------------------------------------------------
