@@ -768,10 +768,8 @@ class Loader:
 
     def _load(self, paths: list[Path], progress: Callable[[int], None] | None,
               result: IngestResult) -> None:
-        # rows of a load that never finished (the process died): its file is loaded again whole
-        for table in ("raw_events", "raw_rejected"):
-            self.con.execute(f"delete from {table} where load_id not in "
-                             "(select load_id from raw_loads)")
+        # the rows of a load that never finished are removed by the caller first
+        # (Context.discard_unfinished_loads); its file is loaded again whole
         for path in paths:
             result.files.append(self._load_file(path, progress))  # committed file by file
             fault_point("ingest:file")
