@@ -400,7 +400,9 @@ def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) 
     paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
-        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
+        # a file that exists is taken by its name, even when the name holds [ or *
+        literal = not glob.has_magic(text) or os.path.lexists(text)
+        matches = [text] if literal else sorted(glob.glob(text, recursive=True))
         if not matches:
             raise IngestError("no file matches this pattern", location=text)
         for match in matches:

@@ -132,7 +132,7 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
                 if out.text and not out.quiet:
                     console.print(f"Fresh project: loaded the bundled sample {name} "
                                   f"({payload.loaded:,} messages, {payload.rejected:,} rejected)",
-                                  highlight=False)
+                                  highlight=False, markup=False)
             elif kind == "discarded":
                 out.emit("discarded", rows=payload)
                 if out.text and not out.quiet:
@@ -253,7 +253,8 @@ def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
 def print_ingest(result: IngestResult, console: Console) -> None:
     for f in result.files:
         console.print(f"{f.path}: {f.lines_read:,} lines read, {f.loaded:,} loaded, "
-                      f"{f.rejected:,} rejected", highlight=False, soft_wrap=True)
+                      f"{f.rejected:,} rejected", highlight=False, soft_wrap=True,
+                      markup=False)  # a file name is data: `[red].ndjson` prints as named
     mb = result.bytes / 1e6
     console.print(f"Total: {result.lines_read:,} lines read, {result.loaded:,} loaded, "
                   f"{result.rejected:,} rejected ({mb:.1f} MB in {result.seconds:.1f} s, "

@@ -157,3 +157,14 @@ def test_a_changed_export_at_the_same_path_keeps_building(tmp_path: Path) -> Non
     project.ingest(export)  # the same content again: nothing new
     assert project.build().success
     assert len(project.rows("rejected_events")) == 2
+
+
+def test_a_file_name_is_never_markup(tmp_path: Path) -> None:
+    """rich read `[bold]` in a file name as a style: the name printed without it."""
+    events = tmp_path / "[bold]events.ndjson"
+    events.write_text('{"type": "page", "messageId": "m1", "userId": "u1", '
+                      '"timestamp": "2026-03-01T00:00:00Z"}\n')
+    project = ProjectHarness(tmp_path / "project")
+    done = run_arpu(project.root, "ingest", str(events))
+    assert done.returncode == 0, done.stderr
+    assert f"{events}: 1 lines read, 1 loaded, 0 rejected" in done.stdout
