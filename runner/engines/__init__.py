@@ -1,15 +1,38 @@
-"""Execution targets. Each engine runs compiled SQL and materializes relations."""
+"""Targets, one file each (`runner/engines/<type>.py`): an engine runs compiled SQL and
+materializes relations; every target's file, compile-only ones included, says what its SQL
+needs beyond sqlglot's translation (`SQL`, a TargetSql)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from runner.config import Config
-    from runner.engines.base import Engine
+    from runner.engines.base import Engine, TargetSql
+
+# target types, which are sqlglot's dialect names
+TARGETS = ("duckdb", "postgres", "spark", "snowflake", "bigquery", "redshift", "trino",
+           "clickhouse", "databricks")
+
+
+def target_sql(dialect: str) -> TargetSql:
+    """`dialect`'s SQL differences, from its own file only (no driver, no connection); the
+    source dialect's SQL runs as written."""
+    from importlib import import_module
+
+    from runner.dialect import is_source
+    from runner.engines.base import TargetSql
+
+    if dialect not in TARGETS:
+        raise UsageError(f"unknown dialect '{dialect}' ({', '.join(TARGETS)})",
+                         location="--dialect")
+    if is_source(dialect):
+        return TargetSql(dialect)
+    hooks: TargetSql = import_module(f"runner.engines.{dialect}").SQL
+    return hooks
 
 
 def connect(project_dir: Path, config: Config, target_name: str, published: bool = False

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.dialect import SOURCE_DIALECT, transpile
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 WATERMARKS = "arpu_watermarks"
 # in the models' dialect (DuckDB); each engine transpiles it
@@ -18,6 +21,32 @@ WATERMARKS_DDL = (f"create table if not exists {WATERMARKS} "
 # of other files removes them. `removed` rows stay until a build has rebuilt without them.
 SAMPLE_LOADS = "raw_sample_loads"
 SAMPLE_LOADS_DDL = f"create table if not exists {SAMPLE_LOADS} (load_id bigint, removed boolean);"
+
+
+class TargetSql:
+    """What a target's SQL needs beyond sqlglot's translation from the source dialect, for the
+    queries arpu writes as sqlglot trees (runner/metrics/sql.py). Known without a connection:
+    compile-only targets have these and nothing else. The defaults are the source dialect's:
+    a target whose SQL sqlglot writes as arpu needs overrides nothing."""
+
+    week_unit = "WEEK"  # the unit that truncates to weeks starting on Monday
+    # what a cast to TIMESTAMP becomes (in the target's dialect) when sqlglot's type has no
+    # microseconds; None: sqlglot's
+    timestamp_type: str | None = None
+    exact_percentiles = True  # PERCENTILE_CONT/DISC exist; else median measures are refused
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+
+    def percentile(self, node: exp.WithinGroup) -> exp.Expression:
+        """An exact percentile, `PERCENTILE_CONT|DISC(p) WITHIN GROUP (ORDER BY x)`, as the
+        target computes it (the node itself when sqlglot translates it)."""
+        if not self.exact_percentiles:
+            from runner.errors import UsageError
+
+            raise UsageError(f"median and percentile measures have no exact form on "
+                             f"{self.dialect}", location="--dialect")
+        return node
 
 
 class Engine(ABC):
@@ -41,6 +70,7 @@ class Engine(ABC):
         statements in the same transaction; rows when known."""
 
     supports_merge = False
+    insert_by_name = True  # `insert into t by name select ...` (the source dialect's)
 
     def merge(self, name: str, select_sql: str, keys: list[str],
               after: list[str] | None = None) -> int:
@@ -54,7 +84,7 @@ class Engine(ABC):
         match = " and ".join(f"{q}.{self.quote(k)} = n.{self.quote(k)}" for k in keys)
         return [f"create temp table {n} as {select_sql}",
                 f"delete from {q} using {n} as n where {match}",
-                f"insert into {q} by name select * from {n}" if self.dialect == "duckdb"
+                f"insert into {q} by name select * from {n}" if self.insert_by_name
                 else f"insert into {q} select * from {n}"]
 
     def watermark(self, model: str) -> int | None:
@@ -87,10 +117,12 @@ class Engine(ABC):
 
         for statement in sqlglot.transpile(RAW_TABLES + SAMPLE_LOADS_DDL, read=SOURCE_DIALECT,
                                            write=self.dialect):
-            if self.dialect == "spark":  # Spark's JSON is text; its tables are Parquet
-                statement = (statement.replace("TIMESTAMP_NTZ", "TIMESTAMP")
-                             .replace(" JSON", " STRING") + " USING PARQUET")
-            self.execute(statement)
+            self.execute(self.raw_table_ddl(statement))
+
+    def raw_table_ddl(self, statement: str) -> str:
+        """A raw table's `create table`, as sqlglot wrote it for the target, made what the
+        target stores raw data in."""
+        return statement
 
     def delete_where(self, table: str, condition: str) -> None:
         """Delete the rows of a raw table that match `condition` (SQL in the models' dialect)."""

@@ -32,11 +32,14 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.config import ClickHouseTarget
-from runner.engines.base import SAMPLE_LOADS_DDL, WATERMARKS, Engine
+from runner.engines.base import SAMPLE_LOADS_DDL, WATERMARKS, Engine, TargetSql
 from runner.errors import ArpuError, UsageError
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 # Session settings that make ClickHouse read the models as DuckDB does.
 SETTINGS: dict[str, Any] = {
@@ -52,6 +55,26 @@ SETTINGS: dict[str, Any] = {
 TABLE_ENGINE = "engine = MergeTree order by tuple()"
 TIMESTAMP = "DateTime64(6, 'UTC')"
 _PARAM = re.compile(r"'(?:[^'\\]|\\.|'')*'|\?")  # a string literal (kept) or a placeholder
+
+
+class ClickHouseSql(TargetSql):
+    """DateTime is whole seconds, read back as numbers: the models' timestamps are
+    DateTime64(6), and so are a query's casts. Its median() is an estimate;
+    quantileExactInclusive is not, and has no discrete form."""
+
+    timestamp_type = "Nullable(DateTime64(6))"
+
+    def percentile(self, node: exp.WithinGroup) -> exp.Expression:
+        from sqlglot import exp
+
+        if not isinstance(node.this, exp.PercentileCont):
+            raise UsageError("discrete percentiles have no exact form on clickhouse",
+                             location="--dialect")
+        return exp.ParameterizedAgg(this="quantileExactInclusive", expressions=[node.this.this],
+                                    params=[node.expression.expressions[0].this])
+
+
+SQL = ClickHouseSql("clickhouse")  # this target's SQL differences (runner.engines.target_sql)
 
 
 class ClickHouseEngine(Engine):

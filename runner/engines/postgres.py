@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.config import PostgresTarget
-from runner.engines.base import Engine
+from runner.engines.base import Engine, TargetSql
 from runner.errors import ArpuError, ConfigError
 from runner.faults import fault_point
 
@@ -74,8 +74,12 @@ class _Published:
     foreign: list[tuple[str, str]] = field(default_factory=list)  # (kind, name): not arpu's
 
 
+SQL = TargetSql("postgres")  # sqlglot writes its SQL as arpu needs (runner.engines.target_sql)
+
+
 class PostgresEngine(Engine):
     dialect = "postgres"
+    insert_by_name = False
 
     def __init__(self, project_dir: Path, target: PostgresTarget, published: bool = False
                  ) -> None:

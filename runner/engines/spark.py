@@ -7,11 +7,14 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.config import SparkTarget
-from runner.engines.base import Engine
+from runner.engines.base import Engine, TargetSql
 from runner.errors import ArpuError
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 # Spark's own logging, quiet: arpu reports errors itself, one line each.
 LOG4J2 = """rootLogger.level = error
@@ -22,6 +25,23 @@ appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
 """
+
+
+class SparkSql(TargetSql):
+    """Spark SQL (and Databricks, its dialect): an exact median is `percentile(x, p)`."""
+
+    def percentile(self, node: exp.WithinGroup) -> exp.Expression:
+        from sqlglot import exp
+
+        fraction = node.this.this
+        if isinstance(node.this, exp.PercentileCont):
+            value = node.expression.expressions[0].this
+            return exp.Anonymous(this="percentile", expressions=[value, fraction])
+        node.set("this", exp.Anonymous(this="percentile_disc", expressions=[fraction]))
+        return node
+
+
+SQL = SparkSql("spark")  # this target's SQL differences (runner.engines.target_sql)
 
 
 class SparkEngine(Engine):
@@ -121,6 +141,11 @@ class SparkEngine(Engine):
 
     def relation_exists(self, name: str) -> bool:
         return bool(self.spark.catalog.tableExists(name, self.database))
+
+    def raw_table_ddl(self, statement: str) -> str:
+        """Spark's JSON is text; its tables are Parquet."""
+        return (statement.replace("TIMESTAMP_NTZ", "TIMESTAMP").replace(" JSON", " STRING")
+                + " USING PARQUET")
 
     def delete_where(self, table: str, condition: str) -> None:
         """Parquet tables have no DELETE: the rows to keep become the table."""

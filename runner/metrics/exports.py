@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 from runner.artifacts import BuildResult, ModelResult
 
 if TYPE_CHECKING:
-    from runner.context import Context
     from runner.engines.base import Engine
+    from runner.metrics.query import Project
 
 
-def build_exports(ctx: Context, engine: Engine, relation: Callable[[str], str],
+def build_exports(ctx: Project, engine: Engine, relation: Callable[[str], str],
                   notify: Callable[[str, str, Any], None], result: BuildResult) -> list[str]:
     """Write target/semantic_manifest.json and build every export; their results join the
     build's. Returns the relations made (to publish). Without metrics/, nothing."""
     folder = ctx.project_dir / "metrics"
     if not folder.is_dir():
         return []
+    from runner.engines import target_sql
     from runner.errors import ArpuError
     from runner.metrics.manifest import write_semantic_manifest
     from runner.metrics.query import semantic_layer
@@ -31,6 +32,7 @@ def build_exports(ctx: Context, engine: Engine, relation: Callable[[str], str],
 
     layer = semantic_layer(ctx)
     write_semantic_manifest(ctx.target_dir, layer.manifest, relation)
+    target = target_sql(engine.dialect)
     made: list[str] = []
     out_dir = ctx.target_dir / "compiled" / engine.dialect
     for query in layer.manifest.saved_queries.values():
@@ -42,7 +44,7 @@ def build_exports(ctx: Context, engine: Engine, relation: Callable[[str], str],
             try:
                 plan = layer.planner.plan(saved_request(query))
                 tree = SqlGenerator(layer.planner, plan, relation).select()
-                sql = render(tree, engine.dialect)
+                sql = render(tree, target)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{name}.sql"
                 path.write_text(f"-- {name}: export of saved query {query.name} "

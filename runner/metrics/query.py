@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from runner.artifacts import Shown
 from runner.errors import UsageError
@@ -19,14 +19,31 @@ from runner.metrics.spec import QueryRequest, SemanticManifest, SemanticModel
 
 if TYPE_CHECKING:
     from runner.config import Config
-    from runner.context import Context
+    from runner.engines.base import Engine
     from runner.metrics.plan import Planner, QueryPlan
-
-DIALECTS = ("duckdb", "postgres", "spark", "snowflake", "bigquery", "redshift", "trino",
-            "clickhouse", "databricks")
 
 
 RelationNamer = Callable[[str], str]  # an arpu model's name -> its relation, quoted (DuckDB)
+
+
+class Project(Protocol):
+    """What the metrics layer reads of the project it serves: runner.context.Context is one,
+    and the metrics package does not import it (imports point one way)."""
+
+    @property
+    def project_dir(self) -> Path: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def target_name(self) -> str: ...
+
+    @property
+    def target_dir(self) -> Path: ...
+
+    def reader(self) -> Engine:
+        """The target's published relations, connected."""
 
 
 class SemanticLayer:
@@ -53,14 +70,13 @@ class SemanticLayer:
     def compile(self, request: QueryRequest, dialect: str, relation: RelationNamer,
                 pretty: bool = True) -> CompiledQuery:
         """Plan and write the query for `dialect` (no connection)."""
+        from runner.engines import target_sql
         from runner.metrics.sql import SqlGenerator, render
 
-        if dialect not in DIALECTS:
-            raise UsageError(f"unknown dialect '{dialect}' ({', '.join(DIALECTS)})",
-                             location="--dialect")
+        target = target_sql(dialect)
         plan = self.plan(request)
         tree = SqlGenerator(self.planner, plan, relation).select()
-        return CompiledQuery(plan, render(tree, dialect, pretty), dialect)
+        return CompiledQuery(plan, render(tree, target, pretty), dialect)
 
 
 @dataclass
@@ -95,7 +111,7 @@ def published_namer(config: Config, target_name: str) -> RelationNamer:
     return name
 
 
-def semantic_layer(ctx: Context) -> SemanticLayer:
+def semantic_layer(ctx: Project) -> SemanticLayer:
     layer = getattr(ctx, "_semantic_layer", None)
     if layer is None:
         layer = SemanticLayer.for_project(ctx.project_dir, ctx.config)
@@ -132,7 +148,7 @@ def request_from_options(metrics: str, group_by: str | None = None,
                         parse_time(end_time, "--end-time"))
 
 
-def compile_query(ctx: Context, request: QueryRequest, dialect: str | None = None
+def compile_query(ctx: Project, request: QueryRequest, dialect: str | None = None
                   ) -> CompiledQuery:
     """The query's SQL for `dialect` (default: the target's), without connecting."""
     target = ctx.config.targets[ctx.target_name]
@@ -141,7 +157,7 @@ def compile_query(ctx: Context, request: QueryRequest, dialect: str | None = Non
                                        published_namer(ctx.config, ctx.target_name))
 
 
-def run_query(ctx: Context, request: QueryRequest) -> QueryResult:
+def run_query(ctx: Project, request: QueryRequest) -> QueryResult:
     """Compile for the target and run on its published relations."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -169,7 +185,7 @@ def run_query(ctx: Context, request: QueryRequest) -> QueryResult:
                        {"compile": compiled_at - started, "run": done - compiled_at})
 
 
-def _models_read(ctx: Context, plan: QueryPlan) -> list[SemanticModel]:
+def _models_read(ctx: Project, plan: QueryPlan) -> list[SemanticModel]:
     """The semantic models a plan reads (its measures' and every joined one)."""
     from runner.metrics.plan import ConversionLeaf
 
@@ -188,7 +204,7 @@ def _models_read(ctx: Context, plan: QueryPlan) -> list[SemanticModel]:
     return [models[n] for n in sorted(names)]
 
 
-def list_semantic(ctx: Context, metrics: bool, dimensions: bool, names: list[str]) -> Shown:
+def list_semantic(ctx: Project, metrics: bool, dimensions: bool, names: list[str]) -> Shown:
     """`arpu ls --metrics` (every metric) or `arpu ls --dimensions --metrics A,B`."""
     from runner.metrics.listing import list_dimensions, list_metrics
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass, replace
 from sqlglot import exp, parse_one
 from sqlglot.errors import ParseError
 
-from runner.metrics.spec import GRAINS, Measure, SemanticManifest, SemanticModel, grain_rank
+from runner.metrics.spec import (
+    GRAINS,
+    Measure,
+    Ref,
+    SemanticManifest,
+    SemanticModel,
+    grain_rank,
+)
 
 METRIC_TIME = "metric_time"
 JINJA = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -30,20 +37,6 @@ JOINS = {"primary": ("primary", "unique", "natural"), "unique": ("primary", "uni
 
 class ResolveError(Exception):
     """A name that does not resolve; the caller adds where it was written."""
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A group-by item, filter reference or order-by item as written."""
-
-    parts: tuple[str, ...]  # the name split on '__'
-    kind: str = "any"  # any | dimension | time_dimension | entity | metric
-    grain: str | None = None  # an explicit grain (TimeDimension's second argument, .grain())
-    descending: bool = False
-
-    @property
-    def text(self) -> str:
-        return "__".join(self.parts) + (f"__{self.grain}" if self.grain else "")
 
 
 @dataclass(frozen=True)

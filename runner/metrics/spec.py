@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from runner.metrics.resolve import Ref
+from typing import Any
 
 # MetricFlow's standard granularities, finest first
 GRAINS = ("nanosecond", "microsecond", "millisecond", "second", "minute", "hour", "day", "week",
@@ -256,6 +253,20 @@ class SemanticManifest:
 
     def model_of(self, measure: Measure) -> SemanticModel:
         return self.semantic_models[measure.semantic_model]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A group-by item, filter reference or order-by item as written."""
+
+    parts: tuple[str, ...]  # the name split on '__'
+    kind: str = "any"  # any | dimension | time_dimension | entity | metric
+    grain: str | None = None  # an explicit grain (TimeDimension's second argument, .grain())
+    descending: bool = False
+
+    @property
+    def text(self) -> str:
+        return "__".join(self.parts) + (f"__{self.grain}" if self.grain else "")
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """SQL for a query plan: one sqlglot tree in DuckDB's dialect (the models' dialect), written for
-any target by sqlglot, plus the few per-dialect fixes sqlglot cannot make (`_fix_for`).
+any target by sqlglot, plus what each target's file says sqlglot does not translate the way
+arpu needs (`_for_target`).
 
 Shape, as MetricFlow renders it: one CTE per group of measures that share a semantic model,
 filters and time transform (each left-joins what its group-by items and filters need, then
@@ -14,6 +15,7 @@ import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlglot import exp, parse_one
 
@@ -34,6 +36,9 @@ from runner.metrics.plan import (
 )
 from runner.metrics.resolve import PLACEHOLDER, Element, Hop, parse_filter
 from runner.metrics.spec import PERIOD_GRAINS, Measure, SemanticModel, grain_rank
+
+if TYPE_CHECKING:
+    from runner.engines.base import TargetSql
 
 SPINE, BOUNDS, DIGITS = "arpu_spine", "arpu_bounds", "arpu_digits"
 SPINE_DIGITS = 5  # up to 100,000 days (273 years) between the first and the last day
@@ -801,45 +806,24 @@ def _insert_join(select: exp.Select, table: exp.Expression, on: exp.Expression |
     return select
 
 
-# -- dialects ------------------------------------------------------------------------------
-def _fix_for(tree: exp.Expression, dialect: str) -> exp.Expression:
-    """What sqlglot does not translate the way arpu needs: BigQuery's WEEK starts on Sunday
-    (ISOWEEK is Monday's); ClickHouse's timestamps are DateTime64(6); exact percentiles are
-    PERCENTILE(x, p) on Spark and
-    quantileExactInclusive(p)(x) on ClickHouse; BigQuery and Trino have no exact percentile
-    aggregate (arpu refuses rather than estimate)."""
-    if dialect == "bigquery":
-        for trunc in tree.find_all(exp.TimestampTrunc):
-            unit = trunc.args.get("unit")
-            if unit is not None and unit.name.upper() == "WEEK":
-                trunc.set("unit", exp.var("ISOWEEK"))
-    percentiles: list[exp.WithinGroup] = list(tree.find_all(exp.WithinGroup))
-    if percentiles and dialect in ("bigquery", "trino"):
-        raise UsageError(f"median and percentile measures have no exact form on {dialect}",
-                         location="--dialect")
-    if dialect == "clickhouse":
-        # DateTime is whole seconds, read back as numbers: the models' timestamps are
-        # DateTime64(6), and so are the spine's and the time range's
+# -- targets ------------------------------------------------------------------------------
+def _for_target(tree: exp.Expression, target: TargetSql) -> exp.Expression:
+    """What sqlglot does not translate the way arpu needs, as the target's own file says
+    (runner/engines/<target>.py): the unit of Monday's weeks, the type of timestamps, exact
+    percentiles."""
+    for trunc in tree.find_all(exp.TimestampTrunc):
+        unit = trunc.args.get("unit")
+        if unit is not None and unit.name.upper() == "WEEK":
+            trunc.set("unit", exp.var(target.week_unit))
+    if target.timestamp_type is not None:
+        timestamp = exp.DataType.build(target.timestamp_type, dialect=target.dialect)
         for cast in tree.find_all(exp.Cast):
             if cast.to.is_type(exp.DataType.Type.TIMESTAMP):
-                cast.set("to", exp.DataType.build("Nullable(DateTime64(6))",
-                                                  dialect="clickhouse"))
-        # its median() is an estimate; quantileExactInclusive is not
-        for node in percentiles:
-            if not isinstance(node.this, exp.PercentileCont):
-                raise UsageError("discrete percentiles have no exact form on clickhouse",
-                                 location="--dialect")
-            node.replace(exp.ParameterizedAgg(
-                this="quantileExactInclusive", expressions=[node.this.this],
-                params=[node.expression.expressions[0].this]))
-    if dialect in ("spark", "databricks"):
-        for node in percentiles:
-            fraction = node.this.this
-            value = node.expression.expressions[0].this
-            if isinstance(node.this, exp.PercentileCont):
-                node.replace(exp.Anonymous(this="percentile", expressions=[value, fraction]))
-            else:
-                node.set("this", exp.Anonymous(this="percentile_disc", expressions=[fraction]))
+                cast.set("to", timestamp.copy())
+    for node in list(tree.find_all(exp.WithinGroup)):
+        computed = target.percentile(node)
+        if computed is not node:
+            node.replace(computed)
     return tree
 
 
@@ -854,9 +838,7 @@ def _quote_names(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def render(tree: exp.Select, dialect: str, pretty: bool = True) -> str:
-    """The query for `dialect`."""
-    tree = _quote_names(tree.copy())  # type: ignore[assignment]
-    if dialect != "duckdb":
-        tree = _fix_for(tree, dialect)  # type: ignore[assignment]
-    return tree.sql(dialect=dialect, pretty=pretty)
+def render(tree: exp.Select, target: TargetSql, pretty: bool = True) -> str:
+    """The query for `target` (runner.engines.target_sql)."""
+    written = _for_target(_quote_names(tree.copy()), target)
+    return written.sql(dialect=target.dialect, pretty=pretty)
