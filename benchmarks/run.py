@@ -1,21 +1,32 @@
-"""Benchmark `arpu build` against the floor: the same compiled SQL run directly in DuckDB.
+"""Benchmark arpu: `arpu build` against its floor (the same compiled SQL run directly in
+DuckDB), end to end beside a dbt peer, incremental builds, and 100M events.
 
 Usage:
     python benchmarks/run.py [--sizes 1000000 5000000 20000000] [--workdir /tmp/arpu-bench]
                              [--memory-limit 4GB] [--out benchmarks/results.md]
+                             [--peer [--peer-file big.ndjson] [--dbt PATH]]
+                             [--incremental 2000000 10000000] [--floor-below 50000000]
 
-For each size: copy the project (models/, macros/, arpu.yml) into a fresh directory, generate
-N Segment messages (`arpu seed --no-load`, plain NDJSON), `arpu ingest` them, keep a copy of the
-work database as it was before the build, time `arpu build` (wall clock and peak RSS of the
-process), then run the compiled SQL of every model (target/compiled/duckdb, manifest order) on the
-copy in one plain DuckDB process: the floor. Both run with DuckDB's memory_limit set to
-`--memory-limit` (the project's `targets.duckdb.memory_limit`), so larger data spills to DuckDB's
-temp directory instead of growing the process. Also times `arpu --help`, `arpu ls` and a build
-of the bundled sample, checks the targets below, writes a markdown report and exits 1 on any miss.
+For each size below `--floor-below`: copy the project (models/, macros/, arpu.yml) into a fresh
+directory, generate N Segment messages (`arpu seed --no-load`, plain NDJSON), `arpu ingest` them,
+keep a copy of the work database as it was before the build, time `arpu build` (wall clock and
+peak RSS of the process), then run the compiled SQL of every model (target/compiled/duckdb,
+manifest order) on the copy in one plain DuckDB process: the floor. Both run with DuckDB's
+memory_limit set to `--memory-limit` (the project's `targets.duckdb.memory_limit`), so larger
+data spills to DuckDB's temp directory instead of growing the process. Sizes from
+`--floor-below` (100M) run seed, ingest and build once, with the disk watched (`scale.py`).
+`--peer`: ingest + build against the dbt-core + dbt-duckdb peer on the 2M-line file, and ingest
+throughput, plain and gzip (`peer.py`). `--incremental N...`: a build after 1% new events
+against the full build (`incremental.py`). Also times `arpu --help`, `arpu ls` and a build of
+the bundled sample, checks the targets below, writes a markdown report and exits 1 on any miss.
 
 Targets (a target whose size was not run is n/a, not a miss):
     arpu --help < 0.3 s; build / floor <= 1.10 at >= 5M events; growth per doubling <= 2.2;
-    peak RSS < 6 GB at >= 20M events; `arpu build` of the bundled sample < 3 s.
+    peak RSS < 6 GB at >= 20M events; `arpu build` of the bundled sample < 3 s;
+    on the 2M-line file: ingest + build >= 2.5x faster than the dbt peer, ingest >= 150 MB/s
+    (plain and gzip), peak RSS of ingest + build <= 1 GB with default settings;
+    incremental build after +1% <= 10% of a full build from 2M events;
+    100M events: ingest + build complete under the memory limit, peak disk < 40 GB.
 """
 
 from __future__ import annotations
@@ -25,19 +36,22 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT_PARTS = ("models", "macros", "arpu.yml")
+from harness import ROOT, Check, Proc, arpu, copy_project, gb, human, log, median, run, verdict
+from incremental import IncrementalResult, bench_incremental, incremental_checks, incremental_lines
+from peer import PeerResult, bench_peer, check_dbt, peer_checks, peer_lines
+from scale import ScaleResult, bench_scale, scale_checks, scale_lines
+
 WORK_DB = "arpu.work.duckdb"
 FUNNEL_MODEL = "derived_funnel_users"
 
@@ -49,16 +63,9 @@ RSS_MAX_BYTES = 6 * 10**9
 RSS_MIN_EVENTS = 20_000_000
 SAMPLE_MAX_S = 3.0
 REPEAT_BELOW_EVENTS = 10_000_000
+SCALE_FROM_EVENTS = 50_000_000
 
-
-@dataclass
-class Proc:
-    """One finished subprocess: exit code, wall seconds, peak RSS in bytes, log file."""
-
-    returncode: int
-    seconds: float
-    max_rss: int
-    log: Path
+Section = tuple[list[str], list[Check]]  # a report's section: its lines, its targets
 
 
 @dataclass
@@ -89,50 +96,6 @@ class SizeResult:
     def core_s(self) -> float:
         """Build wall time without validation and publish."""
         return self.build_s - self.validation_s - self.publish_s
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def run(cmd: list[str], cwd: Path, log_path: Path) -> Proc:
-    """Run cmd with output to log_path; wall time and this child's own peak RSS (wait4)."""
-    with log_path.open("wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Proc(proc.returncode, seconds, usage.ru_maxrss * 1024, log_path)
-
-
-def arpu(args: list[str], cwd: Path, log_path: Path, check: bool = True) -> Proc:
-    proc = run([sys.executable, "-m", "runner.cli", *args], cwd, log_path)
-    if check and proc.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise SystemExit(f"arpu {' '.join(args)} failed ({proc.returncode}) in {cwd}:\n{tail}")
-    return proc
-
-
-def copy_project(dest: Path, with_seeds: bool = False, memory_limit: str | None = None
-                 ) -> Path:
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for part in (*PROJECT_PARTS, *(("seeds",) if with_seeds else ())):
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part)
-        else:
-            shutil.copy2(src, dest / part)
-    if memory_limit:
-        config = dest / "arpu.yml"
-        text = config.read_text()
-        anchor = "    path: arpu.duckdb\n"
-        if anchor not in text:
-            raise SystemExit("arpu.yml: no `path: arpu.duckdb` under targets.duckdb")
-        config.write_text(text.replace(anchor, f"{anchor}    memory_limit: {memory_limit}\n", 1))
-    return dest
 
 
 def compiled_models(project: Path) -> list[tuple[str, str, str]]:
@@ -234,9 +197,6 @@ def bench_size(events: int, workdir: Path, memory_limit: str | None, repeat: int
         log(f"    run {i + 1}: build {builds[-1][0]:.1f} s, floor {floors[-1][0]:.1f} s")
     # every figure is its own median over the runs, per-model seconds included: one slow
     # model in one run moves neither the wall clock nor another model's figure
-    def median(values: Iterable[Any]) -> float:
-        return statistics.median(float(v or 0.0) for v in values)
-
     runs = [rr for _, rr in builds]
     res.runs = repeat
     res.build_s = median(seconds for seconds, _ in builds)
@@ -285,14 +245,6 @@ def growth(t1: float, t2: float, n1: int, n2: int) -> float:
     return (t2 / t1) ** (1 / math.log2(n2 / n1))
 
 
-def gb(n: float) -> str:
-    return f"{n / 10**9:.2f} GB"
-
-
-def human(n: int) -> str:
-    return f"{n / 10**6:g}M" if n >= 10**6 else f"{n / 10**3:g}k"
-
-
 def machine() -> dict[str, str]:
     mem = "?"
     try:
@@ -327,10 +279,6 @@ def calibrate() -> dict[str, float]:
             total += i
         loops.append(time.perf_counter() - t0)
     return {"python_start": statistics.median(starts), "loop": statistics.median(loops)}
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
 
 def size_table(r: SizeResult) -> list[str]:
@@ -372,14 +320,14 @@ def size_table(r: SizeResult) -> list[str]:
 
 
 def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: float,
-           failures: dict[int, str], memory_limit: str | None, speed: dict[str, float]
-           ) -> tuple[list[str], bool]:
-    checks: list[tuple[str, str, bool | None]] = [
+           failures: dict[int, str], memory_limit: str | None, speed: dict[str, float],
+           command: str, sections: list[Section]) -> tuple[list[str], bool]:
+    checks: list[Check] = [
         ("`arpu --help` < 0.3 s", f"{help_s:.3f} s", help_s < HELP_MAX_S),
         ("bundled sample `arpu build` < 3 s", f"{sample_s:.2f} s", sample_s < SAMPLE_MAX_S),
     ]
     for events, why in failures.items():
-        checks.append((f"{human(events)} events run end to end", why.replace("|", "/"), False))
+        checks.append((f"{human(events)} events run end to end", why, False))
     big = [r for r in results if r.events >= RATIO_MIN_EVENTS]
     for r in big:
         checks.append((f"build / floor <= {RATIO_MAX} at {human(r.events)}", f"{r.ratio:.2f}",
@@ -417,11 +365,7 @@ def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: floa
     lines = [
         "# arpu benchmarks",
         "",
-        "Generated by `python benchmarks/run.py "
-        f"--sizes {' '.join(str(e) for e in sorted([*(r.events for r in results), *failures]))}"
-        f" --memory-limit {memory_limit or 'none'}`"
-        " on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         f"Machine: {m['cores']} cores, {m['memory']} memory, {platform.system()} "
         f"{platform.machine()}; Python {m['python']}, duckdb {m['duckdb']}, "
@@ -441,12 +385,18 @@ def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: floa
         "on each other at once (`concurrency`, default: the cores), so its per-model seconds "
         "overlap; the floor runs them one by one, as written.",
         "",
-        "## Summary",
-        "",
-        "| size | build s | floor s | build / floor | (build − val − pub) / floor | "
-        "validation share | publish share | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    for section_lines, section_checks in sections:
+        lines += section_lines
+        checks += section_checks
+    if results:
+        lines += [
+            "## arpu build beside its floor",
+            "",
+            "| size | build s | floor s | build / floor | (build − val − pub) / floor | "
+            "validation share | publish share | peak RSS |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     for r in results:
         lines.append(
             f"| {human(r.events)} | {r.build_s:.2f} | {r.floor_s:.2f} | {r.ratio:.2f} | "
@@ -468,33 +418,115 @@ def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: floa
                   "(`concurrency`).", ""]
     lines += ["## Targets", "", "| target | figure | result |", "|---|---:|---|"]
     lines += [f"| {name} | {fig} | {verdict(ok)} |" for name, fig, ok in checks]
-    lines += ["", "## Per size", ""]
+    if results:
+        lines += ["", "## Per size", ""]
     for r in results:
         lines += [*size_table(r), ""]
     missed = any(ok is False for _, _, ok in checks)
     return lines, missed
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 5_000_000, 20_000_000],
+                        help="Events per size (`--sizes` alone: none).")
+    parser.add_argument("--floor-below", type=int, default=SCALE_FROM_EVENTS,
+                        help="Sizes from this many events run end to end once, without the "
+                             "floor, their disk watched (default: 50M).")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/arpu-bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md")
     parser.add_argument("--memory-limit", default="4GB",
-                        help="DuckDB memory_limit for the builds and the floor ('' for DuckDB's "
-                             "default, 80%% of RAM).")
+                        help="DuckDB memory_limit for the sizes, the floor and the incremental "
+                             "builds ('' for DuckDB's default, 80%% of RAM); the peer comparison "
+                             "keeps the project's default settings.")
     parser.add_argument("--repeat", type=int, default=0,
                         help="Runs of the build and of the floor per size, alternating; medians "
                              "are reported (default: 3 below 10M events, 1 from 10M).")
+    parser.add_argument("--peer", action="store_true",
+                        help="Ingest + build beside the dbt peer; ingest MB/s, plain and gzip.")
+    parser.add_argument("--peer-dir", type=Path, default=ROOT.parent / "shared" / "peers" /
+                        "dbt_arpu", help="The peer project (copied before use).")
+    parser.add_argument("--dbt", type=Path,
+                        default=Path(os.environ.get("DBT") or ROOT.parent / "peer-venv" / "bin" /
+                                     "dbt"), help="dbt executable (default: $DBT, else "
+                                                  "../peer-venv/bin/dbt).")
+    parser.add_argument("--peer-file", type=Path,
+                        help="NDJSON file for --peer (default: made in the workdir, "
+                             "--peer-base-events seeded and --peer-copies times over).")
+    parser.add_argument("--peer-base-events", type=int, default=29_300)
+    parser.add_argument("--peer-copies", type=int, default=69)
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="arpu / peer pairs, alternating (and gzip ingest runs).")
+    parser.add_argument("--incremental", type=int, nargs="*", default=[],
+                        help="Events at which to time a build after +1%% new events.")
     parser.add_argument("--floor", nargs=3, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true",
                         help="Exit 0 on a missed target (CI: the script must run, not gate).")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def first_line(exc: SystemExit) -> str:
+    return str(exc).strip().splitlines()[0].replace("|", "/")
+
+
+def floor_sizes(sizes: list[int], workdir: Path, memory_limit: str | None, repeat: int
+                ) -> tuple[list[SizeResult], dict[int, str]]:
+    results: list[SizeResult] = []
+    failures: dict[int, str] = {}
+    for events in sizes:
+        try:
+            runs = repeat or (3 if events < REPEAT_BELOW_EVENTS else 1)
+            results.append(bench_size(events, workdir, memory_limit, runs))
+        except SystemExit as exc:  # a step failed: report it as a miss, keep the other sizes
+            failures[events] = first_line(exc)
+            log(f"  FAILED: {failures[events]}")
+    return results, failures
+
+
+def scale_section(sizes: list[int], workdir: Path, memory_limit: str | None) -> Section:
+    results: list[ScaleResult] = []
+    failures: dict[int, str] = {}
+    for events in sizes:
+        try:
+            results.append(bench_scale(events, workdir, memory_limit))
+        except SystemExit as exc:
+            failures[events] = first_line(exc)
+            log(f"  FAILED: {failures[events]}")
+    return scale_lines(results, memory_limit), scale_checks(results, failures, memory_limit)
+
+
+def peer_section(args: argparse.Namespace, workdir: Path) -> Section:
+    try:
+        res: PeerResult = bench_peer(workdir, args.peer_dir, args.dbt, args.peer_file,
+                                     args.peer_base_events, args.peer_copies, args.pairs)
+    except SystemExit as exc:
+        log(f"  FAILED: {first_line(exc)}")
+        return [], [("arpu beside the dbt peer runs", first_line(exc), False)]
+    return peer_lines(res), peer_checks(res)
+
+
+def incremental_section(sizes: list[int], workdir: Path, memory_limit: str | None) -> Section:
+    results: list[IncrementalResult] = []
+    checks: list[Check] = []
+    for events in sizes:
+        try:
+            results.append(bench_incremental(events, workdir, memory_limit))
+        except SystemExit as exc:
+            log(f"  FAILED: {first_line(exc)}")
+            checks.append((f"incremental build at {human(events)} runs", first_line(exc), False))
+    return incremental_lines(results, memory_limit), [*incremental_checks(results), *checks]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    memory_limit = args.memory_limit or None
     if args.floor:
         db, project, result = args.floor
-        floor_main(db, project, result, args.memory_limit or None, args.only)
+        floor_main(db, project, result, memory_limit, args.only)
         return 0
+    if args.peer:
+        check_dbt(args.dbt, args.peer_dir)  # before any work: a missing peer fails at once
 
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -502,29 +534,39 @@ def main(argv: list[str] | None = None) -> int:
     # arpu as installed: `pip install` compiles the package's bytecode, an editable checkout
     # under PYTHONDONTWRITEBYTECODE (this machine) would recompile it on every command
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "runner")], check=True)
-    log(f"arpu benchmarks: sizes {', '.join(f'{s:,}' for s in sizes)} in {workdir}")
+    log(f"arpu benchmarks in {workdir}: sizes {', '.join(f'{s:,}' for s in sizes) or 'none'}"
+        f"{'; peer' if args.peer else ''}; incremental "
+        f"{', '.join(f'{s:,}' for s in args.incremental) or 'none'}")
 
     speed = calibrate()
     log(f"machine: python -c pass {speed['python_start']:.3f} s, 10M-iteration loop "
         f"{speed['loop']:.2f} s")
     log("bundled sample: fresh copy, arpu build (5 runs)")
-    sample_s, sample_dir = sample_build(workdir)
-    help_s = latency(["--help"], sample_dir)
-    ls_s = latency(["ls"], sample_dir)
+    try:
+        sample_s, sample_dir = sample_build(workdir)
+        help_s = latency(["--help"], sample_dir)
+        ls_s = latency(["ls"], sample_dir)
+    except SystemExit as exc:  # reported as misses; the other measurements still run
+        log(f"  FAILED: {first_line(exc)}")
+        sample_s = help_s = ls_s = math.inf
     log(f"  sample build {sample_s:.2f} s; --help {help_s:.3f} s; ls {ls_s:.3f} s")
 
-    results: list[SizeResult] = []
-    failures: dict[int, str] = {}
-    for events in sizes:
-        try:
-            repeat = args.repeat or (3 if events < REPEAT_BELOW_EVENTS else 1)
-            results.append(bench_size(events, workdir, args.memory_limit or None, repeat))
-        except SystemExit as exc:  # a step failed: report it as a miss, keep the other sizes
-            failures[events] = str(exc).strip().splitlines()[0]
-            log(f"  FAILED: {failures[events]}")
+    sections: list[Section] = []
+    if args.peer:
+        sections.append(peer_section(args, workdir))
+    if args.incremental:
+        sections.append(incremental_section(sorted(set(args.incremental)), workdir,
+                                            memory_limit))
+    results, failures = floor_sizes([s for s in sizes if s < args.floor_below], workdir,
+                                    memory_limit, args.repeat)
+    scale = [s for s in sizes if s >= args.floor_below]
+    if scale:
+        sections.append(scale_section(scale, workdir, memory_limit))
 
-    lines, missed = report(results, help_s, ls_s, sample_s, failures, args.memory_limit or None,
-                           speed)
+    command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None
+                                                           else argv)])
+    lines, missed = report(results, help_s, ls_s, sample_s, failures, memory_limit, speed,
+                           command, sections)
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -53,8 +53,8 @@ def _lookup_sql() -> dict[str, str]:
     }
 
 
-def json_sql() -> str:
-    """One JSON text per row of ``final``, in table order.
+def json_sql(rows: str = "final") -> str:
+    """One JSON text per row of ``rows`` (``final`` or a slice of it), in table order.
 
     Built with ``concat`` (one allocation, NULL arguments skipped) rather than ``||``. Long
     ``IN (...)`` lists are avoided: DuckDB plans them as a mark join, which loses the table order
@@ -92,7 +92,7 @@ def json_sql() -> str:
         1000 + floor(r(eid, 75) * 6 * {MS_HOUR})::BIGINT AS redelivery,
         r(eid, 73) AS tmode,
         (h(eid, 78) % 4 + 1)::INT AS oi
-      FROM final)
+      FROM {rows})
     SELECT concat(
       '{{"type":"',
       CASE WHEN {fam_in(8, 9)} THEN 'identify' WHEN fam = 12 THEN 'page' ELSE 'track' END, '"',
