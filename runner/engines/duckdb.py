@@ -5,13 +5,15 @@ target's `path` (every model, with its incremental watermark) that BI tools, `ar
 `arpu test` read. A build writes its models straight into a new file, attached beside the work
 database, and renames it over the published one when every model has passed: readers never wait
 on arpu's lock, a reader that is already connected keeps the snapshot it opened, and a build that
-fails or is killed leaves the last published file as it was. Nothing is copied but what a build
-starts from: models it does not rebuild and the tables incremental models append to.
+fails or is killed leaves the last published file as it was. A build that keeps published
+relations (models it does not rebuild, the tables incremental models append to) starts from a
+byte copy of the published file, without the relations it rebuilds.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -178,40 +180,61 @@ class DuckDBEngine(Engine):
             self.con.execute(f"drop {kind} {self.quote(name)}")
 
     def begin_build(self, carry: list[str], incremental: list[str]) -> None:
-        """Attach a new file and build into it: copy in the `carry` relations (models this
-        build does not run) and the `incremental` models that have a watermark, with it."""
+        """Attach the file this build writes. When it keeps published relations (the `carry`
+        models it does not run, the `incremental` models that continue from their watermark),
+        it starts as a byte copy of the published file without the others: copying the file
+        costs what the disk reads, where copying its tables row by row recompressed them (4.3
+        s of 2M-event stg_events, on every incremental build)."""
         target = self.published_path
         for stale in target.parent.glob(target.name + ".publishing-*"):
             stale.unlink(missing_ok=True)  # left by a build that was killed
         self._next = target.with_name(f"{target.name}.publishing-{os.getpid()}")
+        keep = self._published_to_keep(carry, incremental) if target.exists() else []
+        if keep:
+            shutil.copyfile(target, self._next)
         options = (f" (storage_version {_literal(self._storage_version)})"
                    if self._storage_version else "")
         self.con.execute(f"attach {_literal(str(self._next))} as arpu_next{options}")
         for statement in self._session_statements():
             self.con.execute(statement)
         self.con.execute(WATERMARKS_DDL)
-        if not target.exists() or not (carry or incremental):
-            return
-        self.con.execute(f"attach {_literal(str(target))} as arpu_published (read_only)")
+        if keep:
+            self._drop_all_but(keep)
+
+    def _published_to_keep(self, carry: list[str], incremental: list[str]) -> list[str]:
+        """The published tables a build starts from: `carry` ones, and `incremental` ones with
+        a watermark."""
+        if not (carry or incremental):
+            return []
+        self.con.execute(f"attach {_literal(str(self.published_path))} as arpu_published "
+                         "(read_only)")
         try:
             tables = {r[0] for r in self.con.execute(
-                "select table_name from information_schema.tables where table_catalog = "
-                "'arpu_published' and table_schema = 'main'").fetchall()}
-            marks = dict(self.con.execute(
-                f"select model, max(load_id) from arpu_published.main.{WATERMARKS} "
-                "group by model").fetchall()) if WATERMARKS in tables else {}
-            copy = [n for n in carry if n in tables]
-            copy += [n for n in incremental if n in tables and n in marks and n not in copy]
-            self.con.execute("begin transaction")
-            for name in copy:
-                q = self.quote(name)
-                self.con.execute(f"create table {q} as select * from arpu_published.main.{q}")
-            if marks:
-                self.con.execute(f"insert into {WATERMARKS} select * from arpu_published.main."
-                                 f"{WATERMARKS} where list_contains(?, model)", [copy])
-            self.con.execute("commit")
+                "select table_name from duckdb_tables() where database_name = "
+                "'arpu_published' and schema_name = 'main'").fetchall()}
+            marks = {r[0] for r in self.con.execute(
+                f"select distinct model from arpu_published.main.{WATERMARKS}").fetchall()
+                } if WATERMARKS in tables else set()
         finally:
             self.con.execute("detach arpu_published")
+        return [n for n in dict.fromkeys(carry) if n in tables] + [
+            n for n in incremental if n in tables and n in marks and n not in carry]
+
+    def _drop_all_but(self, keep: list[str]) -> None:
+        """Drop from the copied file every relation but `keep` (and the watermarks of the kept
+        ones), then checkpoint so that the tables written next reuse the dropped blocks."""
+        relations = self.con.execute(
+            "select 'table', table_name from duckdb_tables() where database_name = 'arpu_next' "
+            "and schema_name = 'main' union all select 'view', view_name from duckdb_views() "
+            "where database_name = 'arpu_next' and schema_name = 'main' and not internal"
+        ).fetchall()
+        self.con.execute("begin transaction")
+        for kind, name in relations:
+            if name not in keep and name != WATERMARKS:
+                self.con.execute(f"drop {kind} {self.quote(name)}")
+        self.con.execute(f"delete from {WATERMARKS} where not list_contains(?, model)", [keep])
+        self.con.execute("commit")
+        self.con.execute("checkpoint arpu_next")
 
     def publish(self, names: list[str]) -> None:
         """Rename the file this build wrote over the published database: all relations change
