@@ -12,18 +12,13 @@ with views as (
     where category is not null and {{ in_range('viewed_at') }}
 ),
 
-period_views as (
-    select grain, period_start, category, user_key, viewed_at
-    from ({{ by_grain('views', 'viewed_at') }}) as g
-),
-
 purchases as (
     select category, user_key, purchased_at
     from {{ ref('fct_product_purchases') }}
 ),
 
 funnel as (
-    select * from {{ funnel_users('period_views', 'purchases', ['grain', 'period_start']) }} as f
+    select * from {{ funnel_users('views', 'purchases', by_period=true) }} as f
 ),
 
 segmented as (

@@ -59,21 +59,12 @@ WITH views AS (
           rows BETWEEN CURRENT ROW AND UNBOUNDED following
         ) AS next_purchase_at
       FROM stream
-    ), view_rows AS (
+    ), view_next AS (
       SELECT
         category,
         user_key,
         viewed_at,
-        next_purchase_at,
-        MIN(viewed_at) OVER (PARTITION BY category, user_key) AS first_viewed_at,
-        MIN(
-          CASE
-            WHEN next_purchase_at <= (
-              viewed_at + INTERVAL '7' DAY
-            )
-            THEN next_purchase_at
-          END
-        ) OVER (PARTITION BY category, user_key) AS reachable_purchase_at
+        next_purchase_at
       FROM with_next
       WHERE
         kind = 0
@@ -85,16 +76,13 @@ WITH views AS (
         MAX(viewed_at) AS last_viewed_at,
         COUNT(*) AS views,
         MIN(viewed_at) AS entered_at,
-        MIN(
-          CASE
-            WHEN viewed_at = first_viewed_at
-            AND next_purchase_at <= (
-              viewed_at + INTERVAL '7' DAY
-            )
-            THEN next_purchase_at
-          END
-        ) AS converted_at
-      FROM view_rows
+        CASE
+          WHEN MIN(next_purchase_at) <= (
+            MIN(viewed_at) + INTERVAL '7' DAY
+          )
+          THEN MIN(next_purchase_at)
+        END AS converted_at
+      FROM view_next
       GROUP BY
         category,
         user_key

@@ -15,32 +15,6 @@ WITH views AS (
   FROM "fct_product_views"
   WHERE
     NOT category IS NULL AND TRUE AND TRUE
-), period_views AS (
-  SELECT
-    grain,
-    period_start,
-    category,
-    user_key,
-    viewed_at
-  FROM (
-    SELECT
-      'day' AS grain,
-      CAST(DATE_TRUNC('DAY', viewed_at) AS DATE) AS period_start,
-      r.*
-    FROM views AS r
-    UNION ALL
-    SELECT
-      'week' AS grain,
-      CAST(DATE_TRUNC('WEEK', viewed_at) AS DATE) AS period_start,
-      r.*
-    FROM views AS r
-    UNION ALL
-    SELECT
-      'month' AS grain,
-      CAST(DATE_TRUNC('MONTH', viewed_at) AS DATE) AS period_start,
-      r.*
-    FROM views AS r
-  ) AS g
 ), purchases AS (
   SELECT
     category,
@@ -53,17 +27,13 @@ WITH views AS (
   FROM (
     WITH stream AS (
       SELECT
-        grain,
-        period_start,
         category,
         user_key,
         viewed_at AS ts,
         0 AS kind
-      FROM period_views
+      FROM views
       UNION ALL
       SELECT
-        NULL AS grain,
-        NULL AS period_start,
         category,
         user_key,
         purchased_at AS ts,
@@ -73,8 +43,6 @@ WITH views AS (
         NOT category IS NULL
     ), with_next AS (
       SELECT
-        grain,
-        period_start,
         category,
         user_key,
         ts AS viewed_at,
@@ -85,26 +53,37 @@ WITH views AS (
           rows BETWEEN CURRENT ROW AND UNBOUNDED following
         ) AS next_purchase_at
       FROM stream
-    ), view_rows AS (
+    ), view_next AS (
       SELECT
-        grain,
-        period_start,
         category,
         user_key,
         viewed_at,
-        next_purchase_at,
-        MIN(viewed_at) OVER (PARTITION BY grain, period_start, category, user_key) AS first_viewed_at,
-        MIN(
-          CASE
-            WHEN next_purchase_at <= (
-              viewed_at + INTERVAL '7 DAY'
-            )
-            THEN next_purchase_at
-          END
-        ) OVER (PARTITION BY grain, period_start, category, user_key) AS reachable_purchase_at
+        next_purchase_at
       FROM with_next
       WHERE
         kind = 0
+    ), period_views AS (
+      SELECT
+        *
+      FROM (
+        SELECT
+          'day' AS grain,
+          CAST(DATE_TRUNC('DAY', viewed_at) AS DATE) AS period_start,
+          r.*
+        FROM view_next AS r
+        UNION ALL
+        SELECT
+          'week' AS grain,
+          CAST(DATE_TRUNC('WEEK', viewed_at) AS DATE) AS period_start,
+          r.*
+        FROM view_next AS r
+        UNION ALL
+        SELECT
+          'month' AS grain,
+          CAST(DATE_TRUNC('MONTH', viewed_at) AS DATE) AS period_start,
+          r.*
+        FROM view_next AS r
+      ) AS g
     ), per_user AS (
       SELECT
         grain,
@@ -115,16 +94,13 @@ WITH views AS (
         MAX(viewed_at) AS last_viewed_at,
         COUNT(*) AS views,
         MIN(viewed_at) AS entered_at,
-        MIN(
-          CASE
-            WHEN viewed_at = first_viewed_at
-            AND next_purchase_at <= (
-              viewed_at + INTERVAL '7 DAY'
-            )
-            THEN next_purchase_at
-          END
-        ) AS converted_at
-      FROM view_rows
+        CASE
+          WHEN MIN(next_purchase_at) <= (
+            MIN(viewed_at) + INTERVAL '7 DAY'
+          )
+          THEN MIN(next_purchase_at)
+        END AS converted_at
+      FROM period_views
       GROUP BY
         grain,
         period_start,
