@@ -13,10 +13,10 @@ from runner.artifacts import BuildResult, ModelResult
 
 if TYPE_CHECKING:
     from runner.engines.base import Engine
-    from runner.metrics.query import Project
+    from runner.metrics.query import ProjectContext
 
 
-def build_exports(ctx: Project, engine: Engine, relation: Callable[[str], str],
+def build_exports(ctx: ProjectContext, engine: Engine, relation: Callable[[str], str],
                   notify: Callable[[str, str, Any], None], result: BuildResult) -> list[str]:
     """Write target/semantic_manifest.json and build every export; their results join the
     build's. Returns the relations made (to publish). Without metrics/, nothing."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 RelationNamer = Callable[[str], str]  # an arpu model's name -> its relation, quoted (DuckDB)
 
 
-class Project(Protocol):
+class ProjectContext(Protocol):
     """What the metrics layer reads of the project it serves: runner.context.Context is one,
     and the metrics package does not import it (imports point one way)."""
 
@@ -111,7 +111,7 @@ def published_namer(config: Config, target_name: str) -> RelationNamer:
     return name
 
 
-def semantic_layer(ctx: Project) -> SemanticLayer:
+def semantic_layer(ctx: ProjectContext) -> SemanticLayer:
     layer = getattr(ctx, "_semantic_layer", None)
     if layer is None:
         layer = SemanticLayer.for_project(ctx.project_dir, ctx.config)
@@ -148,7 +148,7 @@ def request_from_options(metrics: str, group_by: str | None = None,
                         parse_time(end_time, "--end-time"))
 
 
-def compile_query(ctx: Project, request: QueryRequest, dialect: str | None = None
+def compile_query(ctx: ProjectContext, request: QueryRequest, dialect: str | None = None
                   ) -> CompiledQuery:
     """The query's SQL for `dialect` (default: the target's), without connecting."""
     target = ctx.config.targets[ctx.target_name]
@@ -157,7 +157,7 @@ def compile_query(ctx: Project, request: QueryRequest, dialect: str | None = Non
                                        published_namer(ctx.config, ctx.target_name))
 
 
-def run_query(ctx: Project, request: QueryRequest) -> QueryResult:
+def run_query(ctx: ProjectContext, request: QueryRequest) -> QueryResult:
     """Compile for the target and run on its published relations."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -185,7 +185,7 @@ def run_query(ctx: Project, request: QueryRequest) -> QueryResult:
                        {"compile": compiled_at - started, "run": done - compiled_at})
 
 
-def _models_read(ctx: Project, plan: QueryPlan) -> list[SemanticModel]:
+def _models_read(ctx: ProjectContext, plan: QueryPlan) -> list[SemanticModel]:
     """The semantic models a plan reads (its measures' and every joined one)."""
     from runner.metrics.plan import ConversionLeaf
 
@@ -204,7 +204,7 @@ def _models_read(ctx: Project, plan: QueryPlan) -> list[SemanticModel]:
     return [models[n] for n in sorted(names)]
 
 
-def list_semantic(ctx: Project, metrics: bool, dimensions: bool, names: list[str]) -> Shown:
+def list_semantic(ctx: ProjectContext, metrics: bool, dimensions: bool, names: list[str]) -> Shown:
     """`arpu ls --metrics` (every metric) or `arpu ls --dimensions --metrics A,B`."""
     from runner.metrics.listing import list_dimensions, list_metrics
 
