@@ -111,6 +111,25 @@ def write_run_results(target_dir: Path, result: BuildResult, dialect: str) -> Pa
     return path
 
 
+def write_results(target_dir: Path, result: BuildResult, dialect: str) -> None:
+    """run_results.json and junit.xml, both replaced by every build and test run (a build
+    without validation writes a junit.xml without expectations)."""
+    from runner.quality.junit import write_junit
+    from runner.quality.spec import ExpectationResult
+
+    write_run_results(target_dir, result, dialect)
+    cases = [
+        ExpectationResult(r.model, e["expectation"], e["severity"], e["success"],
+                          e["observed"], e["failing_examples"],
+                          r.validation_seconds / max(len(r.expectations), 1), e["exception"])
+        for r in result.results for e in r.expectations
+    ]
+    if result.error is not None:  # CI sees a failed build, not a missing test
+        cases.append(ExpectationResult("build", "build completed", "error", False,
+                                       result.error, exception=result.error))
+    write_junit(target_dir / "junit.xml", cases)
+
+
 @dataclass
 class Shown:
     """`arpu show`: the first rows of a relation in key order, and how many it has."""

@@ -50,7 +50,7 @@ def _iso(value: Any) -> Any:
 
 def export_cohort(ctx: Context, category: str | None, fmt: str, out: TextIO) -> ExportSummary:
     engine = ctx.reader()
-    relation = ctx.compiler().published_relation
+    relation = ctx.relation  # models: where they are published
     for name in ("cohort_non_converted", "category_opportunities", "dim_users"):
         if not engine.relation_exists(name):
             raise ArpuError(f"'{name}' has not been built yet: run `arpu build`")

@@ -17,23 +17,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from runner.config import Config
+from runner.config import Config, quoted
 from runner.dialect import SOURCE_DIALECT, is_source
 from runner.errors import CompileError, ConfigError
 from runner.project import Graph, Model, load_models
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # gaps are handled by macros, not warnings
-DIALECTS = {
-    "duckdb": "duckdb",
-    "postgres": "postgres",
-    "spark": "spark",
-    "snowflake": "snowflake",
-    "bigquery": "bigquery",
-    "redshift": "redshift",
-    "trino": "trino",
-    "databricks": "databricks",
-    "clickhouse": "clickhouse",
-}
 
 
 class SqlValue:
@@ -91,14 +80,6 @@ class CompiledModel:
     model: Model
     sql: str  # in the target's dialect
     path: Path  # target/compiled/<dialect>/<model>.sql
-
-
-@functools.lru_cache(maxsize=4096)
-def _qualified(schema: str | None, name: str) -> str:
-    quoted = exp.to_identifier(name, quoted=True).sql(SOURCE_DIALECT)
-    if schema:
-        return exp.to_identifier(schema, quoted=True).sql(SOURCE_DIALECT) + "." + quoted
-    return quoted
 
 
 _JINJA_OPTIONS: dict[str, Any] = {
@@ -195,10 +176,10 @@ class Compiler:
                 f"unknown target '{target_name}' (defined: {', '.join(config.targets)})",
                 location="--target",
             )
-        target = config.targets[target_name]
-        self.published_schema = target.published_schema()
+        self._target = config.targets[target_name]
+        self.published_schema = self._target.published_schema()
         # where a build writes: beside the published relations when they are swapped in
-        self.target = TargetInfo(target_name, DIALECTS[target.type], target.work_schema())
+        self.target = TargetInfo(target_name, self._target.dialect, self._target.work_schema())
         self.models = load_models(project_dir / config.models_path)
         self._capture: tuple[list[str], list[tuple[str, str]]] | None = None
         # what the model being rendered may know of its incremental state
@@ -228,11 +209,11 @@ class Compiler:
 
     def relation(self, name: str) -> str:
         """Where the build writes `name` (in the models' dialect)."""
-        return _qualified(self.target.schema, name)
+        return self._target.relation(name)
 
     def published_relation(self, name: str) -> str:
         """Where readers find `name` once published."""
-        return _qualified(self.published_schema, name)
+        return self._target.relation(name, published=True)
 
     def _ref(self, name: str) -> str:
         if self._capture is not None:
@@ -244,8 +225,7 @@ class Compiler:
             self._capture[1].append((source_name, table))
         schema = self.config.source.schema_
         if self.config.source.format == "segment_warehouse" and schema:
-            return ".".join(exp.to_identifier(part, quoted=True).sql(SOURCE_DIALECT)
-                            for part in (schema, table))
+            return f"{quoted(schema)}.{quoted(table)}"
         return self.relation(table)
 
     def _capture_dependencies(self, model: Model) -> None:

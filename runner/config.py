@@ -24,6 +24,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def quoted(identifier: str) -> str:
+    """`identifier` quoted in the models' dialect (DuckDB's, which is standard SQL's): what
+    sqlglot writes, without importing sqlglot (read-only commands never load it)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 class _Target(_Strict):
     """What the rest of arpu asks of a target before it connects (runner/engines/ knows the
     rest): where models are built and published, and how connecting reads in the terminal."""
@@ -32,6 +38,19 @@ class _Target(_Strict):
     reads_published_apart: ClassVar[bool] = False
     # connecting takes long enough to report (everything but a local file)
     reports_connecting: ClassVar[bool] = True
+    type: str  # each target class narrows it to its own name
+
+    @property
+    def dialect(self) -> str:
+        """The SQL dialect a model is written in for this target: sqlglot names them as
+        arpu names target types."""
+        return self.type
+
+    def relation(self, name: str, published: bool = False) -> str:
+        """`name` where a build writes it, or (`published`) where readers find it, quoted in
+        the models' dialect: `"schema"."name"`, or `"name"` when the schema is None."""
+        schema = self.published_schema() if published else self.work_schema()
+        return f"{quoted(schema)}.{quoted(name)}" if schema else quoted(name)
 
     def published_schema(self) -> str | None:
         """The schema that qualifies the published relations' names (None: unqualified)."""

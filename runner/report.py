@@ -20,10 +20,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from runner.events import (
+    BuildEvent,
+    ModelFinished,
+    ModelStarted,
+    SampleLoaded,
+    UnfinishedLoadsDiscarded,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from runner.artifacts import BuildResult, Shown
+    from runner.artifacts import BuildResult, ModelResult, Shown
     from runner.context import Context
     from runner.ingest import IngestResult
 
@@ -108,7 +116,7 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
     console = out.console
     total = len(ctx.compiler().graph.select(select, exclude))
     verb = {"build": "Building", "run": "Running", "test": "Testing"}[mode]
-    target = ctx.config.targets[ctx.target_name]
+    target = ctx.target
     started = time.perf_counter()
     out.emit("start", command=mode, target=ctx.target_name, models=total)
     detail = target.connecting_detail()
@@ -124,27 +132,28 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
                   disable=not out.live) as bar:
         task = bar.add_task(f"{verb} on {ctx.target_name}", total=total)
 
-        def on_event(kind: str, name: str, payload: Any) -> None:
+        def on_event(event: BuildEvent) -> None:
             if out.interrupted():  # DuckDB reports Ctrl-C as the error of the query it
                 raise KeyboardInterrupt  # stopped, which some code may have caught
-            if kind == "seeded":
-                out.emit("seeded", file=name, loaded=payload.loaded, rejected=payload.rejected)
+            if isinstance(event, SampleLoaded):
+                loaded, rejected = event.result.loaded, event.result.rejected
+                out.emit("seeded", file=event.path, loaded=loaded, rejected=rejected)
                 if out.text and not out.quiet:
-                    console.print(f"Fresh project: loaded the bundled sample {name} "
-                                  f"({payload.loaded:,} messages, {payload.rejected:,} rejected)",
+                    console.print(f"Fresh project: loaded the bundled sample {event.path} "
+                                  f"({loaded:,} messages, {rejected:,} rejected)",
                                   highlight=False, markup=False)
-            elif kind == "discarded":
-                out.emit("discarded", rows=payload)
+            elif isinstance(event, UnfinishedLoadsDiscarded):
+                out.emit("discarded", rows=event.rows)
                 if out.text and not out.quiet:
-                    console.print(f"Removed {payload:,} rows of an ingest that did not finish "
-                                  "(it was stopped before it recorded its load): load the "
-                                  "file again.", highlight=False)
-            elif kind == "start":
-                bar.update(task, description=f"{verb} {name}")
-                out.emit("model_start", model=name)
-            elif kind == "done":
+                    console.print(f"Removed {event.rows:,} rows of an ingest that did not "
+                                  "finish (it was stopped before it recorded its load): load "
+                                  "the file again.", highlight=False)
+            elif isinstance(event, ModelStarted):
+                bar.update(task, description=f"{verb} {event.model}")
+                out.emit("model_start", model=event.model)
+            elif isinstance(event, ModelFinished):
                 bar.advance(task)
-                _model_done(out, name, payload)
+                _model_done(out, event.result)
 
         if mode == "test":
             return ctx.test(select, on_event=on_event, exclude=exclude, fail_fast=fail_fast)
@@ -152,26 +161,27 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
                          full_refresh=full_refresh, exclude=exclude, fail_fast=fail_fast)
 
 
-def _model_done(out: Output, name: str, payload: Any) -> None:
-    checks = payload.expectations
+def _model_done(out: Output, result: ModelResult) -> None:
+    name = result.model
+    checks = result.expectations
     passed = sum(e["success"] for e in checks)
     warned = sum(not e["success"] and e["severity"] == "warn" for e in checks)
-    seconds = payload.seconds + payload.validation_seconds
-    out.emit("model_done", level="error" if payload.status == "error" else "info", model=name,
-             status=payload.status, rows=payload.rows, seconds=round(seconds, 4),
+    seconds = result.seconds + result.validation_seconds
+    out.emit("model_done", level="error" if result.status == "error" else "info", model=name,
+             status=result.status, rows=result.rows, seconds=round(seconds, 4),
              checks={"passed": passed, "failed": len(checks) - passed - warned,
-                     "warned": warned} if checks else None, error=payload.error)
-    if not out.text or (out.quiet and payload.status != "error"):
+                     "warned": warned} if checks else None, error=result.error)
+    if not out.text or (out.quiet and result.status != "error"):
         return
-    style = STATUS_STYLE.get(payload.status, "white")
-    rows = f"{payload.rows:,} rows" if payload.rows is not None else ""
+    style = STATUS_STYLE.get(result.status, "white")
+    rows = f"{result.rows:,} rows" if result.rows is not None else ""
     tally = f"{passed}/{len(checks)} checks" if checks else ""
     if warned:
         tally += f", {warned} warn"
-    out.console.print(f"  [{style}]{payload.status:<7}[/{style}] {name:<32} "
+    out.console.print(f"  [{style}]{result.status:<7}[/{style}] {name:<32} "
                       f"{rows:>14} {tally:>20}  {seconds:6.2f} s", highlight=False)
-    if payload.error:
-        out.console.print(f"           [{style}]{escape(payload.error)}[/{style}]",
+    if result.error:
+        out.console.print(f"           [{style}]{escape(result.error)}[/{style}]",
                           highlight=False, soft_wrap=True)
 
 
