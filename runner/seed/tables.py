@@ -330,8 +330,21 @@ def build(con: DuckDBPyConnection, events: int, seed: int) -> int:
             n_core = base
             break
         n_users = max(1, min(n_users - 1, int(n_users * base / n_core * 0.97)))
+    _drop(con, "core0", "users", "interests", "returns", "purchases")
     con.execute(_anchors_sql())
     n_anchors = count(con, "SELECT count(*) FROM anchors")
-    for stmt in _fill_sql(base - n_core, n_anchors, n_dups):
-        con.execute(stmt)
+    ev, orders, final = _fill_sql(base - n_core, n_anchors, n_dups)
+    con.execute(ev)
+    _drop(con, "core", "anchors")
+    con.execute(orders)
+    _drop(con, "lines")
+    con.execute(final)
+    _drop(con, "ev", "orders", "idents")
     return n_dups
+
+
+def _drop(con: DuckDBPyConnection, *tables: str) -> None:
+    """Tables nothing further reads: their memory goes to the next ones (at 100M events the
+    tables of the behaviour outgrow the machine's memory and spill to disk)."""
+    for table in tables:
+        con.execute(f"DROP TABLE {table}")
