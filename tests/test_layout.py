@@ -186,3 +186,12 @@ def test_the_cycle_check_finds_a_planted_cycle(tmp_path: Path) -> None:
                                   "    return importlib.import_module(f'pkg.a{name}')\n")
     (package / "d.py").write_text("from pkg.a import f\n")
     assert _circles(tmp_path, "pkg") == ["pkg.a -> pkg.b -> pkg.c -> pkg.a"]
+
+
+def test_the_metrics_layer_does_not_import_the_context() -> None:
+    """runner/metrics/ takes what it needs (runner.metrics.query.ProjectContext, an engine, a
+    relation namer): the Context, the compiler and the build sit above it."""
+    graph = _import_graph()
+    above = {"runner.context", "runner.compile", "runner.build", "runner.cli"}
+    imported = {m: graph[m] & above for m in graph if m.startswith("runner.metrics")}
+    assert {m: found for m, found in imported.items() if found} == {}
