@@ -1,57 +1,33 @@
-"""Shared fixtures: the sample project copied to a temp dir, driven through the Context API."""
+"""Shared fixtures: the sample project copied to a temp dir, driven through the Context API;
+the projects every module would otherwise build again, built once per session. The helpers
+live in tests/support/ (test modules import them from there)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import built
+from support.built import Built, built_once
+from support.compare import SPEC_KEYS
+from support.project import (
+    FIXTURES,
+    ROOT,
+    SEGMENT_EXAMPLES,
+    ProjectHarness,
+    run_arpu,
+    scratch_build,
+    use_isolated_targets,
+)
 
-from runner.artifacts import BuildResult
-from runner.context import Context
-from runner.engines.base import Engine
-from runner.ingest import IngestResult
+from runner.seed import PROMO_START
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
-# Segment's and Mixpanel's published payloads, in shared/ beside the project (CI has it there).
-SEGMENT_EXAMPLES = Path(
-    os.environ.get("ARPU_SEGMENT_EXAMPLES", ROOT.parent / "shared/reference/segment_examples"))
-
-
-class ProjectHarness:
-    """A fresh copy of the project (models, macros, arpu.yml) with its own DuckDB file."""
-
-    def __init__(self, root: Path, with_sample: bool = False) -> None:
-        self.root = root
-        for folder in ("models", "macros"):
-            shutil.copytree(ROOT / folder, root / folder)
-        shutil.copy(ROOT / "arpu.yml", root / "arpu.yml")
-        if with_sample:
-            shutil.copytree(ROOT / "seeds", root / "seeds")
-
-    def context(self, **vars: Any) -> Context:
-        return Context(self.root, vars=vars or None)
-
-    def ingest(self, *paths: Path | str) -> IngestResult:
-        with self.context() as ctx:
-            return ctx.ingest(list(paths))
-
-    def build(self, select: list[str] | None = None, **vars: Any) -> BuildResult:
-        with self.context(**vars) as ctx:
-            return ctx.build(select)
-
-    def rows(self, relation: str, order_by: str | None = None) -> list[dict[str, Any]]:
-        with self.context() as ctx:
-            return ctx.rows(relation, order_by)
-
-    def scalar(self, sql: str) -> Any:
-        with self.context() as ctx:
-            return ctx.engine().scalar(sql)
+# test files written before tests/support/ import these from conftest
+__all__ = ["FIXTURES", "ROOT", "SPEC_KEYS", "ProjectHarness", "run_arpu", "scratch_build",
+           "use_isolated_targets"]
 
 
 @pytest.fixture
@@ -75,49 +51,77 @@ def segment_examples() -> list[Path]:
     return files
 
 
-SPEC_KEYS = {
-    "stg_events": "event_id",
-    "fct_orders": "order_id",
-    "fct_product_purchases": "order_id, line_number",
-    "fct_product_views": "event_id",
-    "dim_users": "user_key",
-    "category_funnel": "category",
-    "category_price_stats": "category",
-    "category_opportunities": "category",
-    "cohort_non_converted": "category, user_key",
-    "arpu_timeseries": "grain, period_start, segment",
-    "category_conversion_timeseries": "grain, period_start, segment, category",
-    "experiment_results": "experiment, variant",
-    "rejected_events": "source_file, line_number",
-}
+# -- built once per session; tests take copies (Built.copy) ---------------------------------
+@pytest.fixture(scope="session")
+def sample_built_by_cli(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """A fresh project after `arpu build`; outcome: (exit code, stdout, stderr)."""
+    return built_once(tmp_path_factory, "sample_by_cli", built.sample_by_cli)
 
 
-def scratch_build(ctx: Context) -> Engine:
-    """The target as a build sees it: raw tables and every published model on one connection,
-    in a scratch copy that is dropped unpublished when `ctx` closes."""
-    engine = ctx.engine()
-    engine.begin_build(carry=list(ctx.compiler().graph.order), incremental=[])
-    return engine
+@pytest.fixture(scope="session")
+def sample_built_by_context(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """A fresh project after `Context.build()`; outcome: the BuildResult."""
+    return built_once(tmp_path_factory, "sample_by_context", built.sample_by_context)
 
 
-def use_isolated_targets(project: ProjectHarness, name: str) -> None:
-    """Point the postgres and spark targets of a project copy at their own schema/database."""
-    import yaml
-
-    path = project.root / "arpu.yml"
-    config = yaml.safe_load(path.read_text())
-    config["targets"]["postgres"]["schema"] = f"arpu_test_{name}_{os.getpid()}"
-    config["targets"]["spark"]["database"] = f"arpu_test_{name}_{os.getpid()}"
-    path.write_text(yaml.safe_dump(config))
+@pytest.fixture(scope="session")
+def sample_built_with_promo(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The sample built with the seed's promotion start as `promo_start`."""
+    return built_once(tmp_path_factory, "sample_with_promo",
+                      partial(built.sample_by_context, promo_start=PROMO_START))
 
 
-def run_arpu(project: Path, *args: str, fault: str | None = None,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`arpu -C project args...` in a subprocess, as a user runs it; `fault` sets ARPU_FAULT
-    (runner/faults.py) to kill the process at that point."""
-    environment = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
-    environment.update(env or {})
-    if fault:
-        environment["ARPU_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
-                          capture_output=True, text=True, timeout=300, env=environment)
+@pytest.fixture(scope="session")
+def sample_built_with_metrics(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The sample with the recipe's metrics/ (and so the saved queries' exports)."""
+    return built_once(tmp_path_factory, "sample_with_metrics", built.sample_with_metrics)
+
+
+# -- how the two pytest processes share the work (pyproject: -n 2 --dist loadscope) ----------
+# A module is one unit of work, so its module fixtures are built once, except in the modules
+# below: their tests build their own projects (or copy a session's), so each test is a unit
+# and the two processes stay busy to the end. Spark's modules are one unit: the process that
+# starts Spark (seconds of JVM start-up) runs both.
+SPREAD = {"test_build_validation.py", "test_clickhouse.py", "test_cli.py", "test_concurrency.py",
+          "test_first_contact_cli.py", "test_hostile.py", "test_incremental.py",
+          "test_metrics_props.py", "test_metrics_query.py", "test_publish.py",
+          "test_reference_diff.py", "test_reliability.py", "test_sample.py", "test_semantics.py",
+          "test_vars.py"}
+SHARED = {"test_engines.py": "spark", "test_metrics_engines.py": "spark"}
+# The longest units start first (about a minute each on a busy machine, `--durations`), so
+# neither process is left with one of them when the other has finished.
+FIRST = ["test_incremental.py::test_split_ingest_equals_one_build",
+         "test_reference_diff.py::test_random_streams_match_reference",
+         "test_hostile.py::test_password_never_leaks", "test_metrics_engines.py",
+         "test_engines.py", "test_concurrency.py::test_concurrent_build_equals_one_by_one",
+         "test_first_contact.py", "test_validate.py", "test_dashboard.py"]
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    return nodeid if name in SPREAD else SHARED.get(name, path)
+
+
+def _first(nodeid: str) -> int:
+    after_tests = nodeid.split("/", 1)[-1]
+    return next((i for i, key in enumerate(FIRST) if after_tests.startswith(key)), len(FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker collects; all sort alike
+        items.sort(key=lambda item: _first(item.nodeid))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        """loadscope with the units above, in collection order (--no-loadscope-reorder)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return Units(config, log)

@@ -8,17 +8,18 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ProjectHarness, scratch_build
-from conftest import run_arpu as _arpu
+from support.built import Built
+from support.project import ProjectHarness, scratch_build
+from support.project import run_arpu as _arpu
 
 from runner.context import Context
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
-    project = ProjectHarness(tmp_path_factory.mktemp("gate") / "project", with_sample=True)
-    assert project.build().success
-    return project
+def sample(sample_built_by_context: Built, tmp_path_factory: pytest.TempPathFactory
+           ) -> ProjectHarness:
+    assert sample_built_by_context.outcome.success
+    return sample_built_by_context.copy(tmp_path_factory.mktemp("gate") / "project")
 
 
 def test_fast_precheck_agrees_with_great_expectations(sample: ProjectHarness) -> None:

@@ -10,18 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ProjectHarness
-from conftest import run_arpu as arpu
+from support.built import Built
+from support.project import ProjectHarness
+from support.project import run_arpu as arpu
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
-    project = ProjectHarness(tmp_path_factory.mktemp("cli") / "project", with_sample=True)
-    proc = arpu(project.root, "build")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Fresh project: loaded the bundled sample" in proc.stdout
-    assert "duplicates removed" in " ".join(proc.stdout.split())
-    return project
+def built(sample_built_by_cli: Built, tmp_path_factory: pytest.TempPathFactory
+          ) -> ProjectHarness:
+    """A fresh project after `arpu build` (built once per session; this module's copy)."""
+    returncode, stdout, stderr = sample_built_by_cli.outcome
+    assert returncode == 0, stdout + stderr
+    assert "Fresh project: loaded the bundled sample" in stdout
+    assert "duplicates removed" in " ".join(stdout.split())
+    return sample_built_by_cli.copy(tmp_path_factory.mktemp("cli") / "project")
 
 
 def test_help_imports_no_heavy_module() -> None:

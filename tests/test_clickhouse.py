@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, SPEC_KEYS, ProjectHarness, run_arpu
-from test_engines import assert_same, relations
+from support.compare import (
+    SPEC_KEYS,
+    assert_same_across_engines,
+    relations,
+    without_provenance,
+)
+from support.project import FIXTURES, ProjectHarness, run_arpu
 
 from runner.context import Context
 from runner.engines.clickhouse import _bind, as_written
@@ -62,16 +67,6 @@ def test_raw_tables_keep_microseconds_and_json_text(arpu_project: ProjectHarness
     assert any(s.microsecond for s in stamps)
 
 
-def _without_provenance(rels: dict[str, list[dict[str, Any]]]) -> None:
-    """Which load and line a message came from differs between one load and several."""
-    for row in rels["stg_events"]:
-        for column in ("source_file", "line_number", "record_number"):
-            row.pop(column, None)
-    rels["rejected_events"].sort(key=lambda r: (r["raw"], r["reason"]))
-    for row in rels["rejected_events"]:
-        row.pop("line_number", None)
-
-
 @pytest.mark.slow
 def test_incremental_builds_match_one_duckdb_build(tmp_path: Path) -> None:
     """Two loads with a build after each (stg_events merged into a table exchanged in) give
@@ -91,11 +86,9 @@ def test_incremental_builds_match_one_duckdb_build(tmp_path: Path) -> None:
             result = ctx.build()
         assert result.success, [(r.model, r.error) for r in result.results if r.error]
         assert [r.rows for r in result.results if r.model == "stg_events"] != [None]
-    expected = relations(whole, "duckdb")
-    _without_provenance(expected)
-    actual = relations(split, "clickhouse")
-    _without_provenance(actual)
-    assert_same(expected, actual, "clickhouse incremental")
+    expected = without_provenance(relations(whole, "duckdb"))
+    actual = without_provenance(relations(split, "clickhouse"))
+    assert_same_across_engines(expected, actual, "clickhouse incremental")
     with Context(split.root, target="clickhouse") as ctx:
         engine = ctx.engine()
         assert engine.watermark("stg_events") == len(files)  # one load per file
@@ -103,9 +96,8 @@ def test_incremental_builds_match_one_duckdb_build(tmp_path: Path) -> None:
         engine.delete_where("arpu_watermarks", f"load_id > {half}")
         assert engine.watermark("stg_events") == half
         assert ctx.build().success
-    again = relations(split, "clickhouse")
-    _without_provenance(again)
-    assert_same(expected, again, "clickhouse, loads processed twice")
+    again = without_provenance(relations(split, "clickhouse"))
+    assert_same_across_engines(expected, again, "clickhouse, loads processed twice")
 
 
 @pytest.mark.slow
@@ -220,4 +212,5 @@ def test_a_server_target_through_clickhouse_connect(arpu_project: ProjectHarness
     with Context(arpu_project.root) as ctx:
         ctx.ingest(files)
         assert ctx.build().success
-    assert_same(relations(arpu_project, "duckdb"), served, "clickhouse through a client")
+    assert_same_across_engines(relations(arpu_project, "duckdb"), served,
+                               "clickhouse through a client")

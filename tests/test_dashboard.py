@@ -13,9 +13,11 @@ from typing import Any
 
 import duckdb
 import pytest
+from support.built import Built
+from support.project import ROOT, ProjectHarness
 
 from runner.board import DashboardSummary, render_dashboard, script_json
-from tests.conftest import ROOT, ProjectHarness
+from runner.seed import PROMO_START
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROMO = "2026-03-09"
@@ -44,11 +46,11 @@ def _close(a: Any, b: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def built_sample(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
-    """The sample built once for the module (the tests only read it)."""
-    project = ProjectHarness(tmp_path_factory.mktemp("dashboard") / "project", with_sample=True)
-    assert project.build(promo_start=PROMO).success
-    return project
+def built_sample(sample_built_with_promo: Built, tmp_path_factory: pytest.TempPathFactory
+                 ) -> ProjectHarness:
+    """The sample built with promo_start=PROMO (once per session; the tests only read it)."""
+    assert PROMO == PROMO_START and sample_built_with_promo.outcome.success
+    return sample_built_with_promo.copy(tmp_path_factory.mktemp("dashboard") / "project")
 
 
 def test_numbers_match_relations(built_sample: ProjectHarness, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import FIXTURES, ProjectHarness, run_arpu
+from support.built import Built
+from support.project import FIXTURES, ProjectHarness, run_arpu
 
 pytestmark = [pytest.mark.slow]
 
@@ -27,12 +28,12 @@ def _count(project: ProjectHarness, sql: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def sampled(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
+def sampled(sample_built_by_cli: Built, tmp_path_factory: pytest.TempPathFactory
+            ) -> ProjectHarness:
     """The README's first command: a fresh project, `arpu build` (the sample loads itself)."""
-    project = ProjectHarness(tmp_path_factory.mktemp("first") / "project", with_sample=True)
-    done = run_arpu(project.root, "build")
-    assert done.returncode == 0, done.stderr
-    return project
+    returncode, _, stderr = sample_built_by_cli.outcome
+    assert returncode == 0, stderr
+    return sample_built_by_cli.copy(tmp_path_factory.mktemp("first") / "project")
 
 
 def test_the_sample_never_mixes_with_your_data(sampled: ProjectHarness, tmp_path: Path) -> None:
@@ -56,9 +57,10 @@ def test_the_sample_never_mixes_with_your_data(sampled: ProjectHarness, tmp_path
     assert _count(sampled, "select sum(revenue) from fct_orders") == 50
 
 
-def test_seed_replaces_the_auto_loaded_sample(tmp_path: Path) -> None:
-    project = ProjectHarness(tmp_path / "project", with_sample=True)
-    assert run_arpu(project.root, "build").returncode == 0
+def test_seed_replaces_the_auto_loaded_sample(sample_built_by_cli: Built,
+                                              tmp_path: Path) -> None:
+    assert sample_built_by_cli.outcome[0] == 0  # a fresh project after `arpu build`
+    project = sample_built_by_cli.copy(tmp_path / "project")
     done = run_arpu(project.root, "seed", "--events", "2000")
     assert done.returncode == 0, done.stderr
     assert "Removed the sample data loaded earlier (100,000 messages" in done.stdout

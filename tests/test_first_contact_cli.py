@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FIXTURES, ROOT, ProjectHarness, run_arpu
+from support.built import Built
+from support.project import FIXTURES, ROOT, ProjectHarness, run_arpu
 
 from runner.context import Context
 
@@ -57,12 +58,11 @@ def digest(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
-    project = ProjectHarness(tmp_path_factory.mktemp("first_contact") / "project",
-                             with_sample=True)
-    proc = run_arpu(project.root, "build")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return project
+def built(sample_built_by_cli: Built, tmp_path_factory: pytest.TempPathFactory
+          ) -> ProjectHarness:
+    returncode, stdout, stderr = sample_built_by_cli.outcome
+    assert returncode == 0, stdout + stderr
+    return sample_built_by_cli.copy(tmp_path_factory.mktemp("first_contact") / "project")
 
 
 @pytest.fixture(scope="module")
@@ -510,19 +510,20 @@ def test_another_program_holding_the_database_is_named(built: ProjectHarness) ->
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_build_leaves_everything_as_it_was(sample_project: ProjectHarness
-                                                           ) -> None:
+def test_ctrl_c_during_a_build_leaves_everything_as_it_was(sample_built_by_cli: Built,
+                                                           tmp_path: Path) -> None:
     """SIGINT at moments spread over a build of the sample: each time `Interrupted`, exit 130,
     the published file and the loaded data as they were, no file left behind. Before: some
     moments printed `RuntimeError: Query interrupted` or `TransactionException` (exit 1),
     and one went unnoticed: the build went on and published."""
-    root = sample_project.root
-    assert run_arpu(root, "build").returncode == 0
+    assert sample_built_by_cli.outcome[0] == 0  # a fresh project after `arpu build`
+    project = sample_built_by_cli.copy(tmp_path / "project")
+    root = project.root
     started = time.monotonic()
     assert run_arpu(root, "build").returncode == 0  # what an interrupted build would do
     seconds = time.monotonic() - started
     published = digest(root / "arpu.duckdb")
-    rows = sample_project.scalar("select count(*) from raw_events")
+    rows = project.scalar("select count(*) from raw_events")
     for fraction in (0.35, 0.45, 0.55, 0.65, 0.75):
         build = start_arpu(root, "build")
         time.sleep(seconds * fraction)
@@ -531,5 +532,5 @@ def test_ctrl_c_during_a_build_leaves_everything_as_it_was(sample_project: Proje
         assert (build.returncode, err.strip()) == (130, "Interrupted"), (fraction, out, err)
         assert digest(root / "arpu.duckdb") == published, fraction
         assert not [p.name for p in root.iterdir() if "publishing" in p.name], fraction
-    assert sample_project.scalar("select count(*) from raw_events") == rows
+    assert project.scalar("select count(*) from raw_events") == rows
     assert run_arpu(root, "build").returncode == 0

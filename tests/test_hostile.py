@@ -10,10 +10,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ProjectHarness, use_isolated_targets
-from conftest import run_arpu as arpu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.project import ProjectHarness, use_isolated_targets
+from support.project import run_arpu as arpu
 
 from runner.context import Context
 from runner.errors import ConfigError, IngestError

@@ -10,50 +10,18 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import SPEC_KEYS, ProjectHarness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_reference_diff import streams
+from support.built import Built
+from support.compare import assert_same, loaded_content
+from support.project import ProjectHarness
+from support.streams import streams
 
 from runner.context import Context
 
-# bookkeeping that differs by construction between a split and a whole load
-BOOKKEEPING = {"load_id", "record_number", "updated_load", "loaded_at"}
-WHERE_LOADED = {"source_file", "line_number"}  # of stg_events: which part file, which line
 
-
-def snapshot(project: ProjectHarness) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    with Context(project.root) as ctx:
-        for name, key in SPEC_KEYS.items():
-            rows = ctx.rows(name)
-            if name == "rejected_events":
-                out[name] = sorted((r["raw"], r["reason"]) for r in rows)
-                continue
-            keys = [k.strip() for k in key.split(",")]
-            drop = BOOKKEEPING | (WHERE_LOADED if name == "stg_events" else set())
-            cleaned = [{k: v for k, v in r.items() if k not in drop} for r in rows]
-            out[name] = sorted(cleaned, key=lambda r: json.dumps([r[k] for k in keys],
-                                                                 default=str))
-    return out
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-    return bool(a == b)
-
-
-def assert_equal(whole: dict[str, list[Any]], split: dict[str, list[Any]], context: str) -> None:
-    for name in SPEC_KEYS:
-        left, right = whole[name], split[name]
-        assert len(left) == len(right), f"{name}: {len(right)} rows, not {len(left)}\n{context}"
-        for a, b in zip(left, right, strict=True):
-            if isinstance(a, dict):
-                bad = {k: (a[k], b.get(k)) for k in a if not _close(a[k], b.get(k))}
-                assert not bad, f"{name}: {bad}\n{context}"
-            else:
-                assert a == b, f"{name}: {a} != {b}\n{context}"
+def assert_split_is_whole(whole: ProjectHarness, split: ProjectHarness, context: str) -> None:
+    assert_same(loaded_content(whole), loaded_content(split), "split vs whole", context=context)
 
 
 def build_in_parts(project: ProjectHarness, parts: list[list[str]], folder: Path,
@@ -144,7 +112,7 @@ def test_split_ingest_equals_one_build(tmp_path_factory: pytest.TempPathFactory,
     split = ProjectHarness(folder / "split")
     build_in_parts(split, parts, folder / "split")
     context = f"parts at {positions}\n" + "\n".join(lines)
-    assert_equal(snapshot(whole), snapshot(split), context)
+    assert_split_is_whole(whole, split, context)
 
 
 def _message(message_id: str, event: str, ts: str, received: str, **fields: Any) -> str:
@@ -189,7 +157,7 @@ def test_late_duplicate_and_late_identity(tmp_path: Path) -> None:
     assert [(x["order_id"], x["price"]) for x in lines] == [("o1", 15.0)]
     whole = ProjectHarness(tmp_path / "whole")
     build_in_parts(whole, [first + second], tmp_path / "w")
-    assert_equal(snapshot(whole), snapshot(split), "late duplicate")
+    assert_split_is_whole(whole, split, "late duplicate")
 
 
 def build_split_and_whole(tmp_path: Path, first: list[str], second: list[str]
@@ -199,7 +167,7 @@ def build_split_and_whole(tmp_path: Path, first: list[str], second: list[str]
     build_in_parts(split, [first, second], tmp_path / "s")
     whole = ProjectHarness(tmp_path / "whole")
     build_in_parts(whole, [first + second], tmp_path / "w")
-    assert_equal(snapshot(whole), snapshot(split), "\n".join(first + ["--"] + second))
+    assert_split_is_whole(whole, split, "\n".join(first + ["--"] + second))
     return split
 
 
@@ -251,9 +219,10 @@ def test_late_winning_copy_of_another_event(tmp_path: Path) -> None:
     assert split.rows("category_funnel") == []
 
 
-def test_full_refresh_rebuilds_from_all_loads(tmp_path: Path) -> None:
-    project = ProjectHarness(tmp_path / "p", with_sample=True)
-    assert project.build().success
+def test_full_refresh_rebuilds_from_all_loads(sample_built_by_context: Built,
+                                              tmp_path: Path) -> None:
+    assert sample_built_by_context.outcome.success
+    project = sample_built_by_context.copy(tmp_path / "p")
     first_build = len(project.rows("fct_product_views"))
     assert first_build > 0
     with Context(project.root) as ctx:

@@ -6,7 +6,7 @@ import gzip
 import shutil
 from pathlib import Path
 
-from conftest import ProjectHarness
+from support.project import ProjectHarness
 
 DATA = Path(__file__).parent / "data"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import ProjectHarness, run_arpu
+from support.project import ProjectHarness, run_arpu
 
 from runner.ingest import MAX_MESSAGE_BYTES, Loader
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
+from support.project import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
 
 from runner.context import Context
 from runner.errors import IngestError

@@ -11,7 +11,6 @@ import decimal
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, ProjectHarness, use_isolated_targets
 from reference.metrics_ref import Reference, sort_key
 from sqlglot import exp
-from test_metrics_props import LAYER, START, TABLES
+from support.built import Built
+from support.metric_tables import LAYER, START, TABLES
+from support.project import ProjectHarness, use_isolated_targets
 
 from runner.context import Context
 from runner.metrics.plan import QueryRequest
@@ -273,17 +273,18 @@ def sample_answers(project: ProjectHarness, target: str) -> dict[int, list[dict[
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
-    root = tmp_path_factory.mktemp("sample") / "project"
-    project = ProjectHarness(root, with_sample=True)
-    shutil.copytree(ROOT / "metrics", root / "metrics")
+def sample(sample_built_with_metrics: Built, tmp_path_factory: pytest.TempPathFactory
+           ) -> ProjectHarness:
+    """The sample with metrics/, built on DuckDB (once per session; this module's copy)."""
+    result = sample_built_with_metrics.outcome
+    assert result.success, [r.error for r in result.results if r.error]
+    project = sample_built_with_metrics.copy(tmp_path_factory.mktemp("sample") / "project")
     use_isolated_targets(project, "metrics")
     return project
 
 
 def compare_sample(project: ProjectHarness, target: str) -> None:
-    with Context(project.root) as ctx:
-        assert ctx.build().success
+    """`project`, built on DuckDB, built on `target` too: the same answers."""
     expected = sample_answers(project, "duckdb")
     with Context(project.root, target=target) as ctx:
         result = ctx.build()

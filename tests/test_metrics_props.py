@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -15,24 +14,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from reference.metrics_ref import Reference, RefError, sort_key
+from support.metric_tables import LAYER, START, TABLES
+from support.project import FIXTURES
 
 from runner.errors import UsageError
 from runner.metrics.plan import QueryRequest
 from runner.metrics.query import SemanticLayer
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TABLES = {
-    "p_orders": {"order_id": "varchar", "user_key": "varchar", "ordered_at": "timestamp",
-                 "revenue": "double", "currency": "varchar", "is_gift": "boolean"},
-    "p_users": {"user_key": "varchar", "segment": "varchar"},
-    "p_views": {"view_id": "varchar", "user_key": "varchar", "viewed_at": "timestamp",
-                "category": "varchar"},
-    "p_lines": {"line_id": "varchar", "order_id": "varchar", "user_key": "varchar",
-                "purchased_at": "timestamp", "category": "varchar", "price": "double"},
-}
-LAYER = SemanticLayer(FIXTURES, list(TABLES), FIXTURES / "metrics_props")
 METRICS = sorted(LAYER.planner.metrics)
-START = dt.datetime(2026, 1, 26)  # a Monday; 50 days cross three month boundaries
 GROUP_BYS = ["metric_time__day", "metric_time__week", "metric_time__month", "user__segment",
              "user"]
 WHERES = ["{{ Dimension('user__segment') }} = 'a'",

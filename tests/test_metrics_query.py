@@ -9,13 +9,13 @@ import datetime as dt
 import io
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlglot
-from conftest import ROOT, ProjectHarness, run_arpu
+from support.built import Built, sample_with_metrics
+from support.project import ProjectHarness, run_arpu
 
 from runner.metrics.plan import QueryRequest
 from runner.metrics.query import compile_query, run_query
@@ -25,17 +25,12 @@ DIALECTS = ("duckdb", "postgres", "spark", "snowflake", "bigquery", "redshift", 
             "clickhouse")
 
 
-def metrics_project(root: Path, **vars: Any) -> ProjectHarness:
-    project = ProjectHarness(root, with_sample=True)
-    shutil.copytree(ROOT / "metrics", root / "metrics")
-    result = project.build(**vars)
-    assert result.success, [r.error for r in result.results if r.error]
-    return project
-
-
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
-    return metrics_project(tmp_path_factory.mktemp("metrics") / "project")
+def sample(sample_built_with_metrics: Built, tmp_path_factory: pytest.TempPathFactory
+           ) -> ProjectHarness:
+    result = sample_built_with_metrics.outcome
+    assert result.success, [r.error for r in result.results if r.error]
+    return sample_built_with_metrics.copy(tmp_path_factory.mktemp("metrics") / "project")
 
 
 def query(project: ProjectHarness, metrics: list[str], group_by: list[str] | None = None,
@@ -109,7 +104,9 @@ def test_view_to_purchase_rate_equals_category_funnel(sample: ProjectHarness) ->
 def test_re_entry_conversion_equals_the_re_entry_funnel(tmp_path: Path) -> None:
     """MetricFlow's own conversion semantics (any earlier view within the window) over every
     view are the funnel with var funnel_reentry."""
-    project = metrics_project(tmp_path / "project", funnel_reentry=True)
+    result = sample_with_metrics(tmp_path / "project", funnel_reentry=True)
+    assert result.success, [r.error for r in result.results if r.error]
+    project = ProjectHarness.existing(tmp_path / "project")
     funnel = project.rows("category_funnel", "category")
     rows = query(project, ["view_to_purchase_rate_any_view"], ["product_view__category"])
     assert [r["product_view__category"] for r in rows] == [f["category"] for f in funnel]

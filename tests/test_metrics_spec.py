@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_arpu
+from support.project import ROOT, run_arpu
 
 from runner.errors import ConfigError
 from runner.metrics.query import SemanticLayer

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
+from support.project import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
 
 from runner.context import Context
 

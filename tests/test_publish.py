@@ -10,8 +10,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ProjectHarness
-from conftest import run_arpu as arpu
+from support.built import Built
+from support.project import ProjectHarness, use_isolated_targets
+from support.project import run_arpu as arpu
 
 from runner.context import Context
 
@@ -57,11 +58,11 @@ def published(project: ProjectHarness) -> dict[str, object]:
 
 
 @pytest.fixture
-def sample(tmp_path: Path) -> ProjectHarness:
-    project = ProjectHarness(tmp_path / "project", with_sample=True)
-    proc = arpu(project.root, "build")
-    assert proc.returncode == 0, proc.stderr
-    return project
+def sample(sample_built_by_cli: Built, tmp_path: Path) -> ProjectHarness:
+    """A fresh project after `arpu build` (built once per session; this test's copy)."""
+    returncode, _, stderr = sample_built_by_cli.outcome
+    assert returncode == 0, stderr
+    return sample_built_by_cli.copy(tmp_path / "project")
 
 
 def test_publish_writes_the_target_path_and_keeps_work_apart(sample: ProjectHarness) -> None:
@@ -144,7 +145,6 @@ def test_late_event_lands_in_its_own_period(sample: ProjectHarness, tmp_path: Pa
 @pytest.mark.postgres
 def test_postgres_publishes_by_schema_swap(tmp_path: Path) -> None:
     import psycopg
-    from conftest import use_isolated_targets
 
     project = ProjectHarness(tmp_path / "pg", with_sample=True)
     use_isolated_targets(project, "publish")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import FIXTURES, ProjectHarness, run_arpu
+from support.project import FIXTURES, ProjectHarness, run_arpu
 
 pytestmark = [pytest.mark.slow]
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from conftest import ProjectHarness
+from support.built import Built
+from support.project import ProjectHarness
 
 from runner import seed
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> ProjectHarness:
-    project = ProjectHarness(tmp_path_factory.mktemp("sample") / "project", with_sample=True)
-    result = project.build()  # nothing ingested: the build loads seeds/ by itself
+def built(sample_built_by_context: Built, tmp_path_factory: pytest.TempPathFactory
+          ) -> ProjectHarness:
+    result = sample_built_by_context.outcome  # nothing ingested: the build loaded seeds/ itself
     assert result.seeded and result.success, [r for r in result.results if r.error]
+    project = sample_built_by_context.copy(tmp_path_factory.mktemp("sample") / "project")
     project.build_result = result  # type: ignore[attr-defined]
     return project
 
@@ -51,9 +54,9 @@ def test_home_supplies_is_the_recommended_category(built: ProjectHarness) -> Non
     assert by_name["Home Supplies"]["order_rank"] == 2
 
 
-def test_cohort_and_promotion_lift(tmp_path_factory: pytest.TempPathFactory) -> None:
-    project = ProjectHarness(tmp_path_factory.mktemp("promo") / "project", with_sample=True)
-    assert project.build(promo_start=seed.PROMO_START).success
+def test_cohort_and_promotion_lift(sample_built_with_promo: Built, tmp_path: Path) -> None:
+    assert sample_built_with_promo.outcome.success  # built with promo_start=seed.PROMO_START
+    project = sample_built_with_promo.copy(tmp_path / "project")
     cohort = project.rows("cohort_non_converted")
     home = [r for r in cohort if r["category"] == "Home Supplies"]
     assert len(home) > 100

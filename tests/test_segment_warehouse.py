@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from conftest import SPEC_KEYS, ProjectHarness
-from test_engines import assert_same, relations
+from support.built import Built
+from support.compare import SPEC_KEYS, assert_same_across_engines, relations
+from support.project import ProjectHarness
 
 from runner.context import Context
 
@@ -67,9 +68,10 @@ def _load_warehouse_tables(messages: ProjectHarness, schema: str) -> None:
                     copy.write_row(row)
 
 
-def test_warehouse_tables_give_the_same_marts(tmp_path: Path) -> None:
-    messages = ProjectHarness(tmp_path / "messages", with_sample=True)
-    assert messages.build().success
+def test_warehouse_tables_give_the_same_marts(sample_built_by_context: Built,
+                                              tmp_path: Path) -> None:
+    assert sample_built_by_context.outcome.success
+    messages = sample_built_by_context.copy(tmp_path / "messages")
     segment_schema, arpu_schema = f"segment_{os.getpid()}", f"arpu_test_wh_{os.getpid()}"
     warehouse = ProjectHarness(tmp_path / "warehouse")
     config = yaml.safe_load((warehouse.root / "arpu.yml").read_text())
@@ -86,8 +88,8 @@ def test_warehouse_tables_give_the_same_marts(tmp_path: Path) -> None:
         assert actual["rejected_events"] == []
         # stg_events differs only in bookkeeping (file, line, load) and is checked via the marts
         marts = set(SPEC_KEYS) - {"rejected_events", "stg_events"}
-        assert_same({k: expected[k] for k in marts}, {k: actual[k] for k in marts},
-                    "segment_warehouse", only=marts)
+        assert_same_across_engines({k: expected[k] for k in marts},
+                                   {k: actual[k] for k in marts}, "segment_warehouse", only=marts)
     finally:
         with psycopg.connect(PG, autocommit=True) as pg:
             pg.execute(f'drop schema if exists "{segment_schema}" cascade')

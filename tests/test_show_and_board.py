@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
 from rich.console import Console
+from support.project import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
 
 from runner.artifacts import BuildResult, ModelResult, Shown, write_run_results
 from runner.board import render_dashboard

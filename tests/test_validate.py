@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, ProjectHarness, scratch_build
+from support.project import ROOT, ProjectHarness, scratch_build
 
 from runner.context import Context
 from runner.errors import ConfigError

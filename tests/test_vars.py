@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ProjectHarness
+from support.project import FIXTURES, ProjectHarness
 
 from runner.config import Vars, merge_vars
 from runner.errors import ConfigError
