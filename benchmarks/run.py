@@ -11,9 +11,9 @@ For each size below `--floor-below`: copy the project (models/, macros/, arpu.ym
 directory, generate N Segment messages (`arpu seed --no-load`, plain NDJSON), `arpu ingest` them,
 keep a copy of the work database as it was before the build, time `arpu build` (wall clock and
 peak RSS of the process), then run the compiled SQL of every model (target/compiled/duckdb,
-manifest order) on the copy in one plain DuckDB process: the floor. Both run with DuckDB's
-memory_limit set to `--memory-limit` (the project's `targets.duckdb.memory_limit`), so larger
-data spills to DuckDB's temp directory instead of growing the process. Sizes from
+manifest order) on the copy in one plain DuckDB process: the floor (`floor.py`). Both run
+with DuckDB's memory_limit set to `--memory-limit` (the project's `targets.duckdb.memory_limit`),
+so larger data spills to DuckDB's temp directory instead of growing the process. Sizes from
 `--floor-below` (100M) run seed, ingest and build once, with the disk watched (`scale.py`).
 `--peer`: ingest + build against the dbt-core + dbt-duckdb peer on the 2M-line file, and ingest
 throughput, plain and gzip (`peer.py`). `--incremental N...`: a build after 1% new events
