@@ -1,0 +1,351 @@
+"""`arpu ingest`: Segment messages from files into `raw_events`, bad lines into `raw_rejected`.
+
+The Loader streams each file in chunks of whole lines (runner/ingest/files.py) and classifies
+them on as many DuckDB cursors as there are cores, a transaction per chunk: one parse per line
+reads, validates and types it in bulk (runner/ingest/classify.py). Python reads a line itself
+only where DuckDB would read it otherwise than a JSON reader (runner/ingest/strict.py): a line
+that may break RFC 8259 (NaN, a trailing comma), repeats a key (DuckDB takes the first value, SPEC
+the last), carries `products` as a string holding an array, or may nest deeper than MAX_DEPTH.
+Accounting holds for every file: `lines read = loaded + rejected` (blank lines are skipped and
+not counted).
+
+Whatever ingest accepts, every engine stores and every build reads: a line larger than the
+message limit is read no further than the limit (memory stays bounded whatever the input), JSON
+nests at most MAX_DEPTH levels, no string holds a NUL (PostgreSQL's text cannot), and money
+fields stay within +-max_number, so that sums cannot overflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import duckdb
+
+from runner.errors import IngestError
+from runner.faults import fault_point
+from runner.ingest.classify import (
+    CHUNK_SOURCE,
+    LINES_SOURCE,
+    MAX_NUMBER,
+    MAX_PRODUCTS,
+    RECHECK_SOURCE,
+    _check_macros,
+    _classify_sql,
+)
+from runner.ingest.files import (
+    BLOCK_BYTES,
+    CHUNK_BYTES,
+    EVENT_SUFFIXES,
+    MAX_MESSAGE_BYTES,
+    Chunk,
+    _blocks,
+    _document_chunk,
+    _ndjson_chunks,
+    _regular,
+    _sniff_document,
+    expand_paths,
+    is_event_file,
+)
+from runner.ingest.strict import DEPTH_REASON, _canonical, _strict_problem, _too_deep
+
+CHECKPOINT_BYTES = "128MB"
+
+__all__ = [
+    "BLOCK_BYTES", "CHUNK_BYTES", "EVENT_SUFFIXES", "MAX_MESSAGE_BYTES", "MAX_NUMBER",
+    "MAX_PRODUCTS", "RAW_TABLES", "FileResult", "IngestResult", "Loader", "_blocks",
+    "expand_paths", "is_event_file",
+]
+
+RAW_TABLES = """
+create table if not exists raw_events (
+    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
+    record_number bigint, message_id varchar, message_type varchar, event varchar,
+    user_id varchar, anonymous_id varchar, event_ts timestamp, received_at timestamp,
+    sent_at timestamp, original_ts timestamp, properties json, traits json, context json,
+    content_id varchar
+);
+create table if not exists raw_rejected (
+    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
+    raw varchar, reason varchar
+);
+create table if not exists raw_loads (
+    load_id bigint, loaded_at timestamp, source_file varchar, bytes bigint,
+    lines_read bigint, loaded bigint, rejected bigint
+);
+"""
+
+
+@dataclass
+class FileResult:
+    path: str
+    bytes: int = 0
+    lines_read: int = 0
+    loaded: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class IngestResult:
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def lines_read(self) -> int:
+        return sum(f.lines_read for f in self.files)
+
+    @property
+    def loaded(self) -> int:
+        return sum(f.loaded for f in self.files)
+
+    @property
+    def rejected(self) -> int:
+        return sum(f.rejected for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+
+def _read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Produce items on a thread while the consumer works: file reading and line splitting
+    overlap with DuckDB's parsing (which releases the GIL)."""
+    queue: Queue[Any] = Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                queue.put(item)
+            queue.put(done)
+        except BaseException as exc:  # surfaced in the consumer
+            queue.put(exc)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item = queue.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class Loader:
+    """Loads files into one DuckDB connection's raw tables."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0,
+                 workers: int | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 max_products: int = MAX_PRODUCTS, max_number: float = MAX_NUMBER) -> None:
+        """Limits: a message of more than `max_message_bytes` (read no further), an order of
+        more than `max_products` products, a price, quantity, revenue or total (in properties
+        or a product) above `max_number` are rejected."""
+        if max_message_bytes < 1 or max_products < 0:
+            raise ValueError("max_message_bytes must be positive and max_products not negative")
+        if not 0 < max_number < float("inf"):
+            raise ValueError("max_number must be positive and finite")
+        self.con = con
+        self.load_id_offset = load_id_offset
+        self.workers = workers or min(os.cpu_count() or 1, 4)
+        self.max_message_bytes = max_message_bytes
+        self.check_macros = _check_macros(max_number)
+        self.classify_sql = _classify_sql("_parsed", CHUNK_SOURCE, max_products, max_number)
+        self.recheck_sql = _classify_sql("_reparsed", RECHECK_SOURCE, max_products, max_number)
+        self.lines_classify_sql = _classify_sql("_parsed", LINES_SOURCE, max_products,
+                                                max_number)
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(RAW_TABLES)
+
+    def load(
+        self, paths: list[Path], progress: Callable[[int], None] | None = None
+    ) -> IngestResult:
+        started = time.perf_counter()
+        result = IngestResult()
+        # a commit per chunk, a checkpoint per CHECKPOINT_BYTES of them: committed rows stay in
+        # memory until a checkpoint writes them (1GB held a 1 GB file's rows: 1.1 GB of RSS,
+        # 128MB 0.55 GB, for the same CPU time). The setting is the database's, so a build that
+        # ingests first gets its own back
+        threshold = self.con.execute("select current_setting('checkpoint_threshold')").fetchall()
+        self.con.execute(f"set checkpoint_threshold = '{CHECKPOINT_BYTES}'")
+        try:
+            self._load(paths, progress, result)
+        finally:
+            self.con.execute(f"set checkpoint_threshold = '{threshold[0][0]}'")
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _load(self, paths: list[Path], progress: Callable[[int], None] | None,
+              result: IngestResult) -> None:
+        # the rows of a load that never finished are removed by the caller first
+        # (Context.discard_unfinished_loads); its file is loaded again whole
+        for path in paths:
+            result.files.append(self._load_file(path, progress))  # committed file by file
+            fault_point("ingest:file")
+
+    def _load_file(self, path: Path, progress: Callable[[int], None] | None) -> FileResult:
+        path = path.resolve()  # source_file: one spelling per file
+        try:
+            size = _regular(path, str(path)).st_size
+            records = _sniff_document(path)
+        except OSError as exc:
+            raise IngestError(f"cannot read: {exc.strerror}", location=str(path)) from None
+        load_id = int(self.con.execute("select coalesce(max(load_id), 0) + 1 from raw_loads")
+                      .fetchall()[0][0]) + self.load_id_offset
+        loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        res = FileResult(str(path), bytes=size)
+
+        chunks: Any
+        if records is not None:
+            chunks = [_document_chunk(records, size, self.max_message_bytes)]
+        else:  # the sizes are read here, where a test may shrink them
+            chunks = _read_ahead(_ndjson_chunks(path, self.max_message_bytes, CHUNK_BYTES,
+                                                BLOCK_BYTES))
+        # One transaction per chunk keeps memory flat on any file size; the load counts once
+        # its raw_loads row is written, and `load` removes the rows of a load that did not.
+        # Chunks are classified on several cursors at once: a chunk is one row group, which
+        # DuckDB runs on one thread, so this is what keeps every core busy.
+        cursors: Queue[duckdb.DuckDBPyConnection] = Queue()
+        for _ in range(self.workers):
+            cursor = self.con.cursor()
+            cursor.execute("set TimeZone = 'UTC'")
+            cursor.execute(self.check_macros)
+            cursors.put(cursor)
+
+        def classify(chunk: Chunk) -> tuple[int, int]:
+            cursor = cursors.get()
+            try:
+                cursor.execute("begin transaction")
+                try:
+                    counts = self._load_chunk(cursor, chunk, str(path), load_id, loaded_at)
+                    cursor.execute("commit")
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.execute("rollback")
+                    raise
+                return counts
+            finally:
+                cursors.put(cursor)
+
+        in_flight: deque[tuple[Future[tuple[int, int]], int]] = deque()
+
+        def settle_oldest() -> None:
+            """Wait for the oldest chunk in flight; count its lines, report its bytes."""
+            future, done = in_flight.popleft()
+            read, bad = future.result()
+            res.lines_read += read
+            res.rejected += bad
+            res.loaded += read - bad
+            if progress:
+                progress(done)
+            fault_point("ingest:chunk")  # a chunk is committed, the load not yet recorded
+
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="arpu-ingest") as pool:
+                try:
+                    reported = 0  # bytes of the file handed to progress
+                    for chunk in chunks:
+                        if not chunk.count:
+                            continue
+                        read = chunk.read
+                        done, reported = read - reported, read
+                        in_flight.append((pool.submit(classify, chunk), done))
+                        while len(in_flight) >= self.workers:  # memory stays flat
+                            settle_oldest()
+                    while in_flight:
+                        settle_oldest()
+                    if progress and reported < size:  # blank lines at the end
+                        progress(size - reported)
+                finally:
+                    for future, _ in in_flight:  # a failure: let the others finish first
+                        future.cancel()
+            self.con.execute(
+                "insert into raw_loads values (?, ?, ?, ?, ?, ?, ?)",
+                [load_id, loaded_at, str(path), size, res.lines_read, res.loaded, res.rejected],
+            )
+        except BaseException:
+            for table in ("raw_events", "raw_rejected"):  # the load did not happen
+                self.con.execute(f"delete from {table} where load_id = ?", [load_id])
+            raise
+        finally:
+            while not cursors.empty():
+                cursors.get().close()
+        return res
+
+    def _load_chunk(
+        self, con: duckdb.DuckDBPyConnection, chunk: Chunk, source_file: str,
+        load_id: int, loaded_at: dt.datetime
+    ) -> tuple[int, int]:
+        """Classify one chunk into raw_events and raw_rejected: (lines read, rejected)."""
+        con.register("_chunk", chunk.columns)
+        try:
+            con.execute(self.lines_classify_sql if chunk.clean else self.classify_sql)
+        finally:
+            con.unregister("_chunk")
+        for record_number, raw in con.execute(
+                "select record_number, raw from _parsed where deep").fetchall():
+            if _too_deep(raw):  # rejected as it is: read again by nobody
+                con.execute("update _parsed set reason = ?, recheck = false, suspicious = false "
+                            "where record_number = ?", [DEPTH_REASON, record_number])
+        self._recheck(con)
+        suspicious = con.execute(
+            "select record_number, raw from _parsed where suspicious and not recheck"
+        ).fetchall()
+        for record_number, raw in suspicious:
+            problem = _strict_problem(raw)
+            if problem:
+                con.execute("update _parsed set reason = ? where record_number = ?",
+                            [problem, record_number])
+        con.execute(
+            """insert into raw_events select ?, ?, ?, line_number, record_number, message_id,
+                   coalesce(message_type, case when event is not null then 'track' end), event,
+                   user_id, anonymous_id, event_ts, received_at, sent_at, original_ts,
+                   properties, traits, context, content_id
+               from _parsed where reason is null""",
+            [load_id, loaded_at, source_file],
+        )
+        con.execute(
+            "insert into raw_rejected select ?, ?, ?, line_number, _line_text(raw), reason "
+            "from _parsed where reason is not null",
+            [load_id, loaded_at, source_file],
+        )
+        read, bad = con.execute(
+            "select count(*), count(reason) from _parsed").fetchall()[0]
+        con.execute("drop table _parsed")
+        return int(read), int(bad)
+
+    def _recheck(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Classify again, from the text `_canonical` gives, the lines the first pass marked
+        (a repeated key, a `products` string); each keeps its raw text and content_id."""
+        import numpy as np
+
+        marked = con.execute(
+            "select line_number, record_number, raw from _parsed where recheck").fetchall()
+        if not marked:
+            return
+        canonical = [_canonical(raw) for _, _, raw in marked]
+        con.register("_recheck", {
+            "line_number": np.array([m[0] for m in marked], dtype=np.int64),
+            "record_number": np.array([m[1] for m in marked], dtype=np.int64),
+            "raw": np.array([m[2] for m in marked], dtype=object),
+            "forced_reason": np.array([c[1] for c in canonical], dtype=object),
+            "canonical": np.array([c[0] for c in canonical], dtype=object),
+        })
+        try:
+            con.execute(self.recheck_sql)
+        finally:
+            con.unregister("_recheck")
+        con.execute("delete from _parsed where record_number in "
+                    "(select record_number from _reparsed)")
+        # strictness was checked by `_canonical`: not suspicious again
+        con.execute("insert into _parsed select * replace (true as recheck) from _reparsed")
+        con.execute("drop table _reparsed")
