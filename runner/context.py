@@ -151,6 +151,7 @@ class Context:
         return self.sources.unfinished_discarded
 
     def discard_unfinished_loads(self) -> int:
+        """Remove the rows of an ingest that was stopped before it recorded its load."""
         return self.sources.discard_unfinished_loads()
 
     def ensure_sources(self) -> IngestResult | None:
