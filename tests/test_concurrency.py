@@ -13,6 +13,7 @@ from support.project import ProjectHarness
 from runner.artifacts import BuildResult
 from runner.context import Context
 from runner.errors import ConfigError
+from runner.events import BuildEvent, ModelFinished, ModelStarted
 
 
 def with_concurrency(project: ProjectHarness, workers: int | str) -> ProjectHarness:
@@ -43,13 +44,13 @@ def _overlapping(ctx: Context) -> tuple[BuildResult, bool]:
     live: set[str] = set()
     seen_together = False
 
-    def on_event(kind: str, name: str, payload: object) -> None:
+    def on_event(event: BuildEvent) -> None:
         nonlocal seen_together
-        if kind == "start":
-            live.add(name)
+        if isinstance(event, ModelStarted):
+            live.add(event.model)
             seen_together = seen_together or len(live) > 1
-        elif kind == "done":
-            live.discard(name)
+        elif isinstance(event, ModelFinished):
+            live.discard(event.model)
 
     result = ctx.build(on_event=on_event)
     return result, seen_together
