@@ -1,8 +1,8 @@
 """`arpu ingest`: Segment messages from files into `raw_events`, bad lines into `raw_rejected`.
 
 The Loader streams each file in chunks of whole lines (runner/ingest/files.py) and classifies
-them on as many DuckDB cursors as there are cores, a transaction per chunk: one parse per line
-reads, validates and types it in bulk (runner/ingest/classify.py). Python reads a line itself
+them on as many DuckDB cursors as there are cores, a transaction per chunk: DuckDB parses,
+validates and types the lines in bulk (runner/ingest/classify.py). Python reads a line itself
 only where DuckDB would read it otherwise than a JSON reader (runner/ingest/strict.py): a line
 that may break RFC 8259 (NaN, a trailing comma), repeats a key (DuckDB takes the first value, SPEC
 the last), carries `products` as a string holding an array, or may nest deeper than MAX_DEPTH.

@@ -1,6 +1,8 @@
-"""How DuckDB classifies a chunk of lines, in bulk: one parse per line reads the message's fields
-(`from_json`), checks them and types them; a line gets a reason (rejected) or none (loaded), and
-flags for the few a Python check must read first (runner/ingest/strict.py)."""
+"""How DuckDB classifies a chunk of lines, in bulk: each line is parsed twice in C, once for its
+keys (a repeated one matters) and once for its fields (`from_json`: strings as text, objects as
+JSON), its properties once more; fields are checked and typed from there, nothing parsed again
+for a clean message. A line gets a reason (rejected) or none (loaded), and flags for the few a
+Python check must read first (runner/ingest/strict.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import string
 
 from runner.ingest.strict import MAX_DEPTH
 
-MAX_PRODUCTS = 10_000  # ... and 10,000 products per order
+MAX_PRODUCTS = 10_000  # SPEC: size limits default to at least 10,000 products per order
 # price, quantity, revenue and total above this are rejected: a billion orders of the largest
 # stay far from a double's overflow (a sum that overflows is infinity, which fails the build)
 MAX_NUMBER = 1e15

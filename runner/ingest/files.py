@@ -23,7 +23,7 @@ from runner.ingest.strict import _strict_problem
 CHUNK_BYTES = 8 << 20
 BLOCK_BYTES = 1 << 20  # read and gunzip in blocks of this size
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
-MAX_MESSAGE_BYTES = 1 << 20  # SPEC: size limits default to at least 1 MiB per message ...
+MAX_MESSAGE_BYTES = 1 << 20  # SPEC: size limits default to at least 1 MiB per message
 KEPT_RAW_BYTES = 64 << 10  # a line larger than the limit keeps this much of its start as `raw`
 
 
