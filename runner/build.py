@@ -6,15 +6,13 @@ the saved queries' exports and publishes; `arpu test` validates what is publishe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from runner.artifacts import BUILD_INFO, BuildResult, ModelResult, record_build, write_manifest
 from runner.errors import ArpuError, ExecutionError
 from runner.events import (
-    BuildEvent,
     Listener,
     ModelFinished,
     ModelStarted,
@@ -118,8 +116,7 @@ def build(ctx: BuildContext, select: list[str] | None, listener: Listener, valid
         if result.success:  # saved queries' exports (metrics/*.yml), published with them
             from runner.metrics.exports import build_exports
 
-            exported = build_exports(ctx, engine, compiler.relation, _notifier(listener),
-                                     result)
+            exported = build_exports(ctx, engine, compiler.relation, listener, result)
         if result.success:
             t0 = time.perf_counter()
             engine.publish(record_build(
@@ -138,17 +135,6 @@ def build(ctx: BuildContext, select: list[str] | None, listener: Listener, valid
     result.seconds = time.perf_counter() - started
     ctx.write_results(result)
     return result
-
-
-def _notifier(listener: Listener) -> Callable[[str, str, Any], None]:
-    """`build_exports` reports as `notify(kind, name, payload)`: its `start` and `done`
-    reach the listener as the models' events."""
-
-    def notify(kind: str, name: str, payload: Any) -> None:
-        event: BuildEvent = ModelStarted(name) if kind == "start" else ModelFinished(payload)
-        listener(event)
-
-    return notify
 
 
 def _count_messages(engine: Engine, result: BuildResult) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runner.artifacts import BuildResult, ModelResult
+from runner.events import Listener, ModelFinished, ModelStarted
 
 if TYPE_CHECKING:
     from runner.engines.base import Engine
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def build_exports(ctx: ProjectContext, engine: Engine, relation: Callable[[str], str],
-                  notify: Callable[[str, str, Any], None], result: BuildResult) -> list[str]:
+                  listener: Listener, result: BuildResult) -> list[str]:
     """Write target/semantic_manifest.json and build every export; their results join the
     build's. Returns the relations made (to publish). Without metrics/, nothing."""
     folder = ctx.project_dir / "metrics"
@@ -38,7 +39,7 @@ def build_exports(ctx: ProjectContext, engine: Engine, relation: Callable[[str],
     for query in layer.manifest.saved_queries.values():
         for export in query.exports:
             name = export.relation
-            notify("start", name, None)
+            listener(ModelStarted(name))
             started = time.perf_counter()
             res = ModelResult(name, "success", materialized=export.export_as)
             try:
@@ -61,5 +62,5 @@ def build_exports(ctx: ProjectContext, engine: Engine, relation: Callable[[str],
                              f"{type(exc).__name__}: {first}")
             res.seconds = round(time.perf_counter() - started, 4)
             result.results.append(res)
-            notify("done", name, res)
+            listener(ModelFinished(res))
     return made

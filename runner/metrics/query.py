@@ -10,6 +10,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -94,23 +95,6 @@ class QueryResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def published_namer(config: Config, target_name: str) -> RelationNamer:
-    """Where readers find a model once published (the target's published schema, as the
-    Compiler says; computed from the target because building a Compiler renders every model,
-    which would double a query's time)."""
-    from sqlglot import exp
-
-    schema = config.targets[target_name].published_schema()
-
-    def name(model: str) -> str:
-        quoted = exp.to_identifier(model, quoted=True).sql("duckdb")
-        if schema:
-            return exp.to_identifier(schema, quoted=True).sql("duckdb") + "." + quoted
-        return quoted
-
-    return name
-
-
 def semantic_layer(ctx: ProjectContext) -> SemanticLayer:
     layer = getattr(ctx, "_semantic_layer", None)
     if layer is None:
@@ -154,7 +138,7 @@ def compile_query(ctx: ProjectContext, request: QueryRequest, dialect: str | Non
     target = ctx.config.targets[ctx.target_name]
     chosen = dialect or target.type
     return semantic_layer(ctx).compile(request, chosen,
-                                       published_namer(ctx.config, ctx.target_name))
+                                       partial(target.relation, published=True))
 
 
 def run_query(ctx: ProjectContext, request: QueryRequest) -> QueryResult:
