@@ -197,7 +197,7 @@ def bench_peer(workdir: Path, peer_src: Path, dbt: Path, file: Path | None, base
     logs.mkdir(exist_ok=True)
     log(f"peer: {res.lines:,} lines, {mb(res.bytes)} ({file}); dbt parse (partial-parse cache)")
     peer_parse(peer, dbt, file, db)
-    log(f"  {pairs} pairs, alternating: arpu ingest + build (fresh project, default settings), "
+    log(f"  pairs: {pairs}, alternating: arpu ingest + build (fresh project, default settings), "
         "run_peer.sh (empty DuckDB file)")
     for i in range(pairs):
         order = ("arpu", "peer") if i % 2 == 0 else ("peer", "arpu")
@@ -212,7 +212,7 @@ def bench_peer(workdir: Path, peer_src: Path, dbt: Path, file: Path | None, base
             f"{res.builds[-1].seconds:.1f} s, peer {res.peers[-1].seconds:.1f} s")
     gz = gzip_copy(file, folder / (file.name + ".gz"))
     res.gzip_bytes = gz.stat().st_size
-    log(f"  gzip ingest ({mb(res.gzip_bytes)} compressed), {pairs} runs")
+    log(f"  gzip ingest ({mb(res.gzip_bytes)} compressed), runs: {pairs}")
     for i in range(pairs):
         project = copy_project(folder / "arpu-gzip")
         res.gzip_ingests.append(arpu(["ingest", str(gz)], project, folder / f"gzip-{i}.log"))
@@ -262,13 +262,13 @@ def peer_lines(r: PeerResult) -> list[str]:
     return [
         f"## arpu beside the dbt peer, {r.lines:,} lines ({mb(r.bytes)} of NDJSON)",
         "",
-        f"Whole processes from an empty warehouse, {n} pairs alternating which goes first, "
+        f"Whole processes from an empty warehouse, pairs alternating which goes first ({n}), "
         "medians: arpu is `arpu ingest` + `arpu build` in a fresh copy of the project with its "
         "default settings (two processes: wall summed, peak RSS the higher); the peer is "
         "`run_peer.sh` of `../shared/peers/dbt_arpu` (dbt-core + dbt-duckdb, one process, "
         "reading the same file; its partial-parse cache warmed first). Ingest throughput is "
         "MB (10^6 bytes) of uncompressed NDJSON per second of the whole `arpu ingest` process "
-        f"(gzip: the same file through `gzip -6`, {n} runs). Per pair, arpu / peer: {pairs}."
+        f"(gzip: the same file through `gzip -6`, runs: {n}). Per pair, arpu / peer: {pairs}."
         + (" The peer's copy reads the file without its `new_line = '\\r\\n'` option: with it, "
            "DuckDB's parallel CSV reader fails on this LF-only file (\"The Parallel CSV Reader "
            "currently does not support a full read on this file\"); on a file without a "

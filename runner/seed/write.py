@@ -58,7 +58,8 @@ class _GzipMembers:
         self.workers = max(1, min(4, os.cpu_count() or 1))
         self.pool = ThreadPoolExecutor(self.workers)
         self.pending: deque[Future[bytes]] = deque()
-        self.buffer = bytearray()
+        self.held: list[bytes] = []  # the next member's first bytes, fewer than a chunk
+        self.held_size = 0
 
     def _submit(self, chunk: bytes) -> None:
         self.pending.append(self.pool.submit(_gzip_member, chunk, self.level))
@@ -66,16 +67,22 @@ class _GzipMembers:
             self.out.write(self.pending.popleft().result())
 
     def write_file(self, src: Path) -> None:
+        """Read what completes the held chunk, never more: a whole chunk is read into one
+        ``bytes`` and compressed without another copy."""
         with src.open("rb") as fh:
-            while block := fh.read(_GZIP_CHUNK):
-                self.buffer += block
-                while len(self.buffer) >= _GZIP_CHUNK:
-                    self._submit(bytes(self.buffer[:_GZIP_CHUNK]))
-                    del self.buffer[:_GZIP_CHUNK]
+            while block := fh.read(_GZIP_CHUNK - self.held_size):
+                self.held.append(block)
+                self.held_size += len(block)
+                if self.held_size == _GZIP_CHUNK:
+                    self._submit_held()
+
+    def _submit_held(self) -> None:
+        self._submit(self.held[0] if len(self.held) == 1 else b"".join(self.held))
+        self.held, self.held_size = [], 0
 
     def close(self) -> None:
-        if self.buffer:
-            self._submit(bytes(self.buffer))
+        if self.held:
+            self._submit_held()
         while self.pending:
             self.out.write(self.pending.popleft().result())
         self.pool.shutdown()
