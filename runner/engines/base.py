@@ -110,7 +110,7 @@ class Engine(ABC):
     def close(self) -> None: ...
 
     def ensure_raw_tables(self) -> None:
-        """Create raw_events, raw_rejected and raw_loads if missing (DDL of runner/ingest/ (RAW_TABLES))."""
+        """Create raw_events, raw_rejected and raw_loads if missing (runner.ingest.RAW_TABLES)."""
         import sqlglot
 
         from runner.ingest import RAW_TABLES

@@ -229,7 +229,7 @@ class ClickHouseEngine(Engine):
 
     # -- raw tables ------------------------------------------------------------------------
     def ensure_raw_tables(self) -> None:
-        """The DDL of runner/ingest/ (RAW_TABLES) in ClickHouse's types: JSON as String, timestamps as
+        """runner.ingest.RAW_TABLES in ClickHouse's types: JSON as String, timestamps as
         DateTime64(6, 'UTC'), MergeTree tables."""
         import sqlglot
         from sqlglot import exp
