@@ -64,6 +64,25 @@ def test_fast_precheck_fails_where_gx_fails(sample: ProjectHarness, name: str, k
     assert len({tuple(r[c.strip()] for c in key.split(",")) for r in rows}) == len(rows) > 0
 
 
+def test_fast_precheck_passes_an_empty_relation_and_fails_a_null(tmp_path: Path) -> None:
+    """A sum over no rows is null: an empty relation (no rejected lines, no experiment) must
+    pass the pre-check, or every such build loads Great Expectations (about 3 s) to agree."""
+    from runner.config import DuckDBTarget
+    from runner.engines.duckdb import DuckDBEngine
+    from runner.quality.spec import ExpectationSpec
+    from runner.quality.sqlcheck import all_pass
+
+    engine = DuckDBEngine(tmp_path, DuckDBTarget(type="duckdb", path="t.duckdb"))
+    engine.execute("create table t (id varchar, n integer)")
+    specs = [ExpectationSpec("t", "expect_column_values_to_not_be_null", {"column": "id"}),
+             ExpectationSpec("t", "expect_column_values_to_be_between",
+                             {"column": "n", "min_value": 0})]
+    assert all_pass(engine, '"t"', specs)
+    engine.execute("insert into t values (null, 1)")
+    assert not all_pass(engine, '"t"', specs)
+    engine.close()
+
+
 def test_error_expectation_fails_build_and_skips_descendants(tmp_path: Path) -> None:
     project = ProjectHarness(tmp_path / "project", with_sample=True)
     funnel = project.root / "models" / "marts" / "category_funnel.sql"
