@@ -534,7 +534,10 @@ def test_ctrl_c_during_a_build_leaves_everything_as_it_was(sample_built_by_cli: 
             continue
         build.send_signal(signal.SIGINT)
         out, err = build.communicate(timeout=SAMPLE_TIMEOUT)
-        assert (build.returncode, err.strip()) == (130, "Interrupted"), (fraction, out, err)
+        # 130, or (rarely, seen once in CI) killed by SIGINT itself after saying so: a shell
+        # reports both as 130
+        assert build.returncode in (130, -signal.SIGINT), (fraction, build.returncode, out, err)
+        assert err.strip() == "Interrupted", (fraction, out, err)
         assert digest(root / "arpu.duckdb") == published, fraction
         assert not [p.name for p in root.iterdir() if "publishing" in p.name], fraction
         interrupted += 1
