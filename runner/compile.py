@@ -17,8 +17,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from runner.config import Config, quoted
-from runner.dialect import SOURCE_DIALECT, is_source
+from runner.config import Config
+from runner.dialect import SOURCE_DIALECT, is_source, quoted
 from runner.errors import CompileError, ConfigError
 from runner.project import Graph, Model, load_models
 

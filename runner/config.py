@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from runner.dialect import quoted
 from runner.errors import ConfigError, UsageError
 
 CONFIG_FILE = "arpu.yml"
@@ -22,12 +23,6 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,55}$"  # room for __work and __next
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def quoted(identifier: str) -> str:
-    """`identifier` quoted in the models' dialect (DuckDB's, which is standard SQL's): what
-    sqlglot writes, without importing sqlglot (read-only commands never load it)."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 class _Target(_Strict):

@@ -5,6 +5,12 @@ from __future__ import annotations
 SOURCE_DIALECT = "duckdb"  # models, macros, expectations and arpu's own SQL are written in it
 
 
+def quoted(identifier: str) -> str:
+    """`identifier` quoted in the source dialect (DuckDB's, which is standard SQL's): what
+    sqlglot writes, without importing sqlglot (read-only commands never load it)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def is_source(dialect: str) -> bool:
     """SQL in the source dialect runs as written on this dialect."""
     return dialect == SOURCE_DIALECT

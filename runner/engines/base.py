@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runner.dialect import SOURCE_DIALECT, transpile
+from runner.dialect import SOURCE_DIALECT, quoted, transpile
 
 if TYPE_CHECKING:
     from sqlglot import exp
@@ -173,7 +173,7 @@ class Engine(ABC):
         raise NotImplementedError
 
     def quote(self, name: str) -> str:
-        return '"' + name.replace('"', '""') + '"'
+        return quoted(name)
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         rows = self.fetch(sql, params)[1]
