@@ -120,12 +120,12 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
     started = time.perf_counter()
     out.emit("start", command=mode, target=ctx.target_name, models=total)
     detail = target.connecting_detail()
-    connecting = f"Connecting to {ctx.target_name} ({target.type})" + (
-        f", {detail}" if detail else "")
+    connecting = f"Connecting to {escape(ctx.target_name)} ({target.type})" + (
+        f", {escape(detail)}" if detail else "")
     with console.status(connecting) if out.live else nullcontext():
         ctx.engine()
     if target.reports_connecting and out.live:
-        console.print(f"Connected to {ctx.target_name} ({target.type}) in "
+        console.print(f"Connected to {escape(ctx.target_name)} ({target.type}) in "
                       f"{time.perf_counter() - started:.1f} s", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total}"), TimeElapsedColumn(), console=console, transient=True,

@@ -17,6 +17,25 @@ WATERMARKS_DDL = (f"create table if not exists {WATERMARKS} "
                   "(model varchar, load_id bigint, built_at timestamp)")
 
 
+# The raw tables ingest writes (runner/ingest/), in the models' dialect; each engine transpiles
+RAW_TABLES_DDL = """
+create table if not exists raw_events (
+    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
+    record_number bigint, message_id varchar, message_type varchar, event varchar,
+    user_id varchar, anonymous_id varchar, event_ts timestamp, received_at timestamp,
+    sent_at timestamp, original_ts timestamp, properties json, traits json, context json,
+    content_id varchar
+);
+create table if not exists raw_rejected (
+    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
+    raw varchar, reason varchar
+);
+create table if not exists raw_loads (
+    load_id bigint, loaded_at timestamp, source_file varchar, bytes bigint,
+    lines_read bigint, loaded bigint, rejected bigint
+);
+"""
+
 # Loads of the bundled sample (auto-loaded by a fresh build, or `arpu seed`): the first ingest
 # of other files removes them. `removed` rows stay until a build has rebuilt without them.
 SAMPLE_LOADS = "raw_sample_loads"
@@ -110,12 +129,10 @@ class Engine(ABC):
     def close(self) -> None: ...
 
     def ensure_raw_tables(self) -> None:
-        """Create raw_events, raw_rejected and raw_loads if missing (runner.ingest.RAW_TABLES)."""
+        """Create raw_events, raw_rejected and raw_loads if missing (RAW_TABLES_DDL)."""
         import sqlglot
 
-        from runner.ingest import RAW_TABLES
-
-        for statement in sqlglot.transpile(RAW_TABLES + SAMPLE_LOADS_DDL, read=SOURCE_DIALECT,
+        for statement in sqlglot.transpile(RAW_TABLES_DDL + SAMPLE_LOADS_DDL, read=SOURCE_DIALECT,
                                            write=self.dialect):
             self.execute(self.raw_table_ddl(statement))
 

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.config import ClickHouseTarget
-from runner.engines.base import SAMPLE_LOADS_DDL, WATERMARKS, Engine, TargetSql
+from runner.dialect import SOURCE_DIALECT
+from runner.engines.base import RAW_TABLES_DDL, SAMPLE_LOADS_DDL, WATERMARKS, Engine, TargetSql
 from runner.errors import ArpuError, UsageError
 
 if TYPE_CHECKING:
@@ -229,14 +230,12 @@ class ClickHouseEngine(Engine):
 
     # -- raw tables ------------------------------------------------------------------------
     def ensure_raw_tables(self) -> None:
-        """runner.ingest.RAW_TABLES in ClickHouse's types: JSON as String, timestamps as
+        """RAW_TABLES_DDL in ClickHouse's types: JSON as String, timestamps as
         DateTime64(6, 'UTC'), MergeTree tables."""
         import sqlglot
         from sqlglot import exp
 
-        from runner.ingest import RAW_TABLES
-
-        for statement in sqlglot.parse(RAW_TABLES + SAMPLE_LOADS_DDL, read="duckdb"):
+        for statement in sqlglot.parse(RAW_TABLES_DDL + SAMPLE_LOADS_DDL, read=SOURCE_DIALECT):
             if statement is None:
                 continue
             for column in statement.find_all(exp.ColumnDef):

@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 
+from runner.engines.base import RAW_TABLES_DDL as RAW_TABLES
 from runner.errors import IngestError
 from runner.faults import fault_point
 from runner.ingest.classify import (
@@ -55,7 +56,6 @@ from runner.ingest.files import (
     _regular,
     _sniff_document,
     expand_paths,
-    is_event_file,
 )
 from runner.ingest.strict import DEPTH_REASON, _canonical, _strict_problem, _too_deep
 
@@ -64,26 +64,9 @@ CHECKPOINT_BYTES = "128MB"
 __all__ = [
     "BLOCK_BYTES", "CHUNK_BYTES", "EVENT_SUFFIXES", "MAX_MESSAGE_BYTES", "MAX_NUMBER",
     "MAX_PRODUCTS", "RAW_TABLES", "FileResult", "IngestResult", "Loader", "_blocks",
-    "expand_paths", "is_event_file",
+    "expand_paths",
 ]
 
-RAW_TABLES = """
-create table if not exists raw_events (
-    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
-    record_number bigint, message_id varchar, message_type varchar, event varchar,
-    user_id varchar, anonymous_id varchar, event_ts timestamp, received_at timestamp,
-    sent_at timestamp, original_ts timestamp, properties json, traits json, context json,
-    content_id varchar
-);
-create table if not exists raw_rejected (
-    load_id bigint, loaded_at timestamp, source_file varchar, line_number bigint,
-    raw varchar, reason varchar
-);
-create table if not exists raw_loads (
-    load_id bigint, loaded_at timestamp, source_file varchar, bytes bigint,
-    lines_read bigint, loaded bigint, rejected bigint
-);
-"""
 
 
 @dataclass

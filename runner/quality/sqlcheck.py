@@ -21,15 +21,12 @@ from typing import TYPE_CHECKING, Any
 from sqlglot import exp
 
 from runner.dialect import SOURCE_DIALECT as SOURCE
+from runner.dialect import quoted as _col  # a column name, quoted
 from runner.dialect import transpile
 from runner.quality.spec import MAX_EXAMPLES, ExpectationResult, ExpectationSpec
 
 if TYPE_CHECKING:
     from runner.engines.base import Engine
-
-
-def _col(name: str) -> str:
-    return exp.to_identifier(name, quoted=True).sql(SOURCE)
 
 
 def _lit(value: Any) -> str:
