@@ -119,7 +119,9 @@ def test_arpu_query_compiles_for_any_target_without_connecting(tmp_path: Path) -
     project = ProjectHarness(tmp_path / "project")
     shutil.copytree(ROOT / "metrics", project.root / "metrics")
     config = project.root / "arpu.yml"
-    text = config.read_text().replace("port: 5432", "port: 1")
+    text = config.read_text()
+    assert "port: 5432" in text and "  trino: {type: trino}\n" in text  # else nothing changes
+    text = text.replace("port: 5432", "port: 1")
     config.write_text(text.replace("  trino: {type: trino}\n",
                                    "  trino: {type: trino}\n  databricks: {type: databricks}\n"))
     week = ("query", "-m", "arpu", "-g", "metric_time__week", "--explain", "--target")
