@@ -12,22 +12,9 @@ from typing import Any
 import pytest
 from support import built
 from support.built import Built, built_once
-from support.compare import SPEC_KEYS
-from support.project import (
-    FIXTURES,
-    ROOT,
-    SEGMENT_EXAMPLES,
-    ProjectHarness,
-    run_arpu,
-    scratch_build,
-    use_isolated_targets,
-)
+from support.project import SEGMENT_EXAMPLES, ProjectHarness
 
 from runner.seed import PROMO_START
-
-# test files written before tests/support/ import these from conftest
-__all__ = ["FIXTURES", "ROOT", "SPEC_KEYS", "ProjectHarness", "run_arpu", "scratch_build",
-           "use_isolated_targets"]
 
 
 @pytest.fixture

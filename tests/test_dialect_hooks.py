@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ProjectHarness, run_arpu
+from support.metric_tables import LAYER
+from support.project import ROOT, ProjectHarness, run_arpu
 
 from runner.engines import TARGETS, target_sql
 from runner.engines.duckdb import DuckDBEngine
@@ -19,11 +20,7 @@ from runner.engines.postgres import PostgresEngine
 from runner.engines.spark import SparkEngine
 from runner.errors import UsageError
 from runner.metrics.plan import QueryRequest
-from runner.metrics.query import SemanticLayer
 
-FIXTURES = Path(__file__).parent / "fixtures"
-LAYER = SemanticLayer(FIXTURES, ["p_orders", "p_users", "p_views", "p_lines"],
-                      FIXTURES / "metrics_props")
 DRIVERS = ("pyspark", "psycopg", "chdb", "clickhouse_connect")
 # the files a target's SQL differences come from (besides base.py); DuckDB is the source dialect
 FILES = {"duckdb": set(), "databricks": {"databricks", "spark"}}
