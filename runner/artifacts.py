@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import __version__
+from runner.dialect import SOURCE_DIALECT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -166,7 +167,7 @@ def record_build(engine: Engine, relation: Callable[[str], str], ran: list[str],
     fresh = set(ran)
 
     def literal(value: Any) -> str:
-        return "null" if value is None else exp.Literal.string(str(value)).sql("duckdb")
+        return "null" if value is None else exp.Literal.string(str(value)).sql(SOURCE_DIALECT)
 
     values = []
     for name in published:

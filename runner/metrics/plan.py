@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlglot import exp, parse_one
 from sqlglot.errors import ParseError
 
+from runner.dialect import SOURCE_DIALECT
 from runner.errors import UsageError
 from runner.metrics.resolve import (
     METRIC_TIME,
@@ -369,7 +370,7 @@ def _leaves(node: Node) -> list[tuple[AnyLeaf, bool]]:
 def parse_expr(text: str) -> exp.Expression:
     """A derived metric's expr (DuckDB's dialect), parsed once per process."""
     try:
-        tree = parse_one(text, read="duckdb")
+        tree = parse_one(text, read=SOURCE_DIALECT)
     except ParseError as exc:
         raise ResolveError(f"expr '{text}' is not SQL: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, exp.Expression) or isinstance(tree, exp.Query):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from sqlglot import exp, parse_one
 from sqlglot.errors import ParseError
 
+from runner.dialect import SOURCE_DIALECT
 from runner.metrics.spec import (
     GRAINS,
     Measure,
@@ -166,7 +167,7 @@ def parse_filter(text: str) -> Filter:
         raise ResolveError(f"filter '{text}': only {{{{ Dimension(...) }}}}, TimeDimension and "
                            "Entity references are allowed")
     try:
-        condition = parse_one(sql, read="duckdb")
+        condition = parse_one(sql, read=SOURCE_DIALECT)
     except ParseError as exc:
         raise ResolveError(f"filter '{text}' is not a SQL condition: "
                            f"{str(exc).splitlines()[0]}") from None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from sqlglot import exp, parse_one
 
+from runner.dialect import SOURCE_DIALECT
 from runner.errors import UsageError
 from runner.metrics.plan import (
     AnyLeaf,
@@ -80,7 +81,7 @@ def _and(conditions: Sequence[exp.Expression | None]) -> exp.Expression | None:
 
 @functools.lru_cache(maxsize=2048)
 def _parsed(text: str) -> exp.Expression:
-    tree = parse_one(text, read="duckdb")
+    tree = parse_one(text, read=SOURCE_DIALECT)
     assert isinstance(tree, exp.Expression)
     return tree
 
@@ -210,7 +211,7 @@ class SqlGenerator:
     def table(self, model: str, alias: str) -> exp.Table:
         if model not in self._tables:
             self._tables[model] = self.relation(model)
-        table = exp.to_table(self._tables[model], dialect="duckdb")
+        table = exp.to_table(self._tables[model], dialect=SOURCE_DIALECT)
         return table.as_(alias) if alias else table  # type: ignore[return-value]
 
     # -- the whole query -------------------------------------------------------------------
