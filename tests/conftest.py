@@ -67,30 +67,36 @@ def sample_built_with_metrics(tmp_path_factory: pytest.TempPathFactory) -> Built
 # -- how the two pytest processes share the work (pyproject: -n 2 --dist loadscope) ----------
 # A module is one unit of work, so its module fixtures are built once, except in the modules
 # below: their tests build their own projects (or copy a session's), so each test is a unit
-# and the two processes stay busy to the end. Spark's modules are one unit: the process that
-# starts Spark (seconds of JVM start-up) runs both.
+# and the two processes stay busy to the end. The cross-engine modules' Spark tests are one
+# unit: the process that starts Spark (seconds of JVM start-up) runs them all, and builds the
+# sample on Spark once for both modules (support/engines.py).
 SPREAD = {"test_build_validation.py", "test_clickhouse.py", "test_cli.py", "test_concurrency.py",
-          "test_first_contact_cli.py", "test_hostile.py", "test_incremental.py",
-          "test_metrics_props.py", "test_metrics_query.py", "test_publish.py",
-          "test_reference_diff.py", "test_reliability.py", "test_sample.py", "test_semantics.py",
-          "test_vars.py"}
-SHARED = {"test_engines.py": "spark", "test_metrics_engines.py": "spark"}
-# The longest units start first (about a minute each on a busy machine, `--durations`), so
-# neither process is left with one of them when the other has finished.
+          "test_engines.py", "test_first_contact_cli.py", "test_hostile.py",
+          "test_incremental.py", "test_metrics_engines.py", "test_metrics_props.py",
+          "test_metrics_query.py", "test_publish.py", "test_reference_diff.py",
+          "test_reliability.py", "test_sample.py", "test_semantics.py", "test_vars.py"}
+SPARK = "spark"
+ON_SPARK = {"test_engines.py", "test_metrics_engines.py"}
+# The longest units start first (the Spark unit, then about a minute each on a busy machine,
+# `--durations`), so neither process is left with one of them when the other has finished.
 FIRST = ["test_incremental.py::test_split_ingest_equals_one_build",
          "test_reference_diff.py::test_random_streams_match_reference",
-         "test_hostile.py::test_password_never_leaks", "test_metrics_engines.py",
-         "test_engines.py", "test_concurrency.py::test_concurrent_build_equals_one_by_one",
+         "test_hostile.py::test_password_never_leaks",
+         "test_concurrency.py::test_concurrent_build_equals_one_by_one",
          "test_first_contact.py", "test_validate.py", "test_dashboard.py"]
 
 
 def _unit(nodeid: str) -> str:
-    path = nodeid.split("::", 1)[0]
+    path, _, test = nodeid.partition("::")
     name = path.rsplit("/", 1)[-1]
-    return nodeid if name in SPREAD else SHARED.get(name, path)
+    if name in ON_SPARK and SPARK in test:
+        return SPARK
+    return nodeid if name in SPREAD else path
 
 
 def _first(nodeid: str) -> int:
+    if _unit(nodeid) == SPARK:
+        return -1
     after_tests = nodeid.split("/", 1)[-1]
     return next((i for i, key in enumerate(FIRST) if after_tests.startswith(key)), len(FIRST))
 

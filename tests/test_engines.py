@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from support.compare import assert_same_across_engines, relations, without_provenance
+from support.engines import ENGINES, fixtures_on, sample_on
 from support.project import FIXTURES, ProjectHarness, use_isolated_targets
 
 from runner.context import Context
 
 pytestmark = [pytest.mark.slow]
+EACH_ENGINE = [pytest.param(engine, marks=getattr(pytest.mark, engine)) for engine in ENGINES]
 
 
 @pytest.fixture(autouse=True)
@@ -30,50 +32,25 @@ def _drop_postgres_schemas() -> Any:
             pg.execute(f'drop schema "{schema}" cascade')
 
 
-def build_on(project: ProjectHarness, targets: tuple[str, ...], **vars: Any) -> None:
-    for target in targets:
-        with Context(project.root, target=target, vars=vars or None) as ctx:
-            result = ctx.build()
-        assert result.success, (target, [(r.model, r.error) for r in result.results if r.error])
+@pytest.mark.parametrize("engine", EACH_ENGINE)
+def test_sample_is_the_same_as_on_duckdb(engine: str, tmp_path_factory: pytest.TempPathFactory
+                                         ) -> None:
+    """The bundled sample (with the recipe's metrics/) built on `engine` and on DuckDB: every
+    SPEC relation the same (support/engines.py builds each engine once per session)."""
+    duck = sample_on(tmp_path_factory, "duckdb").relations
+    assert len(duck["stg_events"]) > 90_000 and duck["rejected_events"]
+    assert_same_across_engines(duck, sample_on(tmp_path_factory, engine).relations, engine)
 
 
-ENGINES = ("postgres", "spark", "clickhouse")  # each compared with DuckDB
-
-
-@pytest.mark.postgres
-@pytest.mark.spark
-@pytest.mark.clickhouse
-def test_sample_is_the_same_on_duckdb_postgres_spark_and_clickhouse(tmp_path: Path) -> None:
-    """Built here on every engine, DuckDB too: rejected lines name the file they were loaded
-    from, so the sample must be loaded from the same path everywhere."""
-    project = ProjectHarness(tmp_path / "project", with_sample=True)
-    use_isolated_targets(project, "sample")
-    build_on(project, ("duckdb", *ENGINES))
-    duck = relations(project, "duckdb")
-    assert len(duck["stg_events"]) > 90_000
-    for engine in ENGINES:
-        assert_same_across_engines(duck, relations(project, engine), engine)
-
-
-@pytest.mark.postgres
-@pytest.mark.spark
-@pytest.mark.clickhouse
-def test_hand_fixtures_are_the_same_on_every_engine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", EACH_ENGINE)
+def test_hand_fixtures_are_the_same_as_on_duckdb(engine: str,
+                                                 tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
     """The edge cases (window edges, sub-second conversions, re-entry, promo cut-off, two
-    variants) on all engines at once, with non-default vars."""
-    project = ProjectHarness(tmp_path / "project")
-    use_isolated_targets(project, "fixtures")
-    files = sorted(FIXTURES.glob("*.ndjson")) + sorted(FIXTURES.glob("*.json"))
-    for target in ("duckdb", *ENGINES):
-        with Context(project.root, target=target) as ctx:
-            result = ctx.ingest(files)
-        assert result.lines_read == result.loaded + result.rejected
-    build_on(project, ("duckdb", *ENGINES), funnel_reentry=True,
-             conversion_window_days=3, promo_start="2026-03-09")
-    duck = relations(project, "duckdb")
-    assert duck["category_funnel"] and duck["experiment_results"]
-    for engine in ENGINES:
-        assert_same_across_engines(duck, relations(project, engine), engine)
+    variants) ingested and built on `engine` and on DuckDB, with non-default vars."""
+    duck = fixtures_on(tmp_path_factory, "duckdb").relations
+    assert duck["category_funnel"] and duck["experiment_results"] and duck["rejected_events"]
+    assert_same_across_engines(duck, fixtures_on(tmp_path_factory, engine).relations, engine)
 
 
 @pytest.mark.postgres

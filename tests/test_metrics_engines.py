@@ -11,22 +11,16 @@ import decimal
 import math
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from reference.metrics_ref import Reference, sort_key
 from sqlglot import exp
-from support.built import Built
+from support.engines import sample_on
 from support.metric_tables import LAYER, START, TABLES
-from support.project import ProjectHarness, use_isolated_targets
 
-from runner.context import Context
 from runner.metrics.plan import QueryRequest
-from runner.metrics.query import run_query
 
 pytestmark = [pytest.mark.slow]
 Runner = Callable[[str], tuple[list[str], list[tuple[Any, ...]]]]
@@ -252,44 +246,10 @@ def test_spark(spark_engine: tuple[Runner, Namer]) -> None:
 
 
 # -- the sample, built on each target --------------------------------------------------------
-SAMPLE_QUERIES = [
-    (["arpu", "arppu", "revenue", "active_users", "buyers"], ["metric_time__week"]),
-    (["arpu", "aov"], ["metric_time__month", "user__segment"]),
-    (["view_to_purchase_rate", "view_to_purchase_conversions"], ["funnel_entry__category"]),
-    (["view_to_purchase_rate_any_view"], ["product_view__category"]),
-    (["revenue_7d", "revenue_mtd", "revenue_wow_growth"], ["metric_time__week"]),
-    (["median_order_revenue", "cohort_revenue", "avg_item_price"], []),
-]
-
-
-def sample_answers(project: ProjectHarness, target: str) -> dict[int, list[dict[str, Any]]]:
-    out = {}
-    with Context(project.root, target=target) as ctx:
-        for i, (metrics, group_by) in enumerate(SAMPLE_QUERIES):
-            shown = run_query(ctx, QueryRequest(list(metrics), list(group_by))).shown
-            out[i] = [dict(zip(shown.columns, row, strict=True)) for row in shown.rows]
-        out[-1] = ctx.rows("weekly_arpu", "metric_time__week")
-    return out
-
-
-@pytest.fixture(scope="module")
-def sample(sample_built_with_metrics: Built, tmp_path_factory: pytest.TempPathFactory
-           ) -> ProjectHarness:
-    """The sample with metrics/, built on DuckDB (once per session; this module's copy)."""
-    result = sample_built_with_metrics.outcome
-    assert result.success, [r.error for r in result.results if r.error]
-    project = sample_built_with_metrics.copy(tmp_path_factory.mktemp("sample") / "project")
-    use_isolated_targets(project, "metrics")
-    return project
-
-
-def compare_sample(project: ProjectHarness, target: str) -> None:
-    """`project`, built on DuckDB, built on `target` too: the same answers."""
-    expected = sample_answers(project, "duckdb")
-    with Context(project.root, target=target) as ctx:
-        result = ctx.build()
-        assert result.success, [r.error for r in result.results if r.error]
-    got = sample_answers(project, target)
+def compare_sample(tmp_path_factory: pytest.TempPathFactory, target: str) -> None:
+    """The sample with metrics/ built on DuckDB and on `target`: the same answers."""
+    expected = sample_on(tmp_path_factory, "duckdb").answers
+    got = sample_on(tmp_path_factory, target).answers
     for i, rows in expected.items():
         assert len(got[i]) == len(rows), (target, i)
         for row, want in zip(got[i], rows, strict=True):
@@ -298,32 +258,18 @@ def compare_sample(project: ProjectHarness, target: str) -> None:
 
 
 @pytest.mark.postgres
-def test_sample_on_postgres(sample: ProjectHarness) -> None:
-    try:
-        compare_sample(sample, "postgres")
-    finally:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="test",
-                             autocommit=True) as con:
-            schema = f"arpu_test_metrics_{os.getpid()}"
-            for suffix in ("", "__work", "__next"):
-                con.execute(f'drop schema if exists "{schema}{suffix}" cascade')
+def test_sample_on_postgres(tmp_path_factory: pytest.TempPathFactory) -> None:
+    compare_sample(tmp_path_factory, "postgres")
 
 
-def test_sample_on_clickhouse(sample: ProjectHarness) -> None:
-    """In a process of its own: chdb opens one data folder per process, and another test file
-    on this pytest worker may have opened its own."""
+@pytest.mark.clickhouse
+def test_sample_on_clickhouse(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Built in a process of its own (support/engines.py): chdb serves one data folder per
+    process."""
     pytest.importorskip("chdb")
-    code = ("import pathlib, sys, types; sys.path[:0] = [sys.argv[1]]; "
-            "from test_metrics_engines import compare_sample; "
-            "compare_sample(types.SimpleNamespace(root=pathlib.Path(sys.argv[2])), 'clickhouse')")
-    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent),
-                           str(sample.root)], capture_output=True, text=True, timeout=900,
-                          cwd=Path(__file__).parents[1])
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    compare_sample(tmp_path_factory, "clickhouse")
 
 
 @pytest.mark.spark
-def test_sample_on_spark(sample: ProjectHarness) -> None:
-    compare_sample(sample, "spark")
+def test_sample_on_spark(tmp_path_factory: pytest.TempPathFactory) -> None:
+    compare_sample(tmp_path_factory, "spark")
