@@ -11,12 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.compare import (
-    SPEC_KEYS,
-    assert_same_across_engines,
-    relations,
-    without_provenance,
-)
+from support.compare import SPEC_KEYS, assert_same_across_engines, loaded_content, relations
 from support.project import FIXTURES, ProjectHarness, run_arpu
 
 from runner.context import Context
@@ -86,8 +81,8 @@ def test_incremental_builds_match_one_duckdb_build(tmp_path: Path) -> None:
             result = ctx.build()
         assert result.success, [(r.model, r.error) for r in result.results if r.error]
         assert [r.rows for r in result.results if r.model == "stg_events"] != [None]
-    expected = without_provenance(relations(whole, "duckdb"))
-    actual = without_provenance(relations(split, "clickhouse"))
+    expected = loaded_content(whole, "duckdb")
+    actual = loaded_content(split, "clickhouse")
     assert_same_across_engines(expected, actual, "clickhouse incremental")
     with Context(split.root, target="clickhouse") as ctx:
         engine = ctx.engine()
@@ -96,7 +91,7 @@ def test_incremental_builds_match_one_duckdb_build(tmp_path: Path) -> None:
         engine.delete_where("arpu_watermarks", f"load_id > {half}")
         assert engine.watermark("stg_events") == half
         assert ctx.build().success
-    again = without_provenance(relations(split, "clickhouse"))
+    again = loaded_content(split, "clickhouse")
     assert_same_across_engines(expected, again, "clickhouse, loads processed twice")
 
 

@@ -7,8 +7,6 @@ DuckDB's."""
 from __future__ import annotations
 
 import datetime as dt
-import decimal
-import math
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 from reference.metrics_ref import Reference, sort_key
 from sqlglot import exp
+from support.compare import plain, same
 from support.engines import sample_on
 from support.metric_tables import LAYER, START, TABLES
 
@@ -189,25 +188,6 @@ def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run
     engine.close()
 
 
-def normal(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=None)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day)
-    return value
-
-
-def same(a: Any, b: Any) -> bool:
-    a, b = normal(a), normal(b)
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-    return bool(a == b)
-
-
 def check(dialect: str, engine: tuple[Runner, Namer]) -> None:
     run, namer = engine
     reference = Reference(LAYER.manifest, DATA)
@@ -215,7 +195,7 @@ def check(dialect: str, engine: tuple[Runner, Namer]) -> None:
         request = QueryRequest(list(metrics), list(group_by), list(where), [], None, start, end)
         sql = LAYER.compile(request, dialect, namer).sql
         columns, rows = run(sql)
-        got = sorted((dict(zip(columns, (normal(v) for v in row), strict=True))
+        got = sorted((dict(zip(columns, (plain(v) for v in row), strict=True))
                       for row in rows), key=lambda r: sort_key(tuple(r[k] for k in group_by)))
         want = reference.query(list(metrics), list(group_by), list(where), start, end)
         where_ = f"{dialect}: {metrics} by {group_by}"

@@ -6,7 +6,6 @@ compile path `arpu query` takes."""
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
 import duckdb
@@ -14,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from reference.metrics_ref import Reference, RefError, sort_key
+from support.compare import same
 from support.metric_tables import LAYER, START, TABLES
 from support.project import FIXTURES
 
@@ -80,14 +80,6 @@ def load(con: duckdb.DuckDBPyConnection, data: dict[str, list[dict[str, Any]]]) 
         if rows:
             con.executemany(f"insert into {name} values ({', '.join('?' * len(columns))})",
                             rows)
-
-
-def same(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-    return bool(a == b)
 
 
 def compare(con: duckdb.DuckDBPyConnection, data: dict[str, list[dict[str, Any]]],

@@ -8,13 +8,13 @@ import csv
 import datetime as dt
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlglot
 from support.built import Built, sample_with_metrics
+from support.compare import same
 from support.project import ProjectHarness, run_arpu
 
 from runner.metrics.plan import QueryRequest
@@ -44,12 +44,6 @@ def day(value: Any) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
 
 
-def close(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-
-
 @pytest.mark.parametrize("grain", ["day", "week", "month"])
 def test_arpu_equals_arpu_timeseries(sample: ProjectHarness, grain: str) -> None:
     expected = [r for r in sample.rows("arpu_timeseries", "period_start")
@@ -62,7 +56,7 @@ def test_arpu_equals_arpu_timeseries(sample: ProjectHarness, grain: str) -> None
         assert got["active_users"] == want["active_users"]
         assert got["buyers"] == want["purchasers"]
         for metric in ("arpu", "arppu", "revenue"):
-            assert close(got[metric], want[metric]), (metric, got, want)
+            assert same(got[metric], want[metric]), (metric, got, want)
 
 
 def test_arpu_by_segment_equals_arpu_timeseries(sample: ProjectHarness) -> None:
@@ -75,7 +69,7 @@ def test_arpu_by_segment_equals_arpu_timeseries(sample: ProjectHarness) -> None:
         [key for key, _ in expected]
     for got, (_, want) in zip(rows, expected, strict=True):
         assert got["active_users"] == want["active_users"]
-        assert close(got["arpu"], want["arpu"])
+        assert same(got["arpu"], want["arpu"])
 
 
 def test_where_filter_is_the_segment(sample: ProjectHarness) -> None:
@@ -83,11 +77,11 @@ def test_where_filter_is_the_segment(sample: ProjectHarness) -> None:
                    where=["{{ Dimension('user__segment') }} = 'cohort'"])
     expected = [r for r in sample.rows("arpu_timeseries", "period_start")
                 if r["grain"] == "month" and r["segment"] == "cohort"]
-    assert [close(r["arpu"], e["arpu"]) for r, e in zip(cohort, expected, strict=True)] == \
+    assert [same(r["arpu"], e["arpu"]) for r, e in zip(cohort, expected, strict=True)] == \
         [True] * len(expected)
     # a metric's own filter does the same
     filtered = query(sample, ["cohort_revenue"], ["metric_time__month"])
-    assert [close(r["cohort_revenue"], e["revenue"]) for r, e in
+    assert [same(r["cohort_revenue"], e["revenue"]) for r, e in
             zip(filtered, expected, strict=True)] == [True] * len(expected)
 
 
@@ -98,7 +92,7 @@ def test_view_to_purchase_rate_equals_category_funnel(sample: ProjectHarness) ->
     assert [r["funnel_entry__category"] for r in rows] == [f["category"] for f in funnel]
     for got, want in zip(rows, funnel, strict=True):
         assert got["view_to_purchase_conversions"] == want["purchasers"]
-        assert close(got["view_to_purchase_rate"], want["conversion_rate"])
+        assert same(got["view_to_purchase_rate"], want["conversion_rate"])
 
 
 def test_re_entry_conversion_equals_the_re_entry_funnel(tmp_path: Path) -> None:
@@ -111,7 +105,7 @@ def test_re_entry_conversion_equals_the_re_entry_funnel(tmp_path: Path) -> None:
     rows = query(project, ["view_to_purchase_rate_any_view"], ["product_view__category"])
     assert [r["product_view__category"] for r in rows] == [f["category"] for f in funnel]
     for got, want in zip(rows, funnel, strict=True):
-        assert close(got["view_to_purchase_rate_any_view"], want["conversion_rate"])
+        assert same(got["view_to_purchase_rate_any_view"], want["conversion_rate"])
 
 
 def test_totals_without_group_by(sample: ProjectHarness) -> None:
@@ -119,8 +113,8 @@ def test_totals_without_group_by(sample: ProjectHarness) -> None:
     [row] = query(sample, ["revenue", "orders", "aov", "buyers"])
     assert row["orders"] == len(orders)
     assert row["buyers"] == len({o["user_key"] for o in orders})
-    assert close(row["revenue"], sum(o["revenue"] for o in orders))
-    assert close(row["aov"], row["revenue"] / row["orders"])
+    assert same(row["revenue"], sum(o["revenue"] for o in orders))
+    assert same(row["aov"], row["revenue"] / row["orders"])
 
 
 def test_cumulative_offset_and_time_range(sample: ProjectHarness) -> None:
@@ -135,7 +129,7 @@ def test_cumulative_offset_and_time_range(sample: ProjectHarness) -> None:
         week = sum(v for d, v in daily.items() if today - dt.timedelta(days=7) < d <= today)
         month = sum(v for d, v in daily.items() if d.replace(day=1) == today.replace(day=1)
                     and d <= today)
-        assert close(row["revenue_7d"], week) and close(row["revenue_mtd"], month)
+        assert same(row["revenue_7d"], week) and same(row["revenue_mtd"], month)
     weekly = {day(r["metric_time__week"]): r["revenue"] for r in
               query(sample, ["revenue"], ["metric_time__week"])}
     growth = query(sample, ["revenue_wow_growth"], ["metric_time__week"])
@@ -145,7 +139,7 @@ def test_cumulative_offset_and_time_range(sample: ProjectHarness) -> None:
         if before is None:
             assert row["revenue_wow_growth"] is None
         else:
-            assert close(row["revenue_wow_growth"], (weekly[week] - before) / before)
+            assert same(row["revenue_wow_growth"], (weekly[week] - before) / before)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -210,12 +204,12 @@ def test_saved_query_exports_are_published(sample: ProjectHarness) -> None:
     for got, want in zip(exported, asked, strict=True):
         assert got["metric_time__week"] == want["metric_time__week"]
         assert got["active_users"] == want["active_users"]
-        assert close(got["arpu"], want["arpu"])
+        assert same(got["arpu"], want["arpu"])
     conversion = {r["funnel_entry__category"]: r for r in sample.rows("category_conversion")}
     funnel = sample.rows("category_funnel", "category")
     assert set(conversion) == {f["category"] for f in funnel}
     for row in funnel:
-        assert close(conversion[row["category"]]["view_to_purchase_rate"],
+        assert same(conversion[row["category"]]["view_to_purchase_rate"],
                      row["conversion_rate"])
     results = json.loads((sample.root / "target" / "run_results.json").read_text())["results"]
     exports = {r["model"]: r for r in results if r["model"] in ("weekly_arpu",

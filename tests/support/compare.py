@@ -44,60 +44,56 @@ def relations(project: ProjectHarness, target: str = "duckdb") -> Relations:
         return {name: ctx.rows(name, order_by=key) for name, key in SPEC_KEYS.items()}
 
 
-def without_provenance(rels: Relations) -> Relations:
-    """`rels` without which load and line a message came from, which differ between one load
-    and several: stg_events loses its bookkeeping, rejected_events is ordered by content."""
-    for row in rels["stg_events"]:
-        for column in ("source_file", "line_number", "record_number"):
-            row.pop(column, None)
-    rels["rejected_events"].sort(key=lambda r: (r["raw"], r["reason"]))
-    for row in rels["rejected_events"]:
-        row.pop("line_number", None)
-    return rels
-
-
-def loaded_content(project: ProjectHarness) -> Relations:
-    """The relations as content only, for comparing a stream loaded in parts with one load:
-    bookkeeping dropped, rejected lines as (raw, reason), rows sorted by key."""
+def content(rels: Relations) -> Relations:
+    """`rels` as content only, for comparing a stream loaded in parts with one load: the
+    bookkeeping of which load a row came from dropped (and of stg_events, which file and line),
+    rejected lines as (raw, reason), rows sorted by key."""
     out: Relations = {}
-    with Context(project.root) as ctx:
-        for name, key in SPEC_KEYS.items():
-            rows = ctx.rows(name)
-            if name == "rejected_events":
-                out[name] = sorted((r["raw"], r["reason"]) for r in rows)
-                continue
-            keys = [k.strip() for k in key.split(",")]
-            drop = BOOKKEEPING | (WHERE_LOADED if name == "stg_events" else set())
-            cleaned = [{k: v for k, v in r.items() if k not in drop} for r in rows]
-            out[name] = sorted(cleaned, key=lambda r: json.dumps([r[k] for k in keys],
-                                                                 default=str))
+    for name, rows in rels.items():
+        if name == "rejected_events":
+            out[name] = sorted((r["raw"], r["reason"]) for r in rows)
+            continue
+        keys = [k.strip() for k in SPEC_KEYS[name].split(",")]
+        drop = BOOKKEEPING | (WHERE_LOADED if name == "stg_events" else set())
+        cleaned = [{k: v for k, v in r.items() if k not in drop} for r in rows]
+        out[name] = sorted(cleaned, key=lambda r: json.dumps([r[k] for k in keys], default=str))
     return out
 
 
-def _plain(value: Any) -> Any:
+def loaded_content(project: ProjectHarness, target: str = "duckdb") -> Relations:
+    """The relations of `target` as content only (`content`)."""
+    return content(relations(project, target))
+
+
+def plain(value: Any) -> Any:
+    """A value as Python compares it across engines: decimals as floats, times as naive UTC
+    (ClickHouse's DateTime64 has a zone), a day as its midnight."""
     if isinstance(value, decimal.Decimal):
         return float(value)
-    if isinstance(value, dt.datetime):  # as UTC, naive (ClickHouse's DateTime64 has a zone)
+    if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.timezone.utc)
         return value.replace(tzinfo=None)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
     return value
 
 
-def _same(a: Any, b: Any) -> bool:
-    a, b = _plain(a), _plain(b)
+def same(a: Any, b: Any) -> bool:
+    """Counts, keys and times exactly; money and rates (a float on either side) to 1e-9."""
+    a, b = plain(a), plain(b)
+    if a is None or b is None:
+        return a is None and b is None
     if isinstance(a, float) or isinstance(b, float):
-        if a is None or b is None:
-            return a is None and b is None
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)  # money and rates
-    return bool(a == b)  # counts, keys and timestamps exactly
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return bool(a == b)
 
 
 def assert_same(expected: Relations, actual: Relations, label: str,
                 only: Collection[str] | None = None, ignore: Collection[str] = (),
                 context: str = "") -> None:
-    """Row for row, in order; columns in `ignore` are not compared, and `context` (the input
-    that gave these relations) ends every message."""
+    """Row for row, in order, the same columns; columns in `ignore` are not compared, and
+    `context` (the input that gave these relations) ends every message."""
     for name in sorted(only or SPEC_KEYS):
         left, right = expected[name], actual[name]
         assert len(left) == len(right), (
@@ -106,11 +102,13 @@ def assert_same(expected: Relations, actual: Relations, label: str,
             if not isinstance(row_a, dict):
                 assert row_a == row_b, f"{label}: {name}: {row_b} != {row_a}\n{context}"
                 continue
+            extra = set(row_b).difference(row_a, ignore)
+            assert not extra, f"{label}: {name} has columns {sorted(extra)} too\n{context}"
             for column, value in row_a.items():
                 if column in ignore:
                     continue
                 assert column in row_b, f"{label}: {name}.{column} missing\n{context}"
-                assert _same(value, row_b[column]), (
+                assert same(value, row_b[column]), (
                     f"{label}: {name}.{column}: {value!r} != {row_b[column]!r} in {row_a}\n"
                     f"{context}")
 
