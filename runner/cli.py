@@ -204,7 +204,7 @@ def _context(target: str | None = None, vars_text: str | None = None,
     ctx = Context(_project(), target=target, vars=parse_vars_option(vars_text))
     if threads is not None:
         chosen = ctx.config.targets[ctx.target_name]
-        if "concurrency" in type(chosen).model_fields:  # the target builds models at once
+        if chosen.builds_at_once:
             ctx.config.targets[ctx.target_name] = chosen.model_copy(
                 update={"concurrency": threads})
         elif threads > 1:

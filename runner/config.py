@@ -33,6 +33,8 @@ class _Target(_Strict):
     reads_published_apart: ClassVar[bool] = False
     # connecting takes long enough to report (everything but a local file)
     reports_connecting: ClassVar[bool] = True
+    # builds independent models at once, as many as its `concurrency` (`--threads`) says
+    builds_at_once: ClassVar[bool] = False
     type: str  # each target class narrows it to its own name
 
     @property
@@ -64,6 +66,7 @@ class DuckDBTarget(_Target):
     type: Literal["duckdb"] = "duckdb"
     reads_published_apart: ClassVar[bool] = True
     reports_connecting: ClassVar[bool] = False
+    builds_at_once: ClassVar[bool] = True
     path: str = Field("arpu.duckdb", description="The published database BI tools read.")
     work_path: str | None = Field(
         None, description="Where ingest and build work (default: <path stem>.work.duckdb).")
