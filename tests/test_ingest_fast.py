@@ -129,3 +129,31 @@ def test_a_line_over_the_limit_sends_its_chunk_line_by_line() -> None:
     table = files._clean_columns(7, "{}\r\n{\"é\": 1}".encode(), 10)
     assert table.column("raw").to_pylist() == ["{}\r\n", "{\"é\": 1}"]
     assert table.column("line_number").to_pylist() == [7, 8]
+
+
+# The time forms `_ts` reads: Segment's own (its quick branch) and every neighbour of it that
+# must take `_iso_ts`'s way instead (lower case, comma, offset, out-of-range fields, spaces)
+TIMES = [
+    "2026-03-01T00:00:00Z", "2026-03-01T00:00:00.123Z", "2026-03-01T00:00:00.123456789Z",
+    "2026-03-01T23:59:59.9Z", "2026-03-01T00:00:00.1234567890123Z", "2026-03-01T24:00:00Z",
+    "2026-03-01T00:60:00Z", "2026-03-01T00:00:60Z", "2026-13-01T00:00:00Z",
+    "2026-02-30T00:00:00Z", "0000-01-01T00:00:00Z", "99999-03-01T00:00:00Z",
+    "2026-03-01T00:00:00.Z", "2026-03-01T00:00:00.5z", "2026-03-01t00:00:00Z",
+    "2026-03-01T00:00:00,5Z", " 2026-03-01T00:00:00Z", "2026-03-01T00:00:00Z ",
+    "2026-03-01T00:00:00+02:00", "2026-03-01T00:00:00.5-0130", "2026-03-01", "2026-03-01T00:00Z",
+    "2026-03-01 00:00:00Z", "", " ", "garbage", None,
+]
+
+
+def test_the_quick_time_branch_reads_what_iso_ts_reads() -> None:
+    """`_ts` casts Segment's own form directly: for every value it gives what reading the
+    value through `_iso_ts` (trimmed as `_ts` trims) gives."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute(Loader(con).check_macros)
+    rows = con.execute(
+        "select v, _ts(v), _iso_ts(case when ascii(v) > 32 and ascii(right(v, 1)) > 32 then v "
+        "else _trim_ws(v) end) from unnest(?::varchar[]) as t(v)", [TIMES]).fetchall()
+    assert len(rows) == len(TIMES)
+    assert [(v, quick) for v, quick, _ in rows] == [(v, full) for v, _, full in rows]
+    assert sum(quick is not None for _, quick, _ in rows) >= 10  # the forms it is for are read
