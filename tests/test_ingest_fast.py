@@ -157,3 +157,29 @@ def test_the_quick_time_branch_reads_what_iso_ts_reads() -> None:
     assert len(rows) == len(TIMES)
     assert [(v, quick) for v, quick, _ in rows] == [(v, full) for v, _, full in rows]
     assert sum(quick is not None for _, quick, _ in rows) >= 10  # the forms it is for are read
+
+
+def test_one_bad_line_among_clean_ones_is_the_only_one_rejected(tmp_path: Path) -> None:
+    """A chunk read as one Arrow table with a few odd lines among hundreds of ordinary ones:
+    exactly the bad lines are rejected, with their line numbers; the time forms beside
+    Segment's own are read as before."""
+    lines = [json.dumps({**BASE, "messageId": f"m{i}", "timestamp": "2026-03-01T10:00:00.123Z"})
+             for i in range(300)]
+    lines[149] = lines[149].replace('"userId"', '"properties": {"price": NaN}, "userId"')
+    lines[150] = lines[150][:-1] + ",}"
+    lines[151] = lines[151].replace("T10:00:00.123Z", "T24:00:00.123Z")
+    lines[152] = lines[152].replace("T10:00:00.123Z", "t10:00:00.123z")
+    lines[153] = lines[153].replace("T10:00:00.123Z", "T10:00:00.123+02:00")
+    path = tmp_path / "events.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    con = duckdb.connect()
+    result = Loader(con).load([path])
+    assert (result.lines_read, result.loaded, result.rejected) == (300, 297, 3)
+    assert con.execute("select line_number, reason from raw_rejected order by line_number"
+                       ).fetchall() == [
+        (150, "not valid JSON"), (151, "not valid JSON"),
+        (152, "invalid event time: 2026-03-01T24:00:00.123Z")]
+    times = dict(con.execute("select line_number, event_ts::varchar from raw_events "
+                             "where line_number in (1, 153, 154)").fetchall())
+    assert times == {1: "2026-03-01 10:00:00.123", 153: "2026-03-01 10:00:00.123",
+                     154: "2026-03-01 08:00:00.123"}
