@@ -156,11 +156,14 @@ class ModelWork:
         self.batch, self.full_refresh = batch, full_refresh
         self.plans: dict[str, tuple[str, Increment | None, list[str]]] = {}
         self.compiled: dict[str, Future[CompiledModel]] = {}
+        # the watermark each incremental model continues from in this build (None: built whole)
+        self.marks: dict[str, int | None] = {}
 
     def compiling_ahead(self, names: list[str]) -> ThreadPoolExecutor:
         """One thread compiles every model in dependency order (Jinja and sqlglot hold the GIL,
         the warehouse does not): models are compiled while the first ones run."""
-        self.plans = {n: self._plan(self.compiler.models[n]) for n in names}
+        for n in (n for n in self.compiler.graph.order if n in set(names)):
+            self.plans[n] = self._plan(self.compiler.models[n])
         pool = ThreadPoolExecutor(1, thread_name_prefix="arpu-compile")
         self.compiled = {n: pool.submit(self.compiler.compile, self.compiler.models[n],
                                         increment=self.plans[n][1]) for n in names}
@@ -187,9 +190,39 @@ class ModelWork:
             if self.batch is not None:
                 mark = None if self.full_refresh else self.engine.watermark(model.name)
                 active = mark is not None and self.engine.relation_exists(model.name)
+                if active and model.config.incremental_strategy == "delete+insert":
+                    active = self._continues(model, mark)
+                self.marks[model.name] = mark if active else None
                 increment = Increment(active, mark or 0, self.batch)
                 after = self.engine.watermark_statements(model.name, self.batch)
         return kind, increment, after
+
+    def _continues(self, model: Model, mark: int | None) -> bool:
+        """A delete+insert model continues from its watermark when it reads what changed since
+        then: every incremental model upstream continues from the same watermark in this build
+        (or is not run and has it), so that the rows they rewrite (`updated_load`) and what
+        those rows were (`previous_user_key`) are the changes since the model's own state; and
+        its vars are the ones its state was built with."""
+        if not self.engine.supports_delete_insert:
+            return False
+        for name in self.compiler.graph.ancestors(model.name):
+            if self.compiler.models[name].materialized != "incremental":
+                continue
+            upstream = self.marks[name] if name in self.marks else self.engine.watermark(name)
+            if upstream != mark:
+                return False
+        return self._built_with_these_vars(model.name)
+
+    def _built_with_these_vars(self, name: str) -> bool:
+        import json
+
+        if not self.engine.relation_exists(BUILD_INFO):
+            return False
+        now = json.dumps(self.ctx.config.vars.model_dump(mode="json"), sort_keys=True,
+                         separators=(",", ":"), default=str)
+        before = self.engine.fetch(self.ctx.sql_for_target(
+            f"select vars from {self.compiler.relation(BUILD_INFO)} where model = ?"), [name])[1]
+        return bool(before) and before[0][0] == now
 
     def _run(self, model: Model, kind: str, increment: Increment | None, after: list[str]
              ) -> ModelResult:
@@ -198,7 +231,11 @@ class ModelWork:
         try:
             compiled = self.compiled[model.name].result()  # a compile error raises here
             res.compiled_path = str(compiled.path.relative_to(self.ctx.project_dir))
-            if increment is not None and increment.active:
+            if compiled.touched_sql is not None:
+                res.rows = self.engine.delete_insert(
+                    model.name, compiled.sql, compiled.touched_sql,
+                    model.config.touched_by or model.config.unique_key, after)
+            elif increment is not None and increment.active:
                 res.rows = self.engine.merge(model.name, compiled.sql, model.config.unique_key,
                                              after)
             else:

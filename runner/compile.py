@@ -80,6 +80,8 @@ class CompiledModel:
     model: Model
     sql: str  # in the target's dialect
     path: Path  # target/compiled/<dialect>/<model>.sql
+    # a delete+insert increment: the SELECT of the keys whose rows it replaces
+    touched_sql: str | None = None
 
 
 _JINJA_OPTIONS: dict[str, Any] = {
@@ -232,17 +234,23 @@ class Compiler:
         self._capture = ([], [])
         try:
             self.render(model)
+            if model.config.touched_keys:
+                self.render(model, text=model.config.touched_keys)
             model.depends_on = sorted(set(self._capture[0]))
             model.sources = sorted(set(self._capture[1]))
         finally:
             self._capture = None
 
-    def render(self, model: Model, increment: Increment | None = None) -> str:
+    def render(self, model: Model, increment: Increment | None = None,
+               text: str | None = None) -> str:
+        """The model's SQL, or `text` (its header's touched_keys) rendered as the model."""
         self._increment = increment or Increment()
+        key = model.name if text is None else f"{model.name}#touched"
         try:
-            if model.name not in self._templates:
-                self._templates[model.name] = self.env.from_string(model.template)
-            return self._templates[model.name].render(this=self.relation(model.name))
+            if key not in self._templates:
+                self._templates[key] = self.env.from_string(
+                    model.template if text is None else text)
+            return self._templates[key].render(this=self.relation(model.name))
         except jinja2.TemplateSyntaxError as exc:
             raise CompileError(exc.message or "template syntax error", path=model.path,
                                line=exc.lineno) from None
@@ -275,19 +283,27 @@ class Compiler:
                 increment: Increment | None = None) -> CompiledModel:
         """The model's SELECT for the target; with an active `increment`, the select of the
         rows that change since the model's watermark (written to `<model>.incremental.sql`)."""
-        rendered = self.render(model, increment)
-        tree = self.parse(model, rendered)
-        if is_source(self.target.dialect):  # checked by the parse, nothing to translate
-            sql = rendered.strip().rstrip(";").rstrip()
-        else:
-            sql = tree.sql(dialect=self.target.dialect, pretty=True)
+        sql = self._for_target(model, self.render(model, increment))
+        touched = None
+        active = increment is not None and increment.active
+        if active and model.config.incremental_strategy == "delete+insert":
+            touched = self._for_target(
+                model, self.render(model, increment, text=model.config.touched_keys))
         out_dir = out_dir or self.project_dir / "target" / "compiled" / self.target.dialect
         out_dir.mkdir(parents=True, exist_ok=True)
-        suffix = ".incremental.sql" if increment is not None and increment.active else ".sql"
-        path = out_dir / f"{model.name}{suffix}"
+        path = out_dir / f"{model.name}{'.incremental.sql' if active else '.sql'}"
         header = f"-- {model.name}: compiled for {self.target.dialect} from {model.path.name}"
         path.write_text(f"{header}\n{sql}\n")
-        return CompiledModel(model, sql, path)
+        if touched is not None:  # a file of its own: each compiled file is one statement
+            (out_dir / f"{model.name}.touched.sql").write_text(
+                f"-- {model.name}: the keys whose rows its increment replaces\n{touched}\n")
+        return CompiledModel(model, sql, path, touched)
+
+    def _for_target(self, model: Model, rendered: str) -> str:
+        tree = self.parse(model, rendered)
+        if is_source(self.target.dialect):  # checked by the parse, nothing to translate
+            return rendered.strip().rstrip(";").rstrip()
+        return tree.sql(dialect=self.target.dialect, pretty=True)
 
 
 def _check_portable(model: Model, sql: str, tree: exp.Query) -> None:

@@ -34,6 +34,14 @@ class ModelConfig(BaseModel):
     description: str = ""
     materialized: Literal["view", "table", "incremental"] | None = None
     unique_key: list[str] = Field(default_factory=list)  # incremental models merge by it
+    # how an incremental model's new rows replace the old ones: `merge` by unique_key, or
+    # `delete+insert`: the rows whose `touched_by` columns (default: unique_key) are among
+    # `touched_keys` (a SELECT of those columns, Jinja like the model) are deleted, then the
+    # model's incremental SELECT, which returns every row of those keys, is inserted. A key
+    # that lost all its rows is only deleted, which a merge by key cannot do.
+    incremental_strategy: Literal["merge", "delete+insert"] = "merge"
+    touched_keys: str = ""
+    touched_by: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     expectations: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -69,15 +77,21 @@ def parse_header(path: Path, text: str) -> ModelConfig:
         ) from None
     if isinstance(data, str):
         data = {"description": data}
-    if isinstance(data.get("unique_key"), str):
-        data["unique_key"] = [data["unique_key"]]
+    for key in ("unique_key", "touched_by"):
+        if isinstance(data.get(key), str):
+            data[key] = [data[key]]
     try:
-        return ModelConfig.model_validate(data)
+        config = ModelConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise ConfigError(f"model header: {key}: {msg}", location=str(path)) from None
+    if config.incremental_strategy == "delete+insert" and not (
+            config.touched_keys.strip() and (config.touched_by or config.unique_key)):
+        raise ConfigError("model header: incremental_strategy delete+insert needs touched_keys "
+                          "and unique_key (or touched_by)", location=str(path))
+    return config
 
 
 def load_models(models_dir: Path) -> dict[str, Model]:

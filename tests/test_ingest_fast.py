@@ -129,3 +129,57 @@ def test_a_line_over_the_limit_sends_its_chunk_line_by_line() -> None:
     table = files._clean_columns(7, "{}\r\n{\"é\": 1}".encode(), 10)
     assert table.column("raw").to_pylist() == ["{}\r\n", "{\"é\": 1}"]
     assert table.column("line_number").to_pylist() == [7, 8]
+
+
+# The time forms `_ts` reads: Segment's own (its quick branch) and every neighbour of it that
+# must take `_iso_ts`'s way instead (lower case, comma, offset, out-of-range fields, spaces)
+TIMES = [
+    "2026-03-01T00:00:00Z", "2026-03-01T00:00:00.123Z", "2026-03-01T00:00:00.123456789Z",
+    "2026-03-01T23:59:59.9Z", "2026-03-01T00:00:00.1234567890123Z", "2026-03-01T24:00:00Z",
+    "2026-03-01T00:60:00Z", "2026-03-01T00:00:60Z", "2026-13-01T00:00:00Z",
+    "2026-02-30T00:00:00Z", "0000-01-01T00:00:00Z", "99999-03-01T00:00:00Z",
+    "2026-03-01T00:00:00.Z", "2026-03-01T00:00:00.5z", "2026-03-01t00:00:00Z",
+    "2026-03-01T00:00:00,5Z", " 2026-03-01T00:00:00Z", "2026-03-01T00:00:00Z ",
+    "2026-03-01T00:00:00+02:00", "2026-03-01T00:00:00.5-0130", "2026-03-01", "2026-03-01T00:00Z",
+    "2026-03-01 00:00:00Z", "", " ", "garbage", None,
+]
+
+
+def test_the_quick_time_branch_reads_what_iso_ts_reads() -> None:
+    """`_ts` casts Segment's own form directly: for every value it gives what reading the
+    value through `_iso_ts` (trimmed as `_ts` trims) gives."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute(Loader(con).check_macros)
+    rows = con.execute(
+        "select v, _ts(v), _iso_ts(case when ascii(v) > 32 and ascii(right(v, 1)) > 32 then v "
+        "else _trim_ws(v) end) from unnest(?::varchar[]) as t(v)", [TIMES]).fetchall()
+    assert len(rows) == len(TIMES)
+    assert [(v, quick) for v, quick, _ in rows] == [(v, full) for v, _, full in rows]
+    assert sum(quick is not None for _, quick, _ in rows) >= 10  # the forms it is for are read
+
+
+def test_one_bad_line_among_clean_ones_is_the_only_one_rejected(tmp_path: Path) -> None:
+    """A chunk read as one Arrow table with a few odd lines among hundreds of ordinary ones:
+    exactly the bad lines are rejected, with their line numbers; the time forms beside
+    Segment's own are read as before."""
+    lines = [json.dumps({**BASE, "messageId": f"m{i}", "timestamp": "2026-03-01T10:00:00.123Z"})
+             for i in range(300)]
+    lines[149] = lines[149].replace('"userId"', '"properties": {"price": NaN}, "userId"')
+    lines[150] = lines[150][:-1] + ",}"
+    lines[151] = lines[151].replace("T10:00:00.123Z", "T24:00:00.123Z")
+    lines[152] = lines[152].replace("T10:00:00.123Z", "t10:00:00.123z")
+    lines[153] = lines[153].replace("T10:00:00.123Z", "T10:00:00.123+02:00")
+    path = tmp_path / "events.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    con = duckdb.connect()
+    result = Loader(con).load([path])
+    assert (result.lines_read, result.loaded, result.rejected) == (300, 297, 3)
+    assert con.execute("select line_number, reason from raw_rejected order by line_number"
+                       ).fetchall() == [
+        (150, "not valid JSON"), (151, "not valid JSON"),
+        (152, "invalid event time: 2026-03-01T24:00:00.123Z")]
+    times = dict(con.execute("select line_number, event_ts::varchar from raw_events "
+                             "where line_number in (1, 153, 154)").fetchall())
+    assert times == {1: "2026-03-01 10:00:00.123", 153: "2026-03-01 10:00:00.123",
+                     154: "2026-03-01 08:00:00.123"}

@@ -6,19 +6,9 @@ description: >
 unique_key: [grain, period_start, segment, category]
 tags: [recipe, timeseries]
 */
-with views as (
-    select category, user_key, viewed_at
-    from {{ ref('fct_product_views') }}
-    where category is not null and {{ in_range('viewed_at') }}
-),
-
-purchases as (
-    select category, user_key, purchased_at
-    from {{ ref('fct_product_purchases') }}
-),
-
-funnel as (
-    select * from {{ funnel_users('views', 'purchases', by_period=true) }} as f
+with funnel as (
+    select grain, period_start, category, user_key, converted_at
+    from {{ ref('derived_funnel_periods') }}
 ),
 
 segmented as (

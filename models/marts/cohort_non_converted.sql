@@ -3,19 +3,31 @@ description: >
   The recipe's step 3: per category, the users who viewed it and did not convert. When var
   promo_start is set, only events before it count (views and purchases), so the cohort is fixed
   before the promotion; otherwise it is the funnel's non-converted users over the range.
+# delete+insert by user, as derived_funnel_users; a user's email and phone (dim_users) change
+# only with their own messages, so with the same users
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: [category, user_key]
+touched_by: user_key
+touched_keys: "{{ changed_users(orders=true) }}"
 tags: [recipe, cohort]
 */
 with views as (
     select category, user_key, viewed_at
     from {{ ref('fct_product_views') }}
     where category is not null and {{ in_range('viewed_at') }} and {{ before_promo('viewed_at') }}
+        {%- if is_incremental() %}
+        and user_key in ({{ changed_users(orders=true) }})
+        {%- endif %}
 ),
 
 purchases as (
     select category, user_key, purchased_at
     from {{ ref('fct_product_purchases') }}
     where {{ before_promo('purchased_at') }}
+        {%- if is_incremental() %}
+        and user_key in ({{ changed_users(orders=true) }})
+        {%- endif %}
 ),
 
 non_converted as (

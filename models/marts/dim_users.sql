@@ -4,16 +4,29 @@ description: >
   latest non-null value from `identify` messages (equal times: the later load, then line).
   is_identified: some message of the user carries a userId (otherwise user_key is an
   anonymousId).
+# delete+insert by user: the users whose messages changed, where they are now and where they
+# were (a user whose messages were all stitched to another is only deleted)
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: user_key
+touched_keys: "{{ changed_users() }}"
 tags: [users]
 */
-with seen as (
+with messages as (
+    select user_key, user_id, event_ts, received_at, load_id, record_number, message_type, traits
+    from {{ ref('stg_events') }}
+    {%- if is_incremental() %}
+    where user_key in ({{ changed_users() }})
+    {%- endif %}
+),
+
+seen as (
     select
         user_key,
         min(event_ts) as first_seen_at,
         max(event_ts) as last_seen_at,
         max(case when user_id is not null then 1 else 0 end) = 1 as is_identified
-    from {{ ref('stg_events') }}
+    from messages
     group by user_key
 ),
 
@@ -26,7 +39,7 @@ traits as (
         record_number,
         {{ json_str('traits', '$.email') }} as email,
         {{ json_str('traits', '$.phone') }} as phone
-    from {{ ref('stg_events') }}
+    from messages
     where message_type = 'identify'
 ),
 {%- for trait in ['email', 'phone'] %}

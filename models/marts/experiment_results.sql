@@ -10,68 +10,27 @@ description: >
 unique_key: [experiment, variant]
 tags: [recipe, experiment]
 */
-with exposure_events as (
-    select
-        user_key,
-        event_ts,
-        case when event_name = 'Experiment Viewed'
-             then coalesce({{ json_str('properties', '$.experiment_id') }},
-                           {{ json_str('properties', '$.experiment_name') }})
-             else {{ json_str('properties', '$."Experiment name"') }}
-        end as experiment,
-        case when event_name = 'Experiment Viewed'
-             then coalesce({{ json_str('properties', '$.variation_id') }},
-                           {{ json_str('properties', '$.variation_name') }})
-             else {{ json_str('properties', '$."Variant name"') }}
-        end as variant
-    from {{ ref('stg_events') }}
-    where message_type = 'track'
-        and event_name in ('Experiment Viewed', '$experiment_started')
-        and {{ in_range('event_ts') }}
-),
-
-exposures as (
-    select * from exposure_events where experiment is not null and variant is not null
-),
-
-per_user as (
-    select
-        experiment,
-        user_key,
-        min(variant) as variant,
-        count(distinct variant) as variants_seen,
-        min(event_ts) as exposed_at
-    from exposures
-    group by experiment, user_key
+with exposed as (
+    select experiment, variant, user_key, is_included, revenue, purchased
+    from {{ ref('derived_experiment_users') }}
 ),
 
 excluded as (
-    select e.experiment, e.variant, count(distinct e.user_key) as excluded_users
-    from exposures as e
-    inner join per_user as u on e.experiment = u.experiment and e.user_key = u.user_key
-    where u.variants_seen > 1
-    group by e.experiment, e.variant
+    select experiment, variant, count(*) as excluded_users
+    from exposed
+    where not is_included
+    group by experiment, variant
 ),
 
 user_outcomes as (
-    select
-        u.experiment,
-        u.variant,
-        u.user_key,
-        coalesce(sum(o.revenue), 0) as revenue,
-        case when count(o.order_id) > 0 then 1 else 0 end as purchased
-    from per_user as u
-    left join {{ ref('fct_orders') }} as o
-        on o.user_key = u.user_key
-        and o.ordered_at >= u.exposed_at
-        and o.ordered_at <= {{ add_days('u.exposed_at', var('experiment_window_days')) }}
-    where u.variants_seen = 1
-    group by u.experiment, u.variant, u.user_key
+    select experiment, variant, user_key, revenue, purchased
+    from exposed
+    where is_included
 ),
 
 variants as (
     -- the variants some included user saw
-    select distinct experiment, variant from per_user where variants_seen = 1
+    select distinct experiment, variant from user_outcomes
 ),
 
 per_variant as (

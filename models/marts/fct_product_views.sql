@@ -1,9 +1,11 @@
 /*
 description: One row per deduplicated `Product Viewed`, with the viewed product's fields.
-# a table, not incremental: when a later copy of a message wins in stg_events as another event,
-# its view has to disappear, and a merge by event_id cannot delete it
-materialized: table
+# delete+insert, not a merge: when a later copy of a message wins in stg_events as another
+# event, its view has to disappear, and a merge by event_id cannot delete it
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: event_id
+touched_keys: "{{ changed_events() }}"
 tags: [facts]
 */
 with views as (
@@ -18,6 +20,9 @@ with views as (
         {{ json_num('properties', '$.price') }} as price
     from {{ ref('stg_events') }}
     where message_type = 'track' and event_name = 'Product Viewed'
+        {%- if is_incremental() %}
+        and updated_load > {{ watermark() }}
+        {%- endif %}
 )
 
 select * from views

@@ -97,6 +97,27 @@ class Engine(ABC):
         transaction with the `after` statements; the number of rows merged."""
         raise NotImplementedError
 
+    # delete+insert increments (runner/project.py's incremental_strategy); an engine without
+    # them builds those models whole on every build
+    supports_delete_insert = False
+
+    def delete_insert(self, name: str, select_sql: str, touched_sql: str, by: list[str],
+                      after: list[str] | None = None) -> int:
+        """Delete the rows of `name` whose `by` columns are among the rows of `touched_sql`,
+        insert the rows of `select_sql` (both evaluated before the delete), run the `after`
+        statements, in one transaction; the number of rows inserted."""
+        raise NotImplementedError
+
+    def _delete_insert_statements(self, name: str, new: str, touched: str, select_sql: str,
+                                  touched_sql: str, by: list[str]) -> list[str]:
+        q, n, t = self.quote(name), self.quote(new), self.quote(touched)
+        match = " and ".join(f"{q}.{self.quote(k)} = k.{self.quote(k)}" for k in by)
+        return [f"create temp table {n} as {select_sql}",
+                f"create temp table {t} as {touched_sql}",
+                f"delete from {q} using {t} as k where {match}",
+                f"insert into {q} by name select * from {n}" if self.insert_by_name
+                else f"insert into {q} select * from {n}"]
+
     def _merge_statements(self, name: str, new: str, select_sql: str,
                           keys: list[str]) -> list[str]:
         q, n = self.quote(name), self.quote(new)

@@ -193,6 +193,21 @@ class DuckDBEngine(Engine):
             self.con.execute(f"drop table {new}")
         return rows
 
+    supports_delete_insert = True
+
+    def delete_insert(self, name: str, select_sql: str, touched_sql: str, by: list[str],
+                      after: list[str] | None = None) -> int:
+        new, touched = f"__arpu_new_{name}", f"__arpu_touched_{name}"
+        with self._transaction(after):
+            for statement in self._delete_insert_statements(name, new, touched, select_sql,
+                                                            touched_sql, by):
+                self.con.execute(statement)
+            rows = int(self.con.execute(f"select count(*) from {self.quote(new)}"
+                                        ).fetchall()[0][0])
+            self.con.execute(f"drop table {self.quote(new)}")
+            self.con.execute(f"drop table {self.quote(touched)}")
+        return rows
+
     def _drop_other(self, name: str, kind: str) -> None:
         catalog, column = ("duckdb_views()", "view_name") if kind == "view" else (
             "duckdb_tables()", "table_name")

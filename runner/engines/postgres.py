@@ -160,6 +160,22 @@ class PostgresEngine(Engine):
                 self.con.execute(statement)
         return int(row[0]) if row else 0
 
+    supports_delete_insert = True
+
+    def delete_insert(self, name: str, select_sql: str, touched_sql: str, by: list[str],
+                      after: list[str] | None = None) -> int:
+        new, touched = f"__arpu_new_{name}", f"__arpu_touched_{name}"
+        with self.con.transaction():
+            for statement in self._delete_insert_statements(name, new, touched, select_sql,
+                                                            touched_sql, by):
+                self.con.execute(statement)
+            row = self.con.execute(f"select count(*) from {self.quote(new)}").fetchone()
+            self.con.execute(f"drop table {self.quote(new)}")
+            self.con.execute(f"drop table {self.quote(touched)}")
+            for statement in after or []:
+                self.con.execute(statement)
+        return int(row[0]) if row else 0
+
     def materialize(self, name: str, select_sql: str, kind: str,
                     after: list[str] | None = None) -> int | None:
         """Replace the relation in one transaction: readers see the old or the new one."""

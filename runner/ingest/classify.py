@@ -57,8 +57,13 @@ create or replace temp macro _iso_ts(v) as (
               else try_cast(v as timestamptz) at time zone 'UTC' end
     end
 );
+-- Segment's own form (UTC, `T` and `Z` upper case, a dot before the fraction) is a subset of
+-- `_iso_ts`'s pattern that `_iso_ts` casts as it is: one simpler match spares its alternations
+-- and lower-case test for nearly every value (a fifth of a chunk's classification)
 create or replace temp macro _ts(v) as (
-    case when ascii(v) > 32 and ascii(right(v, 1)) > 32 then _iso_ts(v)
+    case when regexp_full_match(v, '\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?Z')
+              then try_cast(v as timestamp)
+         when ascii(v) > 32 and ascii(right(v, 1)) > 32 then _iso_ts(v)
          else _iso_ts(_trim_ws(v)) end
 );
 -- SPEC's "missing": an empty or whitespace-only string is null. Most values start with a
@@ -86,7 +91,9 @@ create or replace temp table $table as
 with $source, valid as (
     -- a valid JSON text that starts with '{' is an object: no second parse to find out
     select *, keys is not null as is_json,
-        starts_with(text, '{') or starts_with(ltrim(text), '{') as is_object,
+        -- a case, not an `or`: DuckDB evaluates both sides of an `or` on every line
+        case when starts_with(text, '{') then true else starts_with(ltrim(text), '{') end
+            as is_object,
         -- \u0000 escaped by an odd number of backslashes: a NUL, which PostgreSQL's text
         -- cannot hold (its json type stores it, and fails every model that reads the line);
         -- `text`: a `products` string read as an array may hold one. A case, not an `and`:
@@ -219,7 +226,7 @@ CHUNK_SOURCE = r"""texts as (
         cast(forced_reason as varchar) as forced_reason,  -- all None: NumPy gives no type
         raw as text
     from _chunk
-    where starts_with(raw, '{') or _trim_ws(raw) <> ''
+    where case when starts_with(raw, '{') then true else _trim_ws(raw) <> '' end  -- not `or`
 )"""
 
 
@@ -229,7 +236,7 @@ LINES_SOURCE = r"""texts as (
     select line_number, line_number - 1 as record_number, raw,
         null::varchar as forced_reason, raw as text
     from _chunk
-    where starts_with(raw, '{') or _trim_ws(raw) <> ''
+    where case when starts_with(raw, '{') then true else _trim_ws(raw) <> '' end  -- not `or`
 )"""
 
 

@@ -3,9 +3,14 @@
 description: >
   One row per completed order. revenue = properties.revenue, else properties.total, else the sum
   of price * quantity over its products (0 when none has a price).
-# a table, as int_orders: an order whose message now carries another order has to disappear
-materialized: table
+# delete+insert, as int_orders: an order whose message now carries another order has to
+# disappear
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: order_id
+touched_keys: "select order_id from "int_orders" where updated_load > 0
+union
+select order_id from "fct_orders" where event_id in (select event_id from "stg_events" where updated_load > 0)"
 tags: [facts]
 */
 WITH line_totals AS (

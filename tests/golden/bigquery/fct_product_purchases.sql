@@ -3,12 +3,17 @@
 description: >
   One row per product line of a completed order (Mixpanel's "Product Purchased" from "Generate
   Purchase Event Per Product"). quantity defaults to 1; a product without a price keeps null price
-  and line_revenue.
-# a table, not incremental: an order whose earliest copy arrives late with fewer products must
-# lose lines, and a merge by order_id cannot delete lines of an order that now has none (or of
-# an order that is gone)
-materialized: table
+  and line_revenue. event_id is the order's kept Order Completed message.
+# delete+insert by order, not a merge: an order whose earliest copy arrives late with fewer
+# products must lose lines, and a merge by (order_id, line_number) cannot delete lines of an
+# order that now has fewer (or of an order that is gone)
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: [order_id, line_number]
+touched_by: order_id
+touched_keys: "select order_id from "int_orders" where updated_load > 0
+union
+select order_id from "fct_product_purchases" where event_id in (select event_id from "stg_events" where updated_load > 0)"
 tags: [facts]
 */
 WITH lines AS (
@@ -54,7 +59,8 @@ WITH lines AS (
       THEN JSON_EXTRACT_SCALAR(l.element, '$.name')
     END AS name,
     SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS FLOAT64) AS price,
-    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity
+    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity,
+    l.event_id
   FROM (
     SELECT
       src.*,
@@ -65,6 +71,16 @@ WITH lines AS (
   ) AS l
 )
 SELECT
-  *,
-  price * quantity AS line_revenue
+  order_id,
+  line_number,
+  user_key,
+  purchased_at,
+  product_id,
+  sku,
+  category,
+  name,
+  price,
+  quantity,
+  price * quantity AS line_revenue,
+  event_id
 FROM lines

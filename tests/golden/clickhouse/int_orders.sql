@@ -3,12 +3,20 @@
 description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
   then load and line, counts), with their products array. An order without order_id is keyed by
-  its event_id.
-# a table, not incremental: when a later copy of a message wins in stg_events with other content
-# (another order_id, another event), the order its old copy carried may have no message left,
-# and a merge by order_id cannot delete it
-materialized: table
+  its event_id. updated_load marks the orders a build wrote, previous_user_key the user an order
+  had before (for the delete+insert models downstream).
+# delete+insert, not a merge: when a later copy of a message wins in stg_events with other
+# content (another order_id, another event), the order its old copy carried may have no message
+# left, and a merge by order_id cannot delete it
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: order_id
+touched_keys: "select order_id from "int_orders" where event_id in (select event_id from "stg_events" where updated_load > 0)
+union
+select coalesce(case when trim(json_extract_string(properties, '$.order_id'), (' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13))) <> '' then json_extract_string(properties, '$.order_id') end, event_id) as order_id
+from "stg_events"
+where updated_load > 0
+    and message_type = 'track' and event_name = 'Order Completed'"
 tags: [facts]
 */
 WITH completed AS (
@@ -39,19 +47,21 @@ WITH completed AS (
   FROM completed
 )
 SELECT
-  order_id,
-  event_id,
-  user_key,
-  ordered_at,
-  toFloat64OrNull(TRIM(JSONExtractString(properties, 'revenue'))) AS stated_revenue,
-  toFloat64OrNull(TRIM(JSONExtractString(properties, 'total'))) AS stated_total,
+  r.order_id,
+  r.event_id,
+  r.user_key,
+  r.ordered_at,
+  toFloat64OrNull(TRIM(JSONExtractString(r.properties, 'revenue'))) AS stated_revenue,
+  toFloat64OrNull(TRIM(JSONExtractString(r.properties, 'total'))) AS stated_total,
   CASE
     WHEN TRIM(BOTH (
       ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
-    ) FROM JSONExtractString(properties, 'currency')) <> ''
-    THEN JSONExtractString(properties, 'currency')
+    ) FROM JSONExtractString(r.properties, 'currency')) <> ''
+    THEN JSONExtractString(r.properties, 'currency')
   END AS currency,
-  properties
-FROM ranked
+  r.properties,
+  0 AS updated_load,
+  CAST(NULL AS Nullable(String)) AS previous_user_key
+FROM ranked AS r
 WHERE
-  copy_rank = 1
+  r.copy_rank = 1

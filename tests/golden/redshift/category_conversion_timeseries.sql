@@ -7,110 +7,14 @@ description: >
 unique_key: [grain, period_start, segment, category]
 tags: [recipe, timeseries]
 */
-WITH views AS (
+WITH funnel AS (
   SELECT
+    grain,
+    period_start,
     category,
     user_key,
-    viewed_at
-  FROM "fct_product_views"
-  WHERE
-    NOT category IS NULL AND TRUE AND TRUE
-), purchases AS (
-  SELECT
-    category,
-    user_key,
-    purchased_at
-  FROM "fct_product_purchases"
-), funnel AS (
-  SELECT
-    *
-  FROM (
-    WITH stream AS (
-      SELECT
-        category,
-        user_key,
-        viewed_at AS ts,
-        0 AS kind
-      FROM views
-      UNION ALL
-      SELECT
-        category,
-        user_key,
-        purchased_at AS ts,
-        1 AS kind
-      FROM purchases
-      WHERE
-        NOT category IS NULL
-    ), with_next AS (
-      SELECT
-        category,
-        user_key,
-        ts AS viewed_at,
-        kind,
-        MIN(CASE WHEN kind = 1 THEN ts END) OVER (
-          PARTITION BY user_key, category
-          ORDER BY ts, kind
-          rows BETWEEN CURRENT ROW AND UNBOUNDED following
-        ) AS next_purchase_at
-      FROM stream
-    ), view_next AS (
-      SELECT
-        category,
-        user_key,
-        viewed_at,
-        next_purchase_at
-      FROM with_next
-      WHERE
-        kind = 0
-    ), period_views AS (
-      SELECT
-        *
-      FROM (
-        SELECT
-          'day' AS grain,
-          CAST(DATE_TRUNC('DAY', viewed_at) AS DATE) AS period_start,
-          r.*
-        FROM view_next AS r
-        UNION ALL
-        SELECT
-          'week' AS grain,
-          CAST(DATE_TRUNC('WEEK', viewed_at) AS DATE) AS period_start,
-          r.*
-        FROM view_next AS r
-        UNION ALL
-        SELECT
-          'month' AS grain,
-          CAST(DATE_TRUNC('MONTH', viewed_at) AS DATE) AS period_start,
-          r.*
-        FROM view_next AS r
-      ) AS g
-    ), per_user AS (
-      SELECT
-        grain,
-        period_start,
-        category,
-        user_key,
-        MIN(viewed_at) AS first_viewed_at,
-        MAX(viewed_at) AS last_viewed_at,
-        COUNT(*) AS views,
-        MIN(viewed_at) AS entered_at,
-        CASE
-          WHEN MIN(next_purchase_at) <= (
-            MIN(viewed_at) + INTERVAL '7 DAY'
-          )
-          THEN MIN(next_purchase_at)
-        END AS converted_at
-      FROM period_views
-      GROUP BY
-        grain,
-        period_start,
-        category,
-        user_key
-    )
-    SELECT
-      *
-    FROM per_user
-  ) AS f
+    converted_at
+  FROM "derived_funnel_periods"
 ), segmented AS (
   SELECT
     'all' AS segment,

@@ -4,7 +4,21 @@ description: >
   The recipe's step 3: per category, the users who viewed it and did not convert. When var
   promo_start is set, only events before it count (views and purchases), so the cohort is fixed
   before the promotion; otherwise it is the funnel's non-converted users over the range.
+# delete+insert by user, as derived_funnel_users; a user's email and phone (dim_users) change
+# only with their own messages, so with the same users
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: [category, user_key]
+touched_by: user_key
+touched_keys: "
+select user_key from "int_event_users" where updated_load > 0
+union
+select previous_user_key as user_key from "int_event_users"
+where updated_load > 0 and previous_user_key is not null union
+select user_key from "int_orders" where updated_load > 0
+union
+select previous_user_key as user_key from "int_orders"
+where updated_load > 0 and previous_user_key is not null"
 tags: [recipe, cohort]
 */
 WITH views AS (

@@ -5,7 +5,21 @@ description: >
   qualifying purchase of the category within conversion_window_days) and their views. Derived
   from the marts fct_product_views and fct_product_purchases for category_funnel; not a SPEC
   relation.
+# delete+insert by user: a (category, user)'s funnel reads only that user's views and purchases
+# of the category, so a build recomputes the users whose views or purchased lines changed
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: [category, user_key]
+touched_by: user_key
+touched_keys: "
+select user_key from "int_event_users" where updated_load > 0
+union
+select previous_user_key as user_key from "int_event_users"
+where updated_load > 0 and previous_user_key is not null union
+select user_key from "int_orders" where updated_load > 0
+union
+select previous_user_key as user_key from "int_orders"
+where updated_load > 0 and previous_user_key is not null"
 tags: [funnel]
 */
 WITH views AS (

@@ -11,120 +11,42 @@ description: >
 unique_key: [experiment, variant]
 tags: [recipe, experiment]
 */
-WITH exposure_events AS (
-  SELECT
-    user_key,
-    event_ts,
-    CASE
-      WHEN event_name = 'Experiment Viewed'
-      THEN COALESCE(
-        CASE
-          WHEN TRIM((
-            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
-          ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'experiment_id')) <> ''
-          THEN JSON_EXTRACT_PATH_TEXT(properties, 'experiment_id')
-        END,
-        CASE
-          WHEN TRIM((
-            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
-          ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'experiment_name')) <> ''
-          THEN JSON_EXTRACT_PATH_TEXT(properties, 'experiment_name')
-        END
-      )
-      ELSE CASE
-        WHEN TRIM((
-          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
-        ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'Experiment name')) <> ''
-        THEN JSON_EXTRACT_PATH_TEXT(properties, 'Experiment name')
-      END
-    END AS experiment,
-    CASE
-      WHEN event_name = 'Experiment Viewed'
-      THEN COALESCE(
-        CASE
-          WHEN TRIM((
-            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
-          ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'variation_id')) <> ''
-          THEN JSON_EXTRACT_PATH_TEXT(properties, 'variation_id')
-        END,
-        CASE
-          WHEN TRIM((
-            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
-          ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'variation_name')) <> ''
-          THEN JSON_EXTRACT_PATH_TEXT(properties, 'variation_name')
-        END
-      )
-      ELSE CASE
-        WHEN TRIM((
-          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
-        ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'Variant name')) <> ''
-        THEN JSON_EXTRACT_PATH_TEXT(properties, 'Variant name')
-      END
-    END AS variant
-  FROM "stg_events"
-  WHERE
-    message_type = 'track'
-    AND event_name IN ('Experiment Viewed', '$experiment_started')
-    AND TRUE
-    AND TRUE
-), exposures AS (
-  SELECT
-    *
-  FROM exposure_events
-  WHERE
-    NOT experiment IS NULL AND NOT variant IS NULL
-), per_user AS (
+WITH exposed AS (
   SELECT
     experiment,
+    variant,
     user_key,
-    MIN(variant) AS variant,
-    COUNT(DISTINCT variant) AS variants_seen,
-    MIN(event_ts) AS exposed_at
-  FROM exposures
-  GROUP BY
-    experiment,
-    user_key
+    is_included,
+    revenue,
+    purchased
+  FROM "derived_experiment_users"
 ), excluded AS (
   SELECT
-    e.experiment,
-    e.variant,
-    COUNT(DISTINCT e.user_key) AS excluded_users
-  FROM exposures AS e
-  INNER JOIN per_user AS u
-    ON e.experiment = u.experiment AND e.user_key = u.user_key
+    experiment,
+    variant,
+    COUNT(*) AS excluded_users
+  FROM exposed
   WHERE
-    u.variants_seen > 1
+    NOT is_included
   GROUP BY
-    e.experiment,
-    e.variant
+    experiment,
+    variant
 ), user_outcomes AS (
   SELECT
-    u.experiment,
-    u.variant,
-    u.user_key,
-    COALESCE(SUM(o.revenue), 0) AS revenue,
-    CASE WHEN COUNT(o.order_id) > 0 THEN 1 ELSE 0 END AS purchased
-  FROM per_user AS u
-  LEFT JOIN "fct_orders" AS o
-    ON o.user_key = u.user_key
-    AND o.ordered_at >= u.exposed_at
-    AND o.ordered_at <= (
-      u.exposed_at + INTERVAL '30 DAY'
-    )
+    experiment,
+    variant,
+    user_key,
+    revenue,
+    purchased
+  FROM exposed
   WHERE
-    u.variants_seen = 1
-  GROUP BY
-    u.experiment,
-    u.variant,
-    u.user_key
+    is_included
 ), variants AS (
   /* the variants some included user saw */
   SELECT DISTINCT
     experiment,
     variant
-  FROM per_user
-  WHERE
-    variants_seen = 1
+  FROM user_outcomes
 ), per_variant AS (
   SELECT
     v.experiment,

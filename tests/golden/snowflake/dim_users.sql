@@ -5,16 +5,36 @@ description: >
   latest non-null value from `identify` messages (equal times: the later load, then line).
   is_identified: some message of the user carries a userId (otherwise user_key is an
   anonymousId).
+# delete+insert by user: the users whose messages changed, where they are now and where they
+# were (a user whose messages were all stitched to another is only deleted)
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: user_key
+touched_keys: "
+select user_key from "int_event_users" where updated_load > 0
+union
+select previous_user_key as user_key from "int_event_users"
+where updated_load > 0 and previous_user_key is not null"
 tags: [users]
 */
-WITH seen AS (
+WITH messages AS (
+  SELECT
+    user_key,
+    user_id,
+    event_ts,
+    received_at,
+    load_id,
+    record_number,
+    message_type,
+    traits
+  FROM "stg_events"
+), seen AS (
   SELECT
     user_key,
     MIN(event_ts) AS first_seen_at,
     MAX(event_ts) AS last_seen_at,
     MAX(CASE WHEN NOT user_id IS NULL THEN 1 ELSE 0 END) = 1 AS is_identified
-  FROM "stg_events"
+  FROM messages
   GROUP BY
     user_key
 ), traits AS (
@@ -42,7 +62,7 @@ WITH seen AS (
       ) <> ''
       THEN JSON_EXTRACT_PATH_TEXT(traits, 'phone')
     END AS phone
-  FROM "stg_events"
+  FROM messages
   WHERE
     message_type = 'identify'
 ), latest_email AS (

@@ -3,12 +3,20 @@
 description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
   then load and line, counts), with their products array. An order without order_id is keyed by
-  its event_id.
-# a table, not incremental: when a later copy of a message wins in stg_events with other content
-# (another order_id, another event), the order its old copy carried may have no message left,
-# and a merge by order_id cannot delete it
-materialized: table
+  its event_id. updated_load marks the orders a build wrote, previous_user_key the user an order
+  had before (for the delete+insert models downstream).
+# delete+insert, not a merge: when a later copy of a message wins in stg_events with other
+# content (another order_id, another event), the order its old copy carried may have no message
+# left, and a merge by order_id cannot delete it
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: order_id
+touched_keys: "select order_id from "int_orders" where event_id in (select event_id from "stg_events" where updated_load > 0)
+union
+select coalesce(case when trim(json_extract_string(properties, '$.order_id'), (' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13))) <> '' then json_extract_string(properties, '$.order_id') end, event_id) as order_id
+from "stg_events"
+where updated_load > 0
+    and message_type = 'track' and event_name = 'Order Completed'"
 tags: [facts]
 */
 WITH completed AS (
@@ -42,22 +50,24 @@ WITH completed AS (
   FROM completed
 )
 SELECT
-  order_id,
-  event_id,
-  user_key,
-  ordered_at,
-  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'revenue')) AS DOUBLE) AS stated_revenue,
-  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'total')) AS DOUBLE) AS stated_total,
+  r.order_id,
+  r.event_id,
+  r.user_key,
+  r.ordered_at,
+  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(r.properties, 'revenue')) AS DOUBLE) AS stated_revenue,
+  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(r.properties, 'total')) AS DOUBLE) AS stated_total,
   CASE
     WHEN TRIM(
-      JSON_EXTRACT_PATH_TEXT(properties, 'currency'),
+      JSON_EXTRACT_PATH_TEXT(r.properties, 'currency'),
       (
         ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
       )
     ) <> ''
-    THEN JSON_EXTRACT_PATH_TEXT(properties, 'currency')
+    THEN JSON_EXTRACT_PATH_TEXT(r.properties, 'currency')
   END AS currency,
-  properties
-FROM ranked
+  r.properties,
+  0 AS updated_load,
+  CAST(NULL AS VARCHAR) AS previous_user_key
+FROM ranked AS r
 WHERE
-  copy_rank = 1
+  r.copy_rank = 1

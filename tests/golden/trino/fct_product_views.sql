@@ -1,10 +1,12 @@
 -- fct_product_views: compiled for trino from fct_product_views.sql
 /*
 description: One row per deduplicated `Product Viewed`, with the viewed product's fields.
-# a table, not incremental: when a later copy of a message wins in stg_events as another event,
-# its view has to disappear, and a merge by event_id cannot delete it
-materialized: table
+# delete+insert, not a merge: when a later copy of a message wins in stg_events as another
+# event, its view has to disappear, and a merge by event_id cannot delete it
+materialized: incremental
+incremental_strategy: delete+insert
 unique_key: event_id
+touched_keys: "select event_id from "stg_events" where updated_load > 0"
 tags: [facts]
 */
 WITH views AS (
