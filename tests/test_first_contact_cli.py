@@ -8,10 +8,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -125,6 +127,35 @@ def test_init_writes_a_project_that_builds_the_sample(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Fresh project: loaded the bundled sample" in proc.stdout
     assert (tmp_path / "arpu.duckdb").is_file()
+
+
+@pytest.mark.slow
+def test_init_from_the_wheel_writes_the_shipped_project(tmp_path: Path) -> None:
+    """A user who installs the wheel (`pip install arpu`), not a checkout: the wheel carries the
+    starter project (setup.py) and `arpu init` writes it. Before: empty models/ and macros/."""
+    source = tmp_path / "source"  # setuptools writes build/ into the tree it builds
+    for name in ("runner", "models", "macros", "metrics", "seeds"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "setup.py"):
+        shutil.copy(ROOT / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source),
+                            "-w", str(tmp_path / "dist")], capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("arpu-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+    project = tmp_path / "shop"
+    proc = subprocess.run([sys.executable, "-m", "runner.cli", "init", str(project)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert proc.returncode == 0, proc.stderr
+    shipped = sorted(p.relative_to(ROOT) for folder in ("models", "macros", "metrics")
+                     for p in (ROOT / folder).rglob("*") if p.is_file())
+    assert sorted(p.relative_to(project) for folder in ("models", "macros", "metrics")
+                  for p in (project / folder).rglob("*") if p.is_file()) == shipped
+    assert (project / "seeds" / "sample_events.ndjson.gz").read_bytes() == \
+        (ROOT / "seeds" / "sample_events.ndjson.gz").read_bytes()
 
 
 def test_init_never_overwrites_a_project(tmp_path: Path) -> None:
