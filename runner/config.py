@@ -188,6 +188,12 @@ class Source(_Strict):
         None, alias="schema", pattern=IDENTIFIER,
         description="Schema of Segment's warehouse tables.",
     )
+    # SPEC: size limits are configurable, by default at least 1 MiB and 10,000 products, so
+    # that a real order is never rejected for its size (runner/ingest has the same defaults)
+    max_message_bytes: int = Field(
+        1 << 20, ge=1, description="A longer message file line is rejected, read no further.")
+    max_products: int = Field(
+        10_000, ge=0, description="An order with more products is rejected.")
 
 
 class Vars(_Strict):

@@ -52,6 +52,8 @@ targets:
 source:
   format: messages            # Segment messages loaded with `arpu ingest PATH...`; or
                               # segment_warehouse with schema: <Segment's warehouse schema>
+  # max_message_bytes: 1048576  # a longer line is rejected (with its reason), read no further
+  # max_products: 10000         # an order with more products is rejected
 
 # The bundled sample, loaded by the first `arpu build` while nothing is ingested.
 seed_path: seeds/sample_events.ndjson.gz

@@ -53,12 +53,15 @@ class RawSources:
         engine.ensure_raw_tables()
         self.discard_unfinished_loads()
         before = self._newest_load(engine)
+        limits = {"max_message_bytes": self.source.max_message_bytes,
+                  "max_products": self.source.max_products}
         if engine.ingests_in_place:
-            result = Loader(engine.con).load(files, progress)  # type: ignore[attr-defined]
+            result = Loader(engine.con, **limits).load(  # type: ignore[attr-defined]
+                files, progress)
         else:
             local = duckdb.connect()
             try:
-                result = Loader(local).load(files, progress)
+                result = Loader(local, **limits).load(files, progress)
                 engine.append_raw(local, before)
             finally:
                 local.close()

@@ -373,3 +373,37 @@ def test_an_unset_password_env_is_one_warning(tmp_path: Path) -> None:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
             for name in (schema, f"{schema}__work", f"{schema}__next"):
                 pg.execute(f'drop schema if exists "{name}" cascade')
+
+
+def test_the_size_limits_are_arpu_yml_keys(arpu_project: ProjectHarness, tmp_path: Path
+                                           ) -> None:
+    """SPEC: the size limits are configurable. `source.max_products` and
+    `source.max_message_bytes` reach `arpu ingest`; the defaults are ingest's own."""
+    from runner.config import Source
+    from runner.ingest import MAX_MESSAGE_BYTES, MAX_PRODUCTS
+
+    assert (Source().max_message_bytes, Source().max_products) == (MAX_MESSAGE_BYTES,
+                                                                  MAX_PRODUCTS)
+    order = {"type": "track", "event": "Order Completed", "userId": "u1",
+             "messageId": "o1", "timestamp": "2026-03-01T10:00:00Z",
+             "properties": {"order_id": "A", "products": [{"price": 1}] * 3}}
+    view = {"type": "track", "event": "Product Viewed", "userId": "u1", "messageId": "v1",
+            "timestamp": "2026-03-01T09:00:00Z",
+            "properties": {"category": "C", "name": "x" * 300}}
+    events = tmp_path / "events.ndjson"
+    events.write_text(json.dumps(order) + "\n" + json.dumps(view) + "\n")
+    config = arpu_project.root / "arpu.yml"
+    config.write_text(config.read_text() + "\nsource: {format: messages, max_products: 2, "
+                      "max_message_bytes: 300}\n")
+    proc = run_arpu(arpu_project.root, "ingest", str(events))
+    assert proc.returncode == 0, proc.stderr
+    with duckdb.connect(str(arpu_project.root / "arpu.work.duckdb"), read_only=True) as con:
+        rejected = con.execute("select line_number, reason from raw_rejected order by 1"
+                               ).fetchall()
+    assert rejected == [(1, "properties.products has more than 2 items"),
+                        (2, "message larger than 300 bytes")], rejected
+
+    config.write_text(config.read_text().replace("max_products: 2", "max_products: -1"))
+    proc = run_arpu(arpu_project.root, "ingest", str(events))
+    assert proc.returncode == 2 and "arpu.yml:" in proc.stderr and "max_products" in proc.stderr
+    assert "Traceback" not in proc.stderr
