@@ -173,9 +173,13 @@ class Context:
         (`fail_fast`: every model not started yet). `on_event` hears runner/events.py's
         events as they happen."""
         from runner import build
+        from runner.metrics.query import semantic_layer
 
         started = time.perf_counter()
         with self.recording_results(validate, started):
+            # metrics/ is read first, as dbt parses a project before it runs anything: a broken
+            # file stops the build before any model (the saved queries' exports need it after)
+            semantic_layer(self)
             return build.build(self, select, on_event, validate, full_refresh, exclude,
                                fail_fast, started)
 

@@ -4,6 +4,7 @@ shipped metrics/recipe.yml one way each."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -181,3 +182,22 @@ def test_an_export_may_not_replace_a_model(tmp_path: Path) -> None:
         load(tmp_path, text)
     assert "would write 'fct_orders', a relation arpu builds" in error.value.message
     assert error.value.location == f"metrics/recipe.yml:{line_of(text, '- name: fct_orders')}"
+
+
+def test_a_broken_metrics_file_stops_the_build_before_any_model(tmp_path: Path) -> None:
+    """As dbt parses the whole project first: before, every model ran (and the sample loaded)
+    and the build failed at the saved queries' exports."""
+    project = tmp_path / "project"
+    for folder in ("models", "macros", "seeds"):
+        shutil.copytree(ROOT / folder, project / folder)
+    shutil.copy(ROOT / "arpu.yml", project / "arpu.yml")
+    (project / "metrics").mkdir()
+    (project / "metrics" / "recipe.yml").write_text(RECIPE.replace("agg: count_distinct",
+                                                                   "agg: distinct", 1))
+    out = run_arpu(project, "build")
+    assert out.returncode == 2, out.stdout + out.stderr
+    line = line_of(RECIPE, "agg: count_distinct")
+    assert f"Error: metrics/recipe.yml:{line}: agg: 'distinct'" in out.stderr
+    assert "success" not in out.stdout and "loaded the bundled sample" not in out.stdout
+    results = json.loads((project / "target" / "run_results.json").read_text())
+    assert results["results"] == [] and "recipe.yml" in results["error"], results
