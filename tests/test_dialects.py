@@ -63,10 +63,10 @@ def test_json_arrays_unnest_from_one_on_every_engine(compiled: dict[str, dict[st
 
 def test_weeks_start_on_monday_everywhere(compiled: dict[str, dict[str, str]]) -> None:
     """BigQuery's WEEK starts on Sunday: the period macro asks it for ISOWEEK."""
-    bigquery = compiled["bigquery"]["arpu_timeseries"].upper()
+    bigquery = compiled["bigquery"]["derived_user_periods"].upper()
     assert "ISOWEEK" in bigquery and ", WEEK)" not in bigquery
     for dialect in ("postgres", "spark", "snowflake", "trino", "redshift", "duckdb", "clickhouse"):
-        assert "'WEEK'" in compiled[dialect]["arpu_timeseries"].upper(), dialect
+        assert "'WEEK'" in compiled[dialect]["derived_user_periods"].upper(), dialect
 
 
 def test_round_of_a_double_is_cast_for_postgres() -> None:

@@ -7,85 +7,14 @@ description: >
 unique_key: [grain, period_start, segment]
 tags: [recipe, timeseries]
 */
-WITH activity AS (
-  /* one row per user and active day: weeks and months are unions of days */
-  SELECT DISTINCT
-    user_key,
-    CAST(event_ts AS DATE) AS active_day
-  FROM "stg_events"
-  WHERE
-    message_type IN ('track', 'page', 'screen') AND TRUE AND TRUE
-), active_periods AS (
-  SELECT DISTINCT
-    grain,
-    period_start,
-    user_key
-  FROM (
-    SELECT
-      'day' AS grain,
-      CAST(DATE_TRUNC('DAY', active_day) AS DATE) AS period_start,
-      r.*
-    FROM activity AS r
-    UNION ALL
-    SELECT
-      'week' AS grain,
-      CAST(DATE_TRUNC('WEEK', active_day) AS DATE) AS period_start,
-      r.*
-    FROM activity AS r
-    UNION ALL
-    SELECT
-      'month' AS grain,
-      CAST(DATE_TRUNC('MONTH', active_day) AS DATE) AS period_start,
-      r.*
-    FROM activity AS r
-  ) AS g
-), orders AS (
-  SELECT
-    user_key,
-    ordered_at,
-    revenue
-  FROM "fct_orders"
-  WHERE
-    TRUE AND TRUE
-), order_periods AS (
+WITH per_user AS (
   SELECT
     grain,
     period_start,
     user_key,
-    SUM(revenue) AS revenue
-  FROM (
-    SELECT
-      'day' AS grain,
-      CAST(DATE_TRUNC('DAY', ordered_at) AS DATE) AS period_start,
-      r.*
-    FROM orders AS r
-    UNION ALL
-    SELECT
-      'week' AS grain,
-      CAST(DATE_TRUNC('WEEK', ordered_at) AS DATE) AS period_start,
-      r.*
-    FROM orders AS r
-    UNION ALL
-    SELECT
-      'month' AS grain,
-      CAST(DATE_TRUNC('MONTH', ordered_at) AS DATE) AS period_start,
-      r.*
-    FROM orders AS r
-  ) AS g
-  GROUP BY
-    grain,
-    period_start,
-    user_key
-), per_user AS (
-  SELECT
-    a.grain,
-    a.period_start,
-    a.user_key,
-    COALESCE(o.revenue, 0) AS revenue,
-    NOT o.user_key IS NULL AS is_purchaser
-  FROM active_periods AS a
-  LEFT JOIN order_periods AS o
-    ON a.grain = o.grain AND a.period_start = o.period_start AND a.user_key = o.user_key
+    revenue,
+    is_purchaser
+  FROM "derived_user_periods"
 ), segmented AS (
   SELECT
     'all' AS segment,
