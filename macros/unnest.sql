@@ -42,8 +42,8 @@
 ) as {{ alias }}
 {%- endmacro %}
 
-{# Redshift has no set-returning JSON function: positions 1..1000 from digits, and the element
-   by index (ingest rejects larger arrays). #}
+{# Redshift has no set-returning JSON function: positions 1..10,000 from digits (ingest's
+   default `max_products`), and the element by index. #}
 {% macro redshift__json_array_rows(relation, array_path, alias) -%}
 {%- set key = array_path[2:] %}
 (
@@ -54,8 +54,9 @@
         n.position
     from {{ relation }} as src
     inner join (
-        select hundreds.d * 100 + tens.d * 10 + ones.d + 1 as position
-        from {{ digits() }} as hundreds
+        select thousands.d * 1000 + hundreds.d * 100 + tens.d * 10 + ones.d + 1 as position
+        from {{ digits() }} as thousands
+        cross join {{ digits() }} as hundreds
         cross join {{ digits() }} as tens
         cross join {{ digits() }} as ones
     ) as n

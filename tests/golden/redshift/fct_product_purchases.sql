@@ -60,8 +60,39 @@ WITH lines AS (
     FROM "int_orders" AS src
     INNER JOIN (
       SELECT
-        hundreds.d * 100 + tens.d * 10 + ones.d + 1 AS position
+        thousands.d * 1000 + hundreds.d * 100 + tens.d * 10 + ones.d + 1 AS position
       FROM (
+        SELECT
+          0 AS d
+        UNION ALL
+        SELECT
+          1
+        UNION ALL
+        SELECT
+          2
+        UNION ALL
+        SELECT
+          3
+        UNION ALL
+        SELECT
+          4
+        UNION ALL
+        SELECT
+          5
+        UNION ALL
+        SELECT
+          6
+        UNION ALL
+        SELECT
+          7
+        UNION ALL
+        SELECT
+          8
+        UNION ALL
+        SELECT
+          9
+      ) AS thousands
+      CROSS JOIN (
         SELECT
           0 AS d
         UNION ALL
