@@ -56,6 +56,13 @@ class LogFormat(str, Enum):
     json = "json"
 
 
+class ListOutput(str, Enum):
+    """`arpu ls --output`, as dbt's: a table for people, one name per line for scripts."""
+
+    table = "table"
+    name = "name"
+
+
 _STARTED = time.perf_counter()
 _state: dict[str, Any] = {
     "debug": False, "start": Path("."), "project": None, "quiet": False,
@@ -404,6 +411,8 @@ def ls_(
                                     help="With --metrics A,B: what they can be grouped by."),
     names: list[str] | None = typer.Argument(None, metavar="[METRICS]",
                                              help="With --dimensions --metrics: A,B."),
+    output: ListOutput = typer.Option(ListOutput.table, "--output", "-o",
+                                      help="table, or name: one model per line (dbt's)."),
 ) -> None:
     """List models with their materialization and dependencies (or metrics, dimensions)."""
     from rich.table import Table
@@ -418,6 +427,10 @@ def ls_(
         return
     with _context() as ctx:
         models = ctx.ls(select, exclude)
+    if output is ListOutput.name:
+        for m in models:
+            typer.echo(m.name)
+        return
     table = Table("model", "materialized", "depends on", box=None)
     for m in models:
         table.add_row(m.name, m.materialized, ", ".join(m.depends_on))

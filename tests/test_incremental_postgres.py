@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.compare import assert_same_across_engines, relations, without_provenance
+from support.compare import assert_same_across_engines, loaded_content
 from support.project import FIXTURES, ProjectHarness, use_isolated_targets
 
 from runner.context import Context
@@ -86,8 +86,8 @@ def test_postgres_increments_match_one_duckdb_build(tmp_path: Path) -> None:
                   if str(r.compiled_path or "").endswith(".incremental.sql")}
     assert {"fct_orders", "fct_product_views", "derived_funnel_users", "cohort_non_converted",
             "dim_users", "derived_funnel_periods"} <= increments
-    expected = without_provenance(relations(whole, "duckdb"))
-    actual = without_provenance(relations(split, "postgres"))
+    expected = loaded_content(whole, "duckdb")
+    actual = loaded_content(split, "postgres")
     assert_same_across_engines(expected, actual, "postgres delete+insert")
     orders = [(o["order_id"], o["user_key"]) for o in actual["fct_orders"]]
     assert ("o1", "user-b") in orders

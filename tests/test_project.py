@@ -60,7 +60,9 @@ def test_sample_dag_order_and_selectors() -> None:
     assert downstream == {"category_funnel", "category_opportunities", "derived_user_segments",
                           "arpu_timeseries", "category_conversion_timeseries"}
     assert set(graph.select(["tag:timeseries"])) == {"arpu_timeseries",
-                                                     "category_conversion_timeseries"}
+                                                     "category_conversion_timeseries",
+                                                     "derived_funnel_periods",
+                                                     "derived_user_periods"}
     # a union of selectors, returned in dependency order
     both = graph.select(["fct_orders stg_events"])
     assert both == ["stg_events", "fct_orders"]
@@ -105,8 +107,8 @@ def test_dbt_selector_grammar_on_the_graph() -> None:
     ancestors of the descendants, --exclude subtracts; the CLI tests drive the same via arpu."""
     graph = Context(ROOT).compiler().graph
     assert graph.select(["+fct_orders,+dim_users"]) == ["stg_events"]
-    assert graph.select(["1+fct_orders"]) == ["int_orders", "fct_product_purchases",
-                                              "fct_orders"]
+    assert graph.select(["1+fct_orders"]) == ["stg_events", "int_orders",
+                                              "fct_product_purchases", "fct_orders"]
     assert set(graph.select(["fct_orders+1"])) == {"fct_orders"} | graph.descendants(
         "fct_orders", 1)
     family = {"int_orders"} | graph.descendants("int_orders")
