@@ -33,14 +33,6 @@ for unexpected_rows) for the observed values and up to five failing rows, keyed 
 key. Every metric is computed by the warehouse through SQLAlchemy; only counts and a handful of
 example rows come back to Python. Nothing is written to disk: no `gx/` folder, no progress bars.
 
-Increments: when a build continues an incremental model (a merge or a delete+insert) and the
-model stamps the rows it writes with the build's load (`updated_load`, as stg_events, int_orders
-and int_event_users do), the pre-check runs its `error` row checks on those rows only and its
-key's uniqueness on the rows sharing a key with one of them, after counting those rows equal to
-what the engine wrote (`sqlcheck.all_pass(written=...)`); warnings, row counts, column sets and
-`unexpected_rows` stay whole. The older rows are taken as checked when their build published.
-Anything the pre-check cannot pass goes to GX over the whole relation, as in a full build.
-
 Targets: each engine makes GX's datasource (`Engine.gx_datasource`): DuckDB through
 `duckdb-engine` on cursors of the engine's own connection; PostgreSQL through its SQLAlchemy URL;
 Spark as data frames (`spark.table(...)`). ClickHouse has none: there the plain-SQL checks
