@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from runner.config import Config
     from runner.engines.base import Engine
     from runner.project import Model
-    from runner.quality.spec import WrittenRows
     from runner.quality.validator import Validator
     from runner.sources import RawSources
 
@@ -159,8 +158,6 @@ class ModelWork:
         self.compiled: dict[str, Future[CompiledModel]] = {}
         # the watermark each incremental model continues from in this build (None: built whole)
         self.marks: dict[str, int | None] = {}
-        # the rows each model built as an increment wrote, for its validation
-        self.written: dict[str, WrittenRows] = {}
 
     def compiling_ahead(self, names: list[str]) -> ThreadPoolExecutor:
         """One thread compiles every model in dependency order (Jinja and sqlglot hold the GIL,
@@ -178,7 +175,7 @@ class ModelWork:
         if res.status == "success":
             self._check_data_vars(model, res)
         if res.status == "success" and self.validator is not None:
-            check(self.validator, model, res, self.written.get(model.name))
+            check(self.validator, model, res)
         return res
 
     def _plan(self, model: Model) -> tuple[str, Increment | None, list[str]]:
@@ -238,11 +235,9 @@ class ModelWork:
                 res.rows = self.engine.delete_insert(
                     model.name, compiled.sql, compiled.touched_sql,
                     model.config.touched_by or model.config.unique_key, after)
-                self._mark_written(model, res.rows)
             elif increment is not None and increment.active:
                 res.rows = self.engine.merge(model.name, compiled.sql, model.config.unique_key,
                                              after)
-                self._mark_written(model, res.rows)
             else:
                 res.rows = self.engine.materialize(model.name, compiled.sql, kind, after)
         except ArpuError as exc:
@@ -254,22 +249,6 @@ class ModelWork:
             res.status, res.error = "error", str(error)
         res.seconds = round(time.perf_counter() - t0, 4)
         return res
-
-    def _mark_written(self, model: Model, rows: int) -> None:
-        """A model that stamps the rows it writes with the build's load (`updated_load`, as
-        stg_events and int_orders do) is validated on the rows stamped by this build: the
-        older rows passed when their build published and are unchanged. Without the column the
-        whole relation is validated."""
-        from runner.dialect import quoted
-        from runner.quality.spec import WrittenRows
-
-        if self.validator is None or self.batch is None:
-            return
-        probe = f"select * from {self.compiler.relation(model.name)} limit 0"
-        columns = self.engine.fetch(self.ctx.sql_for_target(probe))[0]
-        if "updated_load" in {str(c).lower() for c in columns}:
-            self.written[model.name] = WrittenRows(
-                f"{quoted('updated_load')} = {int(self.batch)}", rows)
 
     def _check_data_vars(self, model: Model, res: ModelResult) -> None:
         """A var that names a value of the data (DATA_VARS) fails the model that first holds
@@ -342,12 +321,11 @@ def open_validator(ctx: BuildContext, names: list[str], fast: bool = False, publ
     return validator
 
 
-def check(validator: Validator, model: Model, res: ModelResult,
-          written: WrittenRows | None = None) -> None:
+def check(validator: Validator, model: Model, res: ModelResult) -> None:
     """Validate `model` and record its expectations in `res`; an `error` expectation that
-    fails makes the model fail. `written`: the rows its increment wrote (ModelWork)."""
+    fails makes the model fail."""
     t0 = time.perf_counter()
-    outcomes = validator.validate(model, written)
+    outcomes = validator.validate(model)
     res.validation_seconds = round(time.perf_counter() - t0, 4)
     res.expectations = [
         {"expectation": o.expectation, "severity": o.severity, "success": o.success,

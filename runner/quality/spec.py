@@ -39,17 +39,6 @@ class ExpectationSpec:
         return f"{self.type}({', '.join(args)})"
 
 
-@dataclass(frozen=True)
-class WrittenRows:
-    """The rows a build wrote into an incremental relation it continued (merged, or deleted and
-    inserted): `where` is a predicate in the models' dialect that names them, `rows` how many
-    the engine wrote. The validation of such a build checks row-level expectations and the
-    uniqueness of keys on these rows only, when `where` names exactly `rows` rows."""
-
-    where: str
-    rows: int
-
-
 @dataclass
 class ExpectationResult:
     relation: str

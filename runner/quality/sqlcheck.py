@@ -23,7 +23,7 @@ from sqlglot import exp
 from runner.dialect import SOURCE_DIALECT as SOURCE
 from runner.dialect import quoted as _col  # a column name, quoted
 from runner.dialect import transpile
-from runner.quality.spec import MAX_EXAMPLES, ExpectationResult, ExpectationSpec, WrittenRows
+from runner.quality.spec import MAX_EXAMPLES, ExpectationResult, ExpectationSpec
 
 if TYPE_CHECKING:
     from runner.engines.base import Engine
@@ -61,60 +61,10 @@ def _violations(spec: ExpectationSpec) -> str | None:
     return None
 
 
-def _scoped(engine: Engine, relation: str, spec: ExpectationSpec, written: WrittenRows
-            ) -> tuple[str, str] | None:
-    """How `spec` is checked on the written rows only, when that decides it: `("row",
-    predicate)` for a row check on those rows, `("key", query)` for a key's uniqueness among
-    the rows that share a key with one of them (the other rows were unique before and are
-    unchanged, so a duplicate involves a written row). None: check it on the whole relation.
-    Only `error` expectations are narrowed: a `warn` that failed on older rows was published,
-    and must go on warning."""
-    if spec.severity != "error":
-        return None
-    kw = spec.kwargs
-    predicate = _violations(spec)
-    if predicate is not None:
-        return "row", predicate
-    if spec.type == "expect_column_values_to_be_unique":
-        c = _col(kw["column"])
-        distinct = (f"count(distinct case when {c} is not null then hash({c}) end)"
-                    if engine.hashes_uniqueness else f"count(distinct {c})")
-        return "key", (f"select count({c}) - {distinct} from {relation} "
-                       f"where {c} in (select {c} from {relation} where {written.where})")
-    if spec.type == "expect_compound_columns_to_be_unique" and engine.hashes_uniqueness:
-        cols = ", ".join(_col(c) for c in kw["column_list"])
-        return "key", (f"select count(*) - count(distinct hash({cols})) from {relation} "
-                       f"where hash({cols}) in (select hash({cols}) from {relation} "
-                       f"where {written.where})")
-    return None
-
-
-def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec],
-             written: WrittenRows | None = None) -> bool:
-    """True when every spec surely passes; False when any may fail or is not known here.
-
-    With `written` (an increment's rows), row checks and key uniqueness look at those rows
-    only (`_scoped`); first, the rows `written.where` names must be as many as the engine
-    wrote, or nothing is narrowed."""
+def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> bool:
+    """True when every spec surely passes; False when any may fail or is not known here."""
     if any(s.kwargs.get("mostly") not in (None, 1, 1.0) for s in specs):
         return False
-    queries: list[tuple[str, Any]] = []
-    if written is not None:
-        narrowed = {id(s): how for s in specs if (how := _scoped(engine, relation, s, written))}
-        if narrowed:
-            # one pass over the written rows: how many, and each row check's violations; a
-            # count other than what the engine wrote means `where` does not name them
-            checks = [f"coalesce(sum(case when {how[1]} then 1 else 0 end), 0)"
-                      for how in narrowed.values() if how[0] == "row"]
-            seen = engine.fetch(transpile(
-                f"select {', '.join(['count(*)', *checks])} from {relation} "
-                f"where {written.where}", engine.dialect))[1][0]
-            if int(seen[0]) != written.rows:
-                narrowed = {}
-            elif any(v is None or v != 0 for v in seen[1:]):
-                return False
-        queries += [("sql", how[1]) for how in narrowed.values() if how[0] == "key"]
-        specs = [s for s in specs if id(s) not in narrowed]
     sums: list[str] = []
     tail: list[tuple[str, Any]] = []
     for spec in specs:
@@ -150,6 +100,7 @@ def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec],
             tail.append(("columns", kw))
         else:
             return False
+    queries: list[tuple[str, Any]] = []
     if sums:
         queries.append(("sql", f"select {', '.join(sums)} from {relation}"))
     queries += tail

@@ -13,7 +13,7 @@ import jinja2
 
 from runner.dialect import transpile
 from runner.errors import ConfigError
-from runner.quality.spec import UNEXPECTED_ROWS, ExpectationResult, ExpectationSpec, WrittenRows
+from runner.quality.spec import UNEXPECTED_ROWS, ExpectationResult, ExpectationSpec
 from runner.quality.suites import (
     default_specs,
     expectations_file,
@@ -144,13 +144,9 @@ class Validator:
         return SqlValue(self.vars[name])
 
     # -- running -----------------------------------------------------------------------------
-    def validate(self, model: Model, written: WrittenRows | None = None
-                 ) -> list[ExpectationResult]:
+    def validate(self, model: Model) -> list[ExpectationResult]:
         """Run the model's suite against its built relation, in the warehouse.
 
-        `written`: the rows an incremental build wrote; the plain-SQL pre-check then checks
-        rows and keys on those only. Whatever it cannot pass is decided over the whole
-        relation, as without `written`, so a failure reads the same.
         Raises ConfigError for a bad declaration (exit 2); a check that cannot run (bad SQL,
         missing column) is a failed result carrying `exception`."""
         specs = self.suite_for(model)
@@ -166,7 +162,7 @@ class Validator:
             from runner.quality.sqlcheck import all_pass
 
             started = time.perf_counter()
-            if all_pass(self.engine, self.relation_name(model.name), runnable, written):
+            if all_pass(self.engine, self.relation_name(model.name), runnable):
                 seconds = round((time.perf_counter() - started) / max(len(runnable), 1), 4)
                 return [ExpectationResult(model.name, s.name, s.severity, True, "ok",
                                           seconds=seconds) for s in runnable]
