@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -111,6 +112,29 @@ def test_killed_build_leaves_the_published_relations_intact(sample: ProjectHarne
     with Context(sample.root) as ctx:
         funnel = {r["category"]: r for r in ctx.rows("category_funnel")}
     assert funnel["Home Supplies"]["purchasers"] < before["viewers"]  # the 1-day window is live
+
+
+def test_ctrl_c_while_publishing_leaves_no_file_behind(sample: ProjectHarness,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (KeyboardInterrupt) while the new file is synced, before the rename: the
+    published file as it was and no `.publishing-*` file left. Before: the build had let go of
+    the file it wrote, so nothing removed it (seen in the ctrl-c test, at 55% of a build)."""
+    import runner.engines.duckdb as engine
+
+    before = published(sample)
+    real_fsync = engine.os.fsync
+
+    def interrupted(fd: int) -> None:
+        if ".publishing-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(engine.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sample.build(conversion_window_days=1)
+    monkeypatch.undo()
+    assert published(sample) == before
+    assert not list(sample.root.glob("arpu.duckdb.publishing-*"))
 
 
 def test_failed_build_publishes_nothing(sample: ProjectHarness) -> None:

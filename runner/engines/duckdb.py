@@ -296,17 +296,23 @@ class DuckDBEngine(Engine):
             self.con.execute("commit")
         self.con.execute("checkpoint arpu_next")
         written, self._next = self._next, None
-        self._leave_next()
-        fd = os.open(written, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fault_point("publish")
-        # a WAL beside the published file belongs to the file being replaced (a reader that
-        # wrote, or crashed): replayed against the new file it would make it unopenable
-        self.published_path.with_name(self.published_path.name + ".wal").unlink(missing_ok=True)
-        os.replace(written, self.published_path)
+            self._leave_next()
+            fd = os.open(written, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fault_point("publish")
+            # a WAL beside the published file belongs to the file being replaced (a reader that
+            # wrote, or crashed): replayed against the new file it would make it unopenable
+            self.published_path.with_name(self.published_path.name + ".wal").unlink(
+                missing_ok=True)
+            os.replace(written, self.published_path)
+        except BaseException:  # Ctrl-C during the fsync, say: the unpublished file goes too
+            for path in (written, written.with_name(written.name + ".wal")):
+                path.unlink(missing_ok=True)
+            raise
         dir_fd = os.open(self.published_path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
