@@ -45,3 +45,11 @@ where updated_load > {{ watermark() }} and previous_user_key is not null
 {{- ' union' if not loop.last }}
 {%- endfor %}
 {%- endmacro %}
+
+{# In an increment, `<keyword> user_key in (<changed_users>)`: a per-user model reads only the
+   users the new loads touched; built whole, nothing. #}
+{% macro of_changed_users(keyword='and', orders=true) -%}
+{%- if is_incremental() %}
+{{ keyword }} user_key in ({{ changed_users(orders=orders) }})
+{%- endif %}
+{%- endmacro %}

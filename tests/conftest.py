@@ -38,6 +38,21 @@ def segment_examples() -> list[Path]:
     return files
 
 
+@pytest.fixture
+def own_postgres_schemas() -> Any:
+    """Leave the shared `test` database as it was: the schemas of this process
+    (use_isolated_targets names them after the pid; tests run in parallel processes) go when
+    the test ends. Modules that build on PostgreSQL use it (pytest.mark.usefixtures)."""
+    yield
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
+        schemas = pg.execute("select nspname from pg_namespace where nspname ~ %s",
+                             [rf"^arpu_test_.*_{os.getpid()}(__work|__next)?$"]).fetchall()
+        for (schema,) in schemas:
+            pg.execute(f'drop schema "{schema}" cascade')
+
+
 # -- built once per session; tests take copies (Built.copy) ---------------------------------
 @pytest.fixture(scope="session")
 def sample_built_by_cli(tmp_path_factory: pytest.TempPathFactory) -> Built:

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.compare import assert_same_across_engines, loaded_content
@@ -14,22 +12,8 @@ from support.project import FIXTURES, ProjectHarness, use_isolated_targets
 
 from runner.context import Context
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("own_postgres_schemas")]
 EACH_ENGINE = [pytest.param(engine, marks=getattr(pytest.mark, engine)) for engine in ENGINES]
-
-
-@pytest.fixture(autouse=True)
-def _drop_postgres_schemas() -> Any:
-    """Leave the shared `test` database as it was: this process's schemas (use_isolated_targets
-    names them after the pid; tests run in parallel processes)."""
-    yield
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-        schemas = pg.execute("select nspname from pg_namespace where nspname ~ %s",
-                             [rf"^arpu_test_.*_{os.getpid()}(__work|__next)?$"]).fetchall()
-        for (schema,) in schemas:
-            pg.execute(f'drop schema "{schema}" cascade')
 
 
 @pytest.mark.parametrize("engine", EACH_ENGINE)

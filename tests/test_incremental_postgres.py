@@ -5,7 +5,6 @@ re-stitches anonymous messages and removes a view; and the marts were updated as
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,8 @@ from support.project import FIXTURES, ProjectHarness, use_isolated_targets
 
 from runner.context import Context
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-@pytest.fixture(autouse=True)
-def _drop_postgres_schemas() -> Any:
-    """This process's schemas go when the test ends (use_isolated_targets names them by pid)."""
-    yield
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-        schemas = pg.execute("select nspname from pg_namespace where nspname ~ %s",
-                             [rf"^arpu_test_.*_{os.getpid()}(__work|__next)?$"]).fetchall()
-        for (schema,) in schemas:
-            pg.execute(f'drop schema "{schema}" cascade')
+pytestmark = [pytest.mark.slow, pytest.mark.postgres,
+              pytest.mark.usefixtures("own_postgres_schemas")]
 
 
 def _track(message_id: str, event: str, ts: str, received: str, **fields: Any) -> str:

@@ -16,18 +16,14 @@ with views as (
     select category, user_key, viewed_at
     from {{ ref('fct_product_views') }}
     where category is not null and {{ in_range('viewed_at') }} and {{ before_promo('viewed_at') }}
-        {%- if is_incremental() %}
-        and user_key in ({{ changed_users(orders=true) }})
-        {%- endif %}
+        {{ of_changed_users() }}
 ),
 
 purchases as (
     select category, user_key, purchased_at
     from {{ ref('fct_product_purchases') }}
     where {{ before_promo('purchased_at') }}
-        {%- if is_incremental() %}
-        and user_key in ({{ changed_users(orders=true) }})
-        {%- endif %}
+        {{ of_changed_users() }}
 ),
 
 non_converted as (

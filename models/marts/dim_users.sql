@@ -15,9 +15,7 @@ tags: [users]
 with messages as (
     select user_key, user_id, event_ts, received_at, load_id, record_number, message_type, traits
     from {{ ref('stg_events') }}
-    {%- if is_incremental() %}
-    where user_key in ({{ changed_users() }})
-    {%- endif %}
+    {{ of_changed_users('where', orders=false) }}
 ),
 
 seen as (

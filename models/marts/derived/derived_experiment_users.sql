@@ -31,9 +31,7 @@ with exposure_events as (
     where message_type = 'track'
         and event_name in ('Experiment Viewed', '$experiment_started')
         and {{ in_range('event_ts') }}
-        {%- if is_incremental() %}
-        and user_key in ({{ changed_users(orders=true) }})
-        {%- endif %}
+        {{ of_changed_users() }}
 ),
 
 exposures as (

@@ -16,17 +16,13 @@ with views as (
     select category, user_key, viewed_at
     from {{ ref('fct_product_views') }}
     where category is not null and {{ in_range('viewed_at') }}
-        {%- if is_incremental() %}
-        and user_key in ({{ changed_users(orders=true) }})
-        {%- endif %}
+        {{ of_changed_users() }}
 ),
 
 purchases as (
     select category, user_key, purchased_at
     from {{ ref('fct_product_purchases') }}
-    {%- if is_incremental() %}
-    where user_key in ({{ changed_users(orders=true) }})
-    {%- endif %}
+    {{ of_changed_users('where') }}
 ),
 
 funnel as (

@@ -16,9 +16,7 @@ with activity as (
     select distinct user_key, cast(event_ts as date) as active_day
     from {{ ref('stg_events') }}
     where message_type in ('track', 'page', 'screen') and {{ in_range('event_ts') }}
-        {%- if is_incremental() %}
-        and user_key in ({{ changed_users(orders=true) }})
-        {%- endif %}
+        {{ of_changed_users() }}
 ),
 
 active_periods as (
@@ -30,9 +28,7 @@ orders as (
     select user_key, ordered_at, revenue
     from {{ ref('fct_orders') }}
     where {{ in_range('ordered_at') }}
-        {%- if is_incremental() %}
-        and user_key in ({{ changed_users(orders=true) }})
-        {%- endif %}
+        {{ of_changed_users() }}
 ),
 
 order_periods as (
