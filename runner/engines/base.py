@@ -95,7 +95,9 @@ class Engine(ABC):
               after: list[str] | None = None) -> int:
         """Replace the rows of `name` whose `keys` appear in `select_sql` by its rows, in one
         transaction with the `after` statements; the number of rows merged."""
-        raise NotImplementedError
+        new = f"__arpu_new_{name}"
+        return self._replace_rows(self._merge_statements(name, new, select_sql, keys), new,
+                                  [new], after)
 
     # delete+insert increments (runner/project.py's incremental_strategy); an engine without
     # them builds those models whole on every build
@@ -106,6 +108,16 @@ class Engine(ABC):
         """Delete the rows of `name` whose `by` columns are among the rows of `touched_sql`,
         insert the rows of `select_sql` (both evaluated before the delete), run the `after`
         statements, in one transaction; the number of rows inserted."""
+        new, touched = f"__arpu_new_{name}", f"__arpu_touched_{name}"
+        return self._replace_rows(
+            self._delete_insert_statements(name, new, touched, select_sql, touched_sql, by),
+            new, [new, touched], after)
+
+    def _replace_rows(self, statements: list[str], counted: str, temporary: list[str],
+                      after: list[str] | None) -> int:
+        """What merge and delete+insert share: `statements`, then the `after` ones, in one
+        transaction; the rows of the table `counted`, then the `temporary` tables dropped.
+        Engines that merge implement it with their transactions."""
         raise NotImplementedError
 
     def _delete_insert_statements(self, name: str, new: str, touched: str, select_sql: str,

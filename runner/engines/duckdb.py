@@ -182,30 +182,17 @@ class DuckDBEngine(Engine):
             self.con.execute(f"create or replace {relation} {q} as {select_sql}")
         return None if kind == "view" else int(self.scalar(f"select count(*) from {q}"))
 
-    def merge(self, name: str, select_sql: str, keys: list[str],
-              after: list[str] | None = None) -> int:
-        new = self.quote(f"__arpu_new_{name}")
-        with self._transaction(after):
-            for statement in self._merge_statements(name, f"__arpu_new_{name}", select_sql,
-                                                    keys):
-                self.con.execute(statement)
-            rows = int(self.con.execute(f"select count(*) from {new}").fetchall()[0][0])
-            self.con.execute(f"drop table {new}")
-        return rows
-
     supports_delete_insert = True
 
-    def delete_insert(self, name: str, select_sql: str, touched_sql: str, by: list[str],
-                      after: list[str] | None = None) -> int:
-        new, touched = f"__arpu_new_{name}", f"__arpu_touched_{name}"
+    def _replace_rows(self, statements: list[str], counted: str, temporary: list[str],
+                      after: list[str] | None) -> int:
         with self._transaction(after):
-            for statement in self._delete_insert_statements(name, new, touched, select_sql,
-                                                            touched_sql, by):
+            for statement in statements:
                 self.con.execute(statement)
-            rows = int(self.con.execute(f"select count(*) from {self.quote(new)}"
+            rows = int(self.con.execute(f"select count(*) from {self.quote(counted)}"
                                         ).fetchall()[0][0])
-            self.con.execute(f"drop table {self.quote(new)}")
-            self.con.execute(f"drop table {self.quote(touched)}")
+            for table in temporary:
+                self.con.execute(f"drop table {self.quote(table)}")
         return rows
 
     def _drop_other(self, name: str, kind: str) -> None:
@@ -310,8 +297,7 @@ class DuckDBEngine(Engine):
                 missing_ok=True)
             os.replace(written, self.published_path)
         except BaseException:  # Ctrl-C during the fsync, say: the unpublished file goes too
-            for path in (written, written.with_name(written.name + ".wal")):
-                path.unlink(missing_ok=True)
+            _remove_with_wal(written)
             raise
         dir_fd = os.open(self.published_path.parent, os.O_RDONLY)
         try:
@@ -327,8 +313,7 @@ class DuckDBEngine(Engine):
         try:
             self._leave_next()
         finally:  # whatever state the connection is in, the unpublished file goes
-            for path in (tmp, tmp.with_name(tmp.name + ".wal")):
-                path.unlink(missing_ok=True)
+            _remove_with_wal(tmp)
 
     def _leave_next(self) -> None:
         self._close_cursors()
@@ -369,6 +354,11 @@ class DuckDBEngine(Engine):
         self.abandon_build()
         self._close_cursors()
         self._main.close()
+
+
+def _remove_with_wal(path: Path) -> None:
+    for file in (path, path.with_name(path.name + ".wal")):
+        file.unlink(missing_ok=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -148,30 +148,16 @@ class PostgresEngine(Engine):
 
     supports_merge = True
 
-    def merge(self, name: str, select_sql: str, keys: list[str],
-              after: list[str] | None = None) -> int:
-        new = f"__arpu_new_{name}"
-        with self.con.transaction():
-            for statement in self._merge_statements(name, new, select_sql, keys):
-                self.con.execute(statement)
-            row = self.con.execute(f"select count(*) from {self.quote(new)}").fetchone()
-            self.con.execute(f"drop table {self.quote(new)}")
-            for statement in after or []:
-                self.con.execute(statement)
-        return int(row[0]) if row else 0
-
     supports_delete_insert = True
 
-    def delete_insert(self, name: str, select_sql: str, touched_sql: str, by: list[str],
-                      after: list[str] | None = None) -> int:
-        new, touched = f"__arpu_new_{name}", f"__arpu_touched_{name}"
+    def _replace_rows(self, statements: list[str], counted: str, temporary: list[str],
+                      after: list[str] | None) -> int:
         with self.con.transaction():
-            for statement in self._delete_insert_statements(name, new, touched, select_sql,
-                                                            touched_sql, by):
+            for statement in statements:
                 self.con.execute(statement)
-            row = self.con.execute(f"select count(*) from {self.quote(new)}").fetchone()
-            self.con.execute(f"drop table {self.quote(new)}")
-            self.con.execute(f"drop table {self.quote(touched)}")
+            row = self.con.execute(f"select count(*) from {self.quote(counted)}").fetchone()
+            for table in temporary:
+                self.con.execute(f"drop table {self.quote(table)}")
             for statement in after or []:
                 self.con.execute(statement)
         return int(row[0]) if row else 0

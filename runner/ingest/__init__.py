@@ -32,7 +32,7 @@ from typing import Any
 
 import duckdb
 
-from runner.engines.base import RAW_TABLES_DDL as RAW_TABLES
+from runner.engines.base import RAW_TABLES_DDL
 from runner.errors import IngestError
 from runner.faults import fault_point
 from runner.ingest.classify import (
@@ -63,7 +63,7 @@ CHECKPOINT_BYTES = "128MB"
 
 __all__ = [
     "BLOCK_BYTES", "CHUNK_BYTES", "EVENT_SUFFIXES", "MAX_MESSAGE_BYTES", "MAX_NUMBER",
-    "MAX_PRODUCTS", "RAW_TABLES", "FileResult", "IngestResult", "Loader", "_blocks",
+    "MAX_PRODUCTS", "FileResult", "IngestResult", "Loader", "_blocks",
     "expand_paths",
 ]
 
@@ -147,7 +147,7 @@ class Loader:
         self.lines_classify_sql = _classify_sql("_parsed", LINES_SOURCE, max_products,
                                                 max_number)
         con.execute("set TimeZone = 'UTC'")
-        con.execute(RAW_TABLES)
+        con.execute(RAW_TABLES_DDL)
 
     def load(
         self, paths: list[Path], progress: Callable[[int], None] | None = None
