@@ -143,6 +143,11 @@ class Shown:
     json_columns: set[str] = field(default_factory=set)
 
 
+def vars_text(vars_: dict[str, Any]) -> str:
+    """Vars as `arpu_build_info` stores them: a build compares them as text (build.py)."""
+    return json.dumps(vars_, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def record_build(engine: Engine, relation: Callable[[str], str], ran: list[str],
                  published: list[str], vars_: dict[str, Any]) -> list[str]:
     """Write `arpu_build_info` where the build writes, just before it publishes: the models
@@ -163,7 +168,7 @@ def record_build(engine: Engine, relation: Callable[[str], str], ran: list[str],
         before = {str(r[0]): tuple(r[1:]) for r in rows}
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ",
                                                                           timespec="seconds")
-    text = json.dumps(vars_, sort_keys=True, separators=(",", ":"), default=str)
+    text = vars_text(vars_)
     fresh = set(ran)
 
     def literal(value: Any) -> str:

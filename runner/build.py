@@ -10,7 +10,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from runner.artifacts import BUILD_INFO, BuildResult, ModelResult, record_build, write_manifest
+from runner.artifacts import (
+    BUILD_INFO,
+    BuildResult,
+    ModelResult,
+    record_build,
+    vars_text,
+    write_manifest,
+)
 from runner.errors import ArpuError, ExecutionError
 from runner.events import (
     Listener,
@@ -162,7 +169,8 @@ class ModelWork:
     def compiling_ahead(self, names: list[str]) -> ThreadPoolExecutor:
         """One thread compiles every model in dependency order (Jinja and sqlglot hold the GIL,
         the warehouse does not): models are compiled while the first ones run."""
-        for n in (n for n in self.compiler.graph.order if n in set(names)):
+        selected = set(names)  # planned in dependency order: _continues reads upstream marks
+        for n in (n for n in self.compiler.graph.order if n in selected):
             self.plans[n] = self._plan(self.compiler.models[n])
         pool = ThreadPoolExecutor(1, thread_name_prefix="arpu-compile")
         self.compiled = {n: pool.submit(self.compiler.compile, self.compiler.models[n],
@@ -214,12 +222,9 @@ class ModelWork:
         return self._built_with_these_vars(model.name)
 
     def _built_with_these_vars(self, name: str) -> bool:
-        import json
-
         if not self.engine.relation_exists(BUILD_INFO):
             return False
-        now = json.dumps(self.ctx.config.vars.model_dump(mode="json"), sort_keys=True,
-                         separators=(",", ":"), default=str)
+        now = vars_text(self.ctx.config.vars.model_dump(mode="json"))
         before = self.engine.fetch(self.ctx.sql_for_target(
             f"select vars from {self.compiler.relation(BUILD_INFO)} where model = ?"), [name])[1]
         return bool(before) and before[0][0] == now
