@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.built import Built
-from support.compare import assert_same, loaded_content
+from support.compare import BOOKKEEPING, WHERE_LOADED, assert_same, loaded_content
 from support.project import ROOT, ProjectHarness
 from support.streams import streams
 
@@ -22,8 +22,7 @@ from runner.project import load_models
 
 # which load, line or build a row came from, and what it was before: differ by construction
 # between a stream loaded in parts and at once
-PROVENANCE = frozenset({"load_id", "record_number", "updated_load", "loaded_at", "source_file",
-                        "line_number", "previous_user_key"})
+PROVENANCE = BOOKKEEPING | WHERE_LOADED | {"previous_user_key"}
 STATE = ("arpu_watermarks", "arpu_build_info")
 
 
