@@ -128,7 +128,7 @@ def build(ctx: BuildContext, select: list[str] | None, listener: Listener, valid
             t0 = time.perf_counter()
             engine.publish(record_build(
                 engine, compiler.relation, [*names, *exported],
-                [n for n in compiler.graph.order if engine.relation_exists(n)] + exported,
+                engine.existing(list(compiler.graph.order)) + exported,
                 ctx.config.vars.model_dump(mode="json")))
             published = True
             if removed and set(names) == set(compiler.graph.order):
@@ -165,6 +165,7 @@ class ModelWork:
         self.compiled: dict[str, Future[CompiledModel]] = {}
         # the watermark each incremental model continues from in this build (None: built whole)
         self.marks: dict[str, int | None] = {}
+        self._before: tuple[dict[str, int], dict[str, str], set[str]] | None = None
 
     def compiling_ahead(self, names: list[str]) -> ThreadPoolExecutor:
         """One thread compiles every model in dependency order (Jinja and sqlglot hold the GIL,
@@ -183,7 +184,7 @@ class ModelWork:
         if res.status == "success":
             self._check_data_vars(model, res)
         if res.status == "success" and self.validator is not None:
-            check(self.validator, model, res)
+            check(self.validator, model, res, built=True)
         return res
 
     def _plan(self, model: Model) -> tuple[str, Increment | None, list[str]]:
@@ -196,8 +197,8 @@ class ModelWork:
         if kind == "incremental":
             kind = "table"
             if self.batch is not None:
-                mark = None if self.full_refresh else self.engine.watermark(model.name)
-                active = mark is not None and self.engine.relation_exists(model.name)
+                mark = None if self.full_refresh else self._state()[0].get(model.name)
+                active = mark is not None and model.name in self._state()[2]
                 if active and model.config.incremental_strategy == "delete+insert":
                     active = self._continues(model, mark)
                 self.marks[model.name] = mark if active else None
@@ -216,18 +217,25 @@ class ModelWork:
         for name in self.compiler.graph.ancestors(model.name):
             if self.compiler.models[name].materialized != "incremental":
                 continue
-            upstream = self.marks[name] if name in self.marks else self.engine.watermark(name)
+            upstream = self.marks[name] if name in self.marks else self._state()[0].get(name)
             if upstream != mark:
                 return False
         return self._built_with_these_vars(model.name)
 
     def _built_with_these_vars(self, name: str) -> bool:
-        if not self.engine.relation_exists(BUILD_INFO):
-            return False
-        now = vars_text(self.ctx.config.vars.model_dump(mode="json"))
-        before = self.engine.fetch(self.ctx.sql_for_target(
-            f"select vars from {self.compiler.relation(BUILD_INFO)} where model = ?"), [name])[1]
-        return bool(before) and before[0][0] == now
+        return self._state()[1].get(name) == vars_text(self.ctx.config.vars.model_dump(mode="json"))
+
+    def _state(self) -> tuple[dict[str, int], dict[str, str], set[str]]:
+        """What the build starts from, read once: each incremental model's watermark, the
+        vars each model was last published with (arpu_build_info), and the models there."""
+        if self._before is None:
+            there = set(self.engine.existing([*self.compiler.graph.order, BUILD_INFO]))
+            vars: dict[str, str] = {}
+            if BUILD_INFO in there:
+                vars = dict(self.engine.fetch(self.ctx.sql_for_target(
+                    f"select model, vars from {self.compiler.relation(BUILD_INFO)}"))[1])
+            self._before = (self.engine.watermarks(), vars, there)
+        return self._before
 
     def _run(self, model: Model, kind: str, increment: Increment | None, after: list[str]
              ) -> ModelResult:
@@ -326,11 +334,11 @@ def open_validator(ctx: BuildContext, names: list[str], fast: bool = False, publ
     return validator
 
 
-def check(validator: Validator, model: Model, res: ModelResult) -> None:
-    """Validate `model` and record its expectations in `res`; an `error` expectation that
-    fails makes the model fail."""
+def check(validator: Validator, model: Model, res: ModelResult, built: bool = False) -> None:
+    """Validate `model` (`built`: just written by this build) and record its expectations in
+    `res`; an `error` expectation that fails makes the model fail."""
     t0 = time.perf_counter()
-    outcomes = validator.validate(model)
+    outcomes = validator.validate(model, built)
     res.validation_seconds = round(time.perf_counter() - t0, 4)
     res.expectations = [
         {"expectation": o.expectation, "severity": o.severity, "success": o.success,

@@ -86,10 +86,10 @@ def test_incremental_builds_match_one_duckdb_build(tmp_path: Path) -> None:
     assert_same_across_engines(expected, actual, "clickhouse incremental")
     with Context(split.root, target="clickhouse") as ctx:
         engine = ctx.engine()
-        assert engine.watermark("stg_events") == len(files)  # one load per file
+        assert engine.watermarks()["stg_events"] == len(files)  # one load per file
         engine.execute(f"insert into arpu_watermarks values ('stg_events', {half}, now64(6))")
         engine.delete_where("arpu_watermarks", f"load_id > {half}")
-        assert engine.watermark("stg_events") == half
+        assert engine.watermarks()["stg_events"] == half
         assert ctx.build().success
     again = loaded_content(split, "clickhouse")
     assert_same_across_engines(expected, again, "clickhouse, loads processed twice")

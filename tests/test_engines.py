@@ -55,7 +55,7 @@ def test_incremental_builds_on_postgres_match_one_duckdb_build(tmp_path: Path) -
             result = ctx.build()
         assert result.success, [(r.model, r.error) for r in result.results if r.error]
     with Context(split.root, target="postgres") as ctx:
-        assert ctx.engine().watermark("stg_events") == len(files)  # one load per file
+        assert ctx.engine().watermarks()["stg_events"] == len(files)  # one load per file
     # which load and line a message came from differs by construction
     expected = loaded_content(whole, "duckdb")
     actual = loaded_content(split, "postgres")

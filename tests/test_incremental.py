@@ -296,7 +296,7 @@ def test_full_refresh_rebuilds_from_all_loads(sample_built_by_context: Built,
     first_build = len(project.rows("fct_product_views"))
     assert first_build > 0
     with Context(project.root) as ctx:
-        assert ctx.reader().watermark("stg_events") == 1  # the sample is load 1
+        assert ctx.reader().watermarks()["stg_events"] == 1  # the sample is load 1
     # lose part of the incremental state (published with its watermark): an increment has
     # nothing new to process ...
     with duckdb.connect(str(project.root / "arpu.duckdb")) as con:

@@ -139,12 +139,17 @@ class Engine(ABC):
                 f"insert into {q} by name select * from {n}" if self.insert_by_name
                 else f"insert into {q} select * from {n}"]
 
-    def watermark(self, model: str) -> int | None:
-        """The last load an incremental model processed, or None (build it whole)."""
+    def watermarks(self) -> dict[str, int]:
+        """The last load each incremental model processed (a model not named: build it
+        whole), read in one query."""
         if not self.relation_exists(WATERMARKS):
-            return None
-        value = self.scalar(f"select max(load_id) from {WATERMARKS} where model = ?", [model])
-        return None if value is None else int(value)
+            return {}
+        rows = self.fetch(f"select model, max(load_id) from {self.watermarks_table()} "
+                          "group by model")[1]
+        return {model: int(load_id) for model, load_id in rows}
+
+    def watermarks_table(self) -> str:
+        return WATERMARKS
 
     def watermark_statements(self, model: str, load_id: int) -> list[str]:
         """Record `load_id` as processed by `model` (run in the model's own transaction)."""
@@ -157,6 +162,10 @@ class Engine(ABC):
 
     @abstractmethod
     def relation_exists(self, name: str) -> bool: ...
+
+    def existing(self, names: list[str]) -> list[str]:
+        """Those of `names` that exist, in their order (an engine may ask once for all)."""
+        return [name for name in names if self.relation_exists(name)]
 
     @abstractmethod
     def close(self) -> None: ...

@@ -210,13 +210,8 @@ class ClickHouseEngine(Engine):
         self.execute(f"drop {kind} if exists {self._q(name, database)}{' sync' if wait else ''}")
 
     # -- incremental state -----------------------------------------------------------------
-    def watermark(self, model: str) -> int | None:
-        """max() of no rows is null only for nullable columns: count the rows."""
-        if not self.relation_exists(WATERMARKS):
-            return None
-        rows = self.fetch(f"select count(), max(load_id) from {self._q(WATERMARKS)} "
-                          "where model = ?", [model])[1]
-        return int(rows[0][1]) if rows and rows[0][0] else None
+    def watermarks_table(self) -> str:
+        return self._q(WATERMARKS)
 
     def watermark_statements(self, model: str, load_id: int) -> list[str]:
         from sqlglot import exp

@@ -344,11 +344,15 @@ class DuckDBEngine(Engine):
         return datasource, "sql", base.close
 
     def relation_exists(self, name: str) -> bool:
-        """In the file being built, or in the work database (raw tables)."""
-        return bool(self.scalar(
-            "select count(*) from information_schema.tables where table_schema = 'main' "
-            "and table_catalog in (current_database(), ?) and table_name = ?",
-            [self.work_catalog, name]))
+        return bool(self.existing([name]))
+
+    def existing(self, names: list[str]) -> list[str]:
+        """In the file being built, or in the work database (raw tables): one query."""
+        found = {row[0] for row in self.fetch(
+            "select table_name from information_schema.tables where table_schema = 'main' "
+            "and table_catalog in (current_database(), ?) and list_contains(?, table_name)",
+            [self.work_catalog, names])[1]}
+        return [name for name in names if name in found]
 
     def close(self) -> None:
         self.abandon_build()

@@ -144,19 +144,22 @@ class Validator:
         return SqlValue(self.vars[name])
 
     # -- running -----------------------------------------------------------------------------
-    def validate(self, model: Model) -> list[ExpectationResult]:
-        """Run the model's suite against its built relation, in the warehouse.
+    def validate(self, model: Model, built: bool = False) -> list[ExpectationResult]:
+        """Run the model's suite against its built relation, in the warehouse (`built`: the
+        caller has just written it, so it is not looked for).
 
         Raises ConfigError for a bad declaration (exit 2); a check that cannot run (bad SQL,
         missing column) is a failed result carrying `exception`."""
         specs = self.suite_for(model)
         if not specs:
             return []
-        if not self.engine.relation_exists(model.name):
+        if not built and not self.engine.relation_exists(model.name):
             why = f"relation {model.name} does not exist: run `arpu build`"
             return [ExpectationResult(model.name, s.name, s.severity, False, f"error: {why}",
                                       exception=why) for s in specs]
-        runnable = [s for s in specs if all(self._exists(r) for r in s.requires)]
+        required = sorted({name for spec in specs for name in spec.requires})
+        present = set(self.engine.existing(required)) if required else set()
+        runnable = [s for s in specs if present.issuperset(s.requires)]
         gx = getattr(self.engine, "validates_with_gx", True)
         if self.fast or not gx:
             from runner.quality.sqlcheck import all_pass
@@ -173,9 +176,6 @@ class Validator:
                             list(model.config.unique_key))
         with self._gx_lock:  # one GX context, not made for threads
             return self._gx.run(model.name, runnable, list(model.config.unique_key))
-
-    def _exists(self, name: str) -> bool:
-        return bool(self.engine.relation_exists(name))
 
     @property
     def gx_setup_seconds(self) -> float:
