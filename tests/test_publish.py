@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from support.built import Built
+from support.engines import FIXTURE_FILES
 from support.project import ProjectHarness, use_isolated_targets
 from support.project import run_arpu as arpu
 
@@ -170,11 +171,13 @@ def test_late_event_lands_in_its_own_period(sample: ProjectHarness, tmp_path: Pa
 def test_postgres_publishes_by_schema_swap(tmp_path: Path) -> None:
     import psycopg
 
-    project = ProjectHarness(tmp_path / "pg", with_sample=True)
+    project = ProjectHarness(tmp_path / "pg")  # the hand fixtures: windows 7 and 1 differ
     use_isolated_targets(project, "publish")
     with Context(project.root, target="postgres") as ctx:
         schema = ctx.compiler().published_schema
     try:
+        files = [str(f) for f in FIXTURE_FILES]
+        assert arpu(project.root, "ingest", "--target", "postgres", *files).returncode == 0
         assert arpu(project.root, "build", "--target", "postgres").returncode == 0
 
         def snapshot() -> tuple[object, ...]:
