@@ -11,10 +11,11 @@ import json
 import os
 import re
 import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from runner.errors import IngestError
 from runner.ingest.strict import _strict_problem
@@ -31,13 +32,6 @@ KEPT_RAW_BYTES = 64 << 10  # a line larger than the limit keeps this much of its
 
 def too_large_reason(max_bytes: int) -> str:
     return f"message larger than {max_bytes:,} bytes"
-
-
-try:  # ISA-L's inflate (the isal package): the same streams as zlib, about three times faster
-    from isal import isal_zlib as zlib
-except ImportError:  # a platform isal has no wheel for
-    import zlib  # type: ignore[no-redef]
-INFLATE_ERROR = cast(type[Exception], zlib.error)  # isal's stub types it as an instance
 
 
 # What a folder is searched for: Segment's message files (SPEC section 1), plain or gzip.
@@ -192,7 +186,7 @@ def _blocks_read(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
             while compressed:
                 try:  # at most one block out: chunks stay even, whatever the compression ratio
                     out = member.decompress(compressed, block_bytes)
-                except INFLATE_ERROR as exc:
+                except zlib.error as exc:
                     raise _Truncated(str(exc)) from None
                 pending = True
                 if out:
