@@ -39,6 +39,18 @@ def test_fast_precheck_agrees_with_great_expectations(sample: ProjectHarness) ->
                 assert all(r.success for r in gx.validate(model)), name
 
 
+def test_existing_asks_once_for_models_and_raw_tables(sample: ProjectHarness) -> None:
+    """What a build looks up in one query: the models in the file being built and the raw
+    tables of the work database, in the order asked, and nothing that is not there."""
+    with sample.context() as ctx:
+        engine = scratch_build(ctx)
+        engine.execute("drop table fct_orders")
+        asked = ["stg_events", "no_such_model", "raw_loads", "fct_orders", "category_funnel"]
+        assert engine.existing(asked) == ["stg_events", "raw_loads", "category_funnel"]
+        assert engine.existing([]) == []
+        assert [engine.relation_exists(n) for n in asked] == [True, False, True, False, True]
+
+
 @pytest.mark.parametrize(("name", "key", "expectation"), [
     ("fct_orders", "order_id", "expect_column_values_to_be_unique(order_id)"),
     ("fct_product_purchases", "order_id, line_number",

@@ -348,6 +348,8 @@ class DuckDBEngine(Engine):
 
     def existing(self, names: list[str]) -> list[str]:
         """In the file being built, or in the work database (raw tables): one query."""
+        if not names:
+            return []
         found = {row[0] for row in self.fetch(
             "select table_name from information_schema.tables where table_schema = 'main' "
             "and table_catalog in (current_database(), ?) and list_contains(?, table_name)",
