@@ -179,6 +179,12 @@ def _default_target() -> Target:
     return DuckDBTarget()
 
 
+# SPEC: size limits are configurable, by default at least 1 MiB per message and 10,000 products
+# per order, so that a real order is never rejected for its size (ingest's defaults too)
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_PRODUCTS = 10_000
+
+
 class Source(_Strict):
     format: Literal["messages", "segment_warehouse"] = "messages"
     path: str | None = Field(
@@ -188,12 +194,11 @@ class Source(_Strict):
         None, alias="schema", pattern=IDENTIFIER,
         description="Schema of Segment's warehouse tables.",
     )
-    # SPEC: size limits are configurable, by default at least 1 MiB and 10,000 products, so
-    # that a real order is never rejected for its size (runner/ingest has the same defaults)
     max_message_bytes: int = Field(
-        1 << 20, ge=1, description="A longer message file line is rejected, read no further.")
+        MAX_MESSAGE_BYTES, ge=1,
+        description="A longer message file line is rejected, read no further.")
     max_products: int = Field(
-        10_000, ge=0, description="An order with more products is rejected.")
+        MAX_PRODUCTS, ge=0, description="An order with more products is rejected.")
 
 
 class Vars(_Strict):

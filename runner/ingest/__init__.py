@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 
+from runner.config import MAX_MESSAGE_BYTES, MAX_PRODUCTS
 from runner.engines.base import RAW_TABLES_DDL
 from runner.errors import IngestError
 from runner.faults import fault_point
@@ -39,7 +40,6 @@ from runner.ingest.classify import (
     CHUNK_SOURCE,
     LINES_SOURCE,
     MAX_NUMBER,
-    MAX_PRODUCTS,
     RECHECK_SOURCE,
     _check_macros,
     _classify_sql,
@@ -48,7 +48,6 @@ from runner.ingest.files import (
     BLOCK_BYTES,
     CHUNK_BYTES,
     EVENT_SUFFIXES,
-    MAX_MESSAGE_BYTES,
     Chunk,
     _blocks,
     _document_chunk,

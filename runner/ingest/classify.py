@@ -11,7 +11,6 @@ import string
 
 from runner.ingest.strict import MAX_DEPTH
 
-MAX_PRODUCTS = 10_000  # SPEC: size limits default to at least 10,000 products per order
 # price, quantity, revenue and total above this are rejected: a billion orders of the largest
 # stay far from a double's overflow (a sum that overflows is infinity, which fails the build)
 MAX_NUMBER = 1e15

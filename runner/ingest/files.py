@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.config import MAX_MESSAGE_BYTES
 from runner.errors import IngestError
 from runner.ingest.strict import _strict_problem
 
@@ -26,7 +27,6 @@ from runner.ingest.strict import _strict_problem
 CHUNK_BYTES = 16 << 20
 BLOCK_BYTES = 1 << 20  # read and gunzip in blocks of this size
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
-MAX_MESSAGE_BYTES = 1 << 20  # SPEC: size limits default to at least 1 MiB per message
 KEPT_RAW_BYTES = 64 << 10  # a line larger than the limit keeps this much of its start as `raw`
 
 
