@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from runner.artifacts import (
     BUILD_INFO,
@@ -152,6 +152,15 @@ def _count_messages(engine: Engine, result: BuildResult) -> None:
         result.messages_loaded, result.duplicates_removed = raw, raw - kept
 
 
+class BuildStart(NamedTuple):
+    """The state a build plans from: each incremental model's watermark, the vars each model
+    was last published with (arpu_build_info), and the relations there."""
+
+    marks: dict[str, int]
+    vars: dict[str, str]
+    present: set[str]
+
+
 class ModelWork:
     """What running one model means in a build: its plan (decided before the build starts),
     its SQL (compiled ahead on one thread), writing it, checking the vars that name data,
@@ -165,7 +174,7 @@ class ModelWork:
         self.compiled: dict[str, Future[CompiledModel]] = {}
         # the watermark each incremental model continues from in this build (None: built whole)
         self.marks: dict[str, int | None] = {}
-        self._before: tuple[dict[str, int], dict[str, str], set[str]] | None = None
+        self._start: BuildStart | None = None
 
     def compiling_ahead(self, names: list[str]) -> ThreadPoolExecutor:
         """One thread compiles every model in dependency order (Jinja and sqlglot hold the GIL,
@@ -197,8 +206,8 @@ class ModelWork:
         if kind == "incremental":
             kind = "table"
             if self.batch is not None:
-                mark = None if self.full_refresh else self._state()[0].get(model.name)
-                active = mark is not None and model.name in self._state()[2]
+                mark = None if self.full_refresh else self._started().marks.get(model.name)
+                active = mark is not None and model.name in self._started().present
                 if active and model.config.incremental_strategy == "delete+insert":
                     active = self._continues(model, mark)
                 self.marks[model.name] = mark if active else None
@@ -217,25 +226,26 @@ class ModelWork:
         for name in self.compiler.graph.ancestors(model.name):
             if self.compiler.models[name].materialized != "incremental":
                 continue
-            upstream = self.marks[name] if name in self.marks else self._state()[0].get(name)
+            upstream = self.marks[name] if name in self.marks else self._started().marks.get(name)
             if upstream != mark:
                 return False
         return self._built_with_these_vars(model.name)
 
     def _built_with_these_vars(self, name: str) -> bool:
-        return self._state()[1].get(name) == vars_text(self.ctx.config.vars.model_dump(mode="json"))
+        now = vars_text(self.ctx.config.vars.model_dump(mode="json"))
+        return self._started().vars.get(name) == now
 
-    def _state(self) -> tuple[dict[str, int], dict[str, str], set[str]]:
-        """What the build starts from, read once: each incremental model's watermark, the
-        vars each model was last published with (arpu_build_info), and the models there."""
-        if self._before is None:
-            there = set(self.engine.existing([*self.compiler.graph.order, BUILD_INFO]))
+    def _started(self) -> BuildStart:
+        """What the build starts from, read once, when the first model is planned (every plan
+        is made before any model runs)."""
+        if self._start is None:
+            present = set(self.engine.existing([*self.compiler.graph.order, BUILD_INFO]))
             vars: dict[str, str] = {}
-            if BUILD_INFO in there:
+            if BUILD_INFO in present:
                 vars = dict(self.engine.fetch(self.ctx.sql_for_target(
                     f"select model, vars from {self.compiler.relation(BUILD_INFO)}"))[1])
-            self._before = (self.engine.watermarks(), vars, there)
-        return self._before
+            self._start = BuildStart(self.engine.watermarks(), vars, present)
+        return self._start
 
     def _run(self, model: Model, kind: str, increment: Increment | None, after: list[str]
              ) -> ModelResult:

@@ -158,7 +158,7 @@ class Validator:
             return [ExpectationResult(model.name, s.name, s.severity, False, f"error: {why}",
                                       exception=why) for s in specs]
         required = sorted({name for spec in specs for name in spec.requires})
-        present = set(self.engine.existing(required)) if required else set()
+        present = set(self.engine.existing(required))
         runnable = [s for s in specs if present.issuperset(s.requires)]
         gx = getattr(self.engine, "validates_with_gx", True)
         if self.fast or not gx:
