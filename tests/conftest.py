@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from support import built
 from support.built import Built, built_once
-from support.project import ROOT, SEGMENT_EXAMPLES, ProjectHarness
+from support.project import POSTGRES_DSN, ROOT, SEGMENT_EXAMPLES, ProjectHarness
 
 from runner.seed import PROMO_START
 
@@ -46,7 +46,7 @@ def own_postgres_schemas() -> Any:
     yield
     import psycopg
 
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as pg:
         schemas = pg.execute("select nspname from pg_namespace where nspname ~ %s",
                              [rf"^arpu_test_.*_{os.getpid()}(__work|__next)?$"]).fetchall()
         for (schema,) in schemas:

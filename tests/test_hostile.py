@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.project import FIXTURES, ProjectHarness, use_isolated_targets
+from support.project import FIXTURES, ProjectHarness, drop_postgres_schemas, use_isolated_targets
 from support.project import run_arpu as arpu
 
 from runner.context import Context
@@ -197,8 +197,4 @@ def test_password_never_leaks(tmp_path: Path) -> None:
             if path.is_file():
                 assert sentinel.encode() not in path.read_bytes(), path
     finally:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-            for name in (schema, f"{schema}__work", f"{schema}__next"):
-                pg.execute(f'drop schema if exists "{name}" cascade')
+        drop_postgres_schemas(schema)

@@ -28,7 +28,13 @@ from typing import Any
 
 import duckdb
 import pytest
-from support.project import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
+from support.project import (
+    FIXTURES,
+    ProjectHarness,
+    drop_postgres_schemas,
+    run_arpu,
+    use_isolated_targets,
+)
 
 from runner.context import Context
 from runner.errors import IngestError
@@ -176,11 +182,7 @@ def test_postgres_builds_whatever_ingest_accepted(tmp_path: Path) -> None:
         assert raws[2] == "\ufffd" * 3 and '"a\ufffdb"' in raws[1]
         assert events == set(ACCEPTED) | {"bound-1", "bound-2", "nb-ok"}
     finally:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-            for name in (schema, f"{schema}__work", f"{schema}__next"):
-                pg.execute(f'drop schema if exists "{name}" cascade')
+        drop_postgres_schemas(schema)
 
 
 # Runs argv[2:] and writes its peak RSS (KB) to argv[1]. The command is forked from this small
@@ -368,11 +370,7 @@ def test_an_unset_password_env_is_one_warning(tmp_path: Path) -> None:
         assert ran.returncode == 0 and ran.stderr == ""
         assert secret not in ran.stdout
     finally:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-            for name in (schema, f"{schema}__work", f"{schema}__next"):
-                pg.execute(f'drop schema if exists "{name}" cascade')
+        drop_postgres_schemas(schema)
 
 
 def test_the_size_limits_are_arpu_yml_keys(arpu_project: ProjectHarness, tmp_path: Path

@@ -18,13 +18,19 @@ from typing import Any
 
 import pytest
 import yaml
-from support.project import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
+from support.project import (
+    FIXTURES,
+    POSTGRES_DSN,
+    ProjectHarness,
+    run_arpu,
+    use_isolated_targets,
+)
 
 from runner.context import Context
 
 pytestmark = [pytest.mark.postgres]
 
-DSN = "host=127.0.0.1 user=postgres dbname=test"
+DSN = POSTGRES_DSN
 PID = os.getpid()
 PROBES = FIXTURES / "postgres_publish"
 BI_ROLE = f"arpu_test_bi_{PID}"  # granted by arpu.yml (`grants:`)

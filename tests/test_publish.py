@@ -13,7 +13,12 @@ import duckdb
 import pytest
 from support.built import Built
 from support.engines import FIXTURE_FILES
-from support.project import ProjectHarness, use_isolated_targets
+from support.project import (
+    POSTGRES_DSN,
+    ProjectHarness,
+    drop_postgres_schemas,
+    use_isolated_targets,
+)
 from support.project import run_arpu as arpu
 
 from runner.context import Context
@@ -181,7 +186,7 @@ def test_postgres_publishes_by_schema_swap(tmp_path: Path) -> None:
         assert arpu(project.root, "build", "--target", "postgres").returncode == 0
 
         def snapshot() -> tuple[object, ...]:
-            with psycopg.connect("host=127.0.0.1 user=postgres dbname=test") as pg:
+            with psycopg.connect(POSTGRES_DSN) as pg:
                 row = pg.execute(
                     f'select (select count(*) from "{schema}".fct_product_purchases), '
                     f'(select sum(product_count) from "{schema}".fct_orders), '
@@ -198,14 +203,12 @@ def test_postgres_publishes_by_schema_swap(tmp_path: Path) -> None:
                     '{"conversion_window_days": 1}').returncode == 0
         after = snapshot()
         assert after[0] == before[0] and after[2] < before[2]  # 1-day window, fewer purchasers
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test") as pg:
+        with psycopg.connect(POSTGRES_DSN) as pg:
             left = pg.execute("select count(*) from pg_namespace where nspname = %s",
                               (f"{schema}__next",)).fetchone()
         assert left == (0,)
     finally:
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-            for name in (schema, f"{schema}__work", f"{schema}__next"):
-                pg.execute(f'drop schema if exists "{name}" cascade')
+        drop_postgres_schemas(schema)
 
 
 def test_ingest_killed_between_files_keeps_what_it_loaded(tmp_path: Path) -> None:

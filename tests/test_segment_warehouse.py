@@ -11,12 +11,12 @@ import pytest
 import yaml
 from support.built import Built
 from support.compare import SPEC_KEYS, assert_same_across_engines, relations
-from support.project import ProjectHarness
+from support.project import POSTGRES_DSN, ProjectHarness
 
 from runner.context import Context
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-PG = "host=127.0.0.1 user=postgres dbname=test"
+PG = POSTGRES_DSN
 COMMON = """message_id as id, anonymous_id, user_id, event_ts as "timestamp",
     original_ts as original_timestamp, received_at, sent_at, loaded_at as uuid_ts,
     json_extract_string(context, '$.library.name') as context_library_name"""

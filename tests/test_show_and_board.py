@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from support.project import FIXTURES, ProjectHarness, run_arpu, use_isolated_targets
+from support.project import (
+    FIXTURES,
+    POSTGRES_DSN,
+    ProjectHarness,
+    run_arpu,
+    use_isolated_targets,
+)
 
 from runner.artifacts import BuildResult, ModelResult, Shown, write_run_results
 from runner.board import render_dashboard
@@ -195,7 +201,7 @@ def test_show_prints_postgres_json_as_json(tmp_path: Path) -> None:
 def _drop_schemas(name: str) -> None:
     import psycopg
 
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as pg:
         for (schema,) in pg.execute("select nspname from pg_namespace where nspname ~ %s",
                                     [rf"^arpu_test_{name}_{os.getpid()}(__work|__next)?$"]
                                     ).fetchall():

@@ -24,7 +24,7 @@ from runner.metrics.query import run_query
 
 from .built import built_once, sample_with_metrics
 from .compare import ACROSS_ENGINES, Relations, relations
-from .project import FIXTURES, ROOT, ProjectHarness, use_isolated_targets
+from .project import FIXTURES, ROOT, ProjectHarness, drop_postgres_schemas, use_isolated_targets
 
 ENGINES = ("postgres", "spark", "clickhouse")  # each compared with DuckDB
 FIXTURE_FILES = sorted(FIXTURES.glob("*.ndjson")) + sorted(FIXTURES.glob("*.json"))
@@ -83,14 +83,11 @@ def read(project: ProjectHarness, target: str, answers: bool) -> Reading:
 
 
 def _drop_postgres_schema(project: ProjectHarness) -> None:
-    import psycopg
     import yaml
 
     schema = yaml.safe_load((project.root / "arpu.yml").read_text())["targets"]["postgres"][
         "schema"]
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as pg:
-        for suffix in ("", "__work", "__next"):
-            pg.execute(f'drop schema if exists "{schema}{suffix}" cascade')
+    drop_postgres_schemas(schema)
 
 
 def build_and_read(root: Path, target: str, answers: bool, ingest: bool, vars: dict[str, Any]

@@ -75,6 +75,18 @@ def scratch_build(ctx: Context) -> Engine:
     return engine
 
 
+POSTGRES_DSN = "host=127.0.0.1 user=postgres dbname=test"  # the server the tests use
+
+
+def drop_postgres_schemas(schema: str) -> None:
+    """A PostgreSQL target's published schema and the two a build works in, if there."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as pg:
+        for name in (schema, f"{schema}__work", f"{schema}__next"):
+            pg.execute(f'drop schema if exists "{name}" cascade')
+
+
 def use_isolated_targets(project: ProjectHarness, name: str) -> None:
     """Point the postgres and spark targets of a project copy at their own schema/database."""
     path = project.root / "arpu.yml"
