@@ -168,3 +168,21 @@ def test_a_file_name_is_never_markup(tmp_path: Path) -> None:
     done = run_arpu(project.root, "ingest", str(events))
     assert done.returncode == 0, done.stderr
     assert f"{events}: 1 lines read, 1 loaded, 0 rejected" in done.stdout
+
+
+@pytest.mark.parametrize("point", ["begin_build:copied", "model:fct_orders", "publish"])
+def test_ctrl_c_at_each_step_of_a_build_leaves_no_file(tmp_path: Path, point: str) -> None:
+    """SIGINT (`ARPU_INTERRUPT`, as a user's Ctrl-C) right after the published file is copied
+    for an incremental build, after a model, and before the rename. Before: a Ctrl-C while the
+    published file was being copied left `arpu.duckdb.publishing-<pid>` behind (seen in CI)."""
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "multi_category.ndjson")
+    assert run_arpu(project.root, "build").returncode == 0
+    before = _orders(project)
+    project.ingest(FIXTURES / "revenue_fallback.ndjson")  # the next build continues from it
+    done = run_arpu(project.root, "build", env={"ARPU_INTERRUPT": point})
+    assert (done.returncode, done.stderr.strip()) == (130, "Interrupted"), done.stdout
+    assert [p.name for p in project.root.iterdir() if "publishing" in p.name] == []
+    assert _orders(project) == before
+    assert run_arpu(project.root, "build").returncode == 0
+    assert _orders(project) > before

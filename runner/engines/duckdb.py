@@ -215,6 +215,7 @@ class DuckDBEngine(Engine):
         next_path = target.with_name(f"{target.name}.publishing-{os.getpid()}")
         self._bound_build_memory()
         keep = self._published_to_keep(carry, incremental) if target.exists() else []
+        self._next = next_path  # from here on, abandon_build removes it (Ctrl-C in the copy)
         if keep:
             try:
                 shutil.copyfile(target, next_path)
@@ -222,7 +223,7 @@ class DuckDBEngine(Engine):
                 next_path.unlink(missing_ok=True)
                 raise ArpuError(f"cannot copy the published file: {exc.strerror or exc}",
                                 location=str(next_path)) from None
-        self._next = next_path
+            fault_point("begin_build:copied")
         options = (f" (storage_version {_literal(self._storage_version)})"
                    if self._storage_version else "")
         self.con.execute(f"attach {_literal(str(self._next))} as arpu_next{options}")
@@ -282,8 +283,9 @@ class DuckDBEngine(Engine):
             self.con.execute(f"alter table {tmp} rename to {q}")
             self.con.execute("commit")
         self.con.execute("checkpoint arpu_next")
-        written, self._next = self._next, None
-        try:
+        written = self._next
+        try:  # from here on, this block removes the file: abandon_build no longer knows it
+            self._next = None
             self._leave_next()
             fd = os.open(written, os.O_RDONLY)
             try:
@@ -321,7 +323,7 @@ class DuckDBEngine(Engine):
             self.con.execute("rollback")
         self.con.execute(f"use {self.quote(self.work_catalog)}")
         self.con.execute("reset search_path")
-        self.con.execute("detach arpu_next")
+        self.con.execute("detach database if exists arpu_next")  # not yet, if stopped early
 
     def gx_prepare(self) -> None:
         with suppress(ImportError):  # reported when the datasource is made
