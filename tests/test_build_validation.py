@@ -95,6 +95,37 @@ def test_fast_precheck_passes_an_empty_relation_and_fails_a_null(tmp_path: Path)
     engine.close()
 
 
+@pytest.mark.parametrize("hashes", [True, False])
+def test_fast_precheck_fails_on_each_kind_of_problem(tmp_path: Path, hashes: bool) -> None:
+    """A range, a compound key and two `unexpected_rows` checks: each problem alone fails the
+    pre-check, and rows an `unexpected_rows` query does not return do not. With `hashes` off
+    the compound key is counted by a group-by (PostgreSQL's and Spark's path)."""
+    from runner.config import DuckDBTarget
+    from runner.engines.duckdb import DuckDBEngine
+    from runner.quality.spec import ExpectationSpec
+    from runner.quality.sqlcheck import all_pass
+
+    engine = DuckDBEngine(tmp_path, DuckDBTarget(type="duckdb", path="t.duckdb"))
+    engine.hashes_uniqueness = hashes
+    engine.execute("create table t (a integer, b integer, n integer)")
+    engine.execute("insert into t values (1, 1, 5), (1, 2, 7)")
+    specs = [ExpectationSpec("t", "expect_column_values_to_be_between",
+                             {"column": "n", "min_value": 0}),
+             ExpectationSpec("t", "expect_compound_columns_to_be_unique",
+                             {"column_list": ["a", "b"]}),
+             ExpectationSpec("t", "unexpected_rows", {"query": 'select * from "t" where n > 9'},
+                             description="n above 9"),
+             ExpectationSpec("t", "unexpected_rows", {"query": 'select * from "t" where n = 6'},
+                             description="n is 6")]
+    assert all_pass(engine, '"t"', specs)
+    for problem in ["(1, 3, -1)", "(1, 1, 8)", "(2, 1, 10)", "(2, 2, 6)"]:
+        engine.execute(f"insert into t values {problem}")
+        assert not all_pass(engine, '"t"', specs), problem
+        engine.execute(f"delete from t where (a, b, n) = {problem}")
+    assert all_pass(engine, '"t"', specs)
+    engine.close()
+
+
 def test_error_expectation_fails_build_and_skips_descendants(tmp_path: Path) -> None:
     project = ProjectHarness(tmp_path / "project", with_sample=True)
     funnel = project.root / "models" / "marts" / "category_funnel.sql"
