@@ -1,20 +1,23 @@
 {# Reading Segment's JSON payloads: strings, numbers that may arrive as numeric strings.
    A string that is empty or only whitespace is missing (SPEC section 1), like an absent or null
-   one: json_str gives null for it, and keeps every other string exactly as it is. #}
+   one: json_str gives null for it, and keeps every other string exactly as it is; json_num
+   gives null for it (a price "" is no price, a quantity "" defaults to 1, a revenue "" falls
+   back to total). #}
 {% macro json_str(column, path) -%}
 {%- set value = "json_extract_string(" ~ column ~ ", '" ~ path ~ "')" -%}
 case when trim({{ value }}, {{ whitespace() }}) <> '' then {{ value }} end
 {%- endmacro %}
 
 {% macro default__json_num(column, path) -%}
-try_cast(trim(json_extract_string({{ column }}, '{{ path }}')) as double)
+try_cast(nullif(trim(json_extract_string({{ column }}, '{{ path }}'), {{ whitespace() }}), '') as double)
 {%- endmacro %}
 
 {# ClickHouse: sqlglot writes try_cast as a cast to Nullable(Float64); toFloat64OrNull says
-   "null when not a number" in so many words. (json_str needs nothing: ClickHouse reads a
-   missing or null value as '', which json_str turns into null like every blank string.) #}
+   "null when not a number" in so many words, a blank string included. (json_str needs nothing:
+   ClickHouse reads a missing or null value as '', which json_str turns into null like every
+   blank string.) #}
 {% macro clickhouse__json_num(column, path) -%}
-toFloat64OrNull(trim(json_extract_string({{ column }}, '{{ path }}')))
+toFloat64OrNull(trim(json_extract_string({{ column }}, '{{ path }}'), {{ whitespace() }}))
 {%- endmacro %}
 
 {# The characters a blank string is made of: space, tab, LF, VT, FF, CR (as chr() codes, which

@@ -340,18 +340,25 @@ def test_empty_strings_are_missing(impl):
     orders = by_key(impl.rows("fct_orders"), "order_id")
     assert sorted(orders) == ["es-o-a", "es-o-b", "es-o-c"]
     assert (orders["es-o-a"]["currency"], orders["es-o-b"]["currency"]) == (None, "USD")
+    # numbers too: es-o-a's k4 has price " " (no price) and quantity "\t" (so 1), its k2
+    # quantity "" (so 1); es-o-b's revenue "" and total "  " fall back to its lines: 160, 10
     assert [orders[k]["revenue"] for k in ("es-o-a", "es-o-b", "es-o-c")] == approx([160, 10, 5])
     lines = impl.rows("fct_product_purchases", order_by="order_id, line_number")
     assert [(r["order_id"], r["category"], r["product_id"], r["sku"]) for r in lines] == [
         ("es-o-a", None, None, None), ("es-o-a", "Kites", "k2", None),
-        ("es-o-a", None, "k3", None), ("es-o-b", "Kites", "k2", None)]
+        ("es-o-a", None, "k3", None), ("es-o-a", "Kites", "k4", None),
+        ("es-o-b", "Kites", "k2", None)]
+    assert [(r["price"], r["quantity"], r["line_revenue"]) for r in lines] == [
+        (100, 1, 100), (10, 1, 10), (50, 1, 50), (None, 1, None), (10, 1, 10)]
+    assert impl.rows("rejected_events") == []
     # Kites alone: viewed by es-u3 and es-u4, bought (10 a line) by two users who never
     # viewed it. The "" category (1 viewer x 100 = 100 at stake) no longer wins over
     # Kites (2 x 10 = 20)
     assert [(r["category"], r["viewers"], r["purchasers"])
             for r in impl.rows("category_funnel")] == [("Kites", 2, 0)]
     (stats,) = impl.rows("category_price_stats")
-    assert (stats["category"], stats["purchased_lines"], stats["orders"]) == ("Kites", 2, 2)
+    # three Kites lines, one without a price: left out of the average
+    assert (stats["category"], stats["purchased_lines"], stats["orders"]) == ("Kites", 3, 2)
     assert stats["avg_item_price"] == approx(10)
     (opp,) = impl.rows("category_opportunities")
     assert (opp["category"], opp["rank"], opp["revenue_at_stake"]) == ("Kites", 1, approx(20))

@@ -21,8 +21,9 @@ CHECK_MACROS = r"""
 create or replace temp macro _line_text(raw) as (rtrim(raw, chr(13) || chr(10)));
 -- `s` without leading and trailing WHITESPACE (DuckDB's E'' strings know no \v)
 create or replace temp macro _trim_ws(s) as (trim(s, E' \t\n\r\f' || chr(11)));
--- a number-valued field must be absent, null, or a number or numeric string in
--- [0, $max_number]; the first test of each kind is the common case, a number within it
+-- a number-valued field must be missing (absent, null, or a string that is empty or only
+-- whitespace: SPEC section 1), or a number or numeric string in [0, $max_number]; the first
+-- test of each kind is the common case, a number within it
 create or replace temp macro _num_problem(v) as (
     case
         -- the text of a number within bounds: a JSON string is quoted, NaN and inf are out
@@ -34,7 +35,8 @@ create or replace temp macro _num_problem(v) as (
                  when v::double < 0 then 'is negative'
                  else 'is larger than $max_number_text' end
         when json_type(v) = 'VARCHAR' then
-            case when not regexp_full_match(trim(v ->> '$'),
+            case when _trim_ws(v ->> '$') = '' then null  -- missing, like null
+                 when not regexp_full_match(trim(v ->> '$'),
                                             '[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?')
                       then 'is not a number'
                  when try_cast(trim(v ->> '$') as double) between 0 and $max_number then null

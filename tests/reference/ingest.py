@@ -9,8 +9,10 @@ Readings (agreed with the runner's author, see the module docstring of `spec_imp
   whitespace (" \t\n\r\f\v"); numeric ids are used as their string form;
 - event time = the first of timestamp / originalTimestamp / receivedAt that is not missing; if
   that one does not parse as ISO 8601 the message is rejected;
-- price / quantity / revenue / total (properties and each product) must be null, a number or a
-  numeric string, finite, >= 0 and <= MAX_NUMBER; `products`, when not missing, must be an
+- price / quantity / revenue / total (properties and each product) must be missing (null, or a
+  string empty or only whitespace: then the product has no price, a quantity of 1, the order
+  falls back to the next revenue rule), a number or a numeric string, finite, >= 0 and
+  <= MAX_NUMBER; `products`, when not missing, must be an
   array or a string holding one (which is then read as that array);
 - size limits: a message of more than MAX_MESSAGE_BYTES (UTF-8) or an order of more than
   MAX_PRODUCTS products is rejected; a rejected line that large keeps its first KEPT_RAW_BYTES
@@ -122,8 +124,8 @@ def text_value(value: Any) -> str | None:
 
 
 def parse_number(value: Any, where: str) -> float | None:
-    """A SPEC number: null, a JSON number or a numeric string; finite and not negative."""
-    if value is None:
+    """A SPEC number: missing, a JSON number or a numeric string; finite and not negative."""
+    if missing(value):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise Reject(f"invalid number in {where}: {json.dumps(value)[:40]}")

@@ -30,8 +30,9 @@ times = st.builds(
     lambda d, h, s: BASE + timedelta(days=d, seconds=h + s),
     st.integers(0, 20), st.sampled_from([0, 36000, 86399]), st.sampled_from([0, 0, 1]),
 )
-prices = st.sampled_from([None, 0, 5, 12.5, 100, "20", "7.25"])
-quantities = st.sampled_from(["absent", None, 1, 2, "3"])
+# "" and " \t" are missing (SPEC section 1): no price, a quantity of 1
+prices = st.sampled_from([None, 0, 5, 12.5, 100, "20", "7.25", "", " \t"])
+quantities = st.sampled_from(["absent", None, 1, 2, "3", ""])
 
 
 def _render_time(t: datetime, style: int) -> str:
@@ -97,7 +98,7 @@ def streams(draw: Any) -> tuple[list[str], dict, bool]:
         elif how in ("total", "revenue_null"):
             props["total"] = 60
             if how == "revenue_null":
-                props["revenue"] = None
+                props["revenue"] = draw(st.sampled_from([None, "", " "]))
         emit({"type": "track", "event": "Order Completed", **ids(mode, p), "properties": props},
              t, mode == "both")
 

@@ -58,8 +58,27 @@ WITH lines AS (
       ) <> ''
       THEN JSON_EXTRACT_SCALAR(l.element, '$.name')
     END AS name,
-    SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS FLOAT64) AS price,
-    COALESCE(SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS FLOAT64), 1) AS quantity,
+    SAFE_CAST(NULLIF(
+      TRIM(
+        JSON_EXTRACT_SCALAR(l.element, '$.price'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ),
+      ''
+    ) AS FLOAT64) AS price,
+    COALESCE(
+      SAFE_CAST(NULLIF(
+        TRIM(
+          JSON_EXTRACT_SCALAR(l.element, '$.quantity'),
+          (
+            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+          )
+        ),
+        ''
+      ) AS FLOAT64),
+      1
+    ) AS quantity,
     l.event_id
   FROM (
     SELECT

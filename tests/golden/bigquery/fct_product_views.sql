@@ -50,7 +50,15 @@ WITH views AS (
       ) <> ''
       THEN JSON_EXTRACT_SCALAR(properties, '$.name')
     END AS name,
-    SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.price')) AS FLOAT64) AS price
+    SAFE_CAST(NULLIF(
+      TRIM(
+        JSON_EXTRACT_SCALAR(properties, '$.price'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ),
+      ''
+    ) AS FLOAT64) AS price
   FROM `stg_events`
   WHERE
     message_type = 'track' AND event_name = 'Product Viewed'

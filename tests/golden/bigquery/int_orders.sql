@@ -57,8 +57,24 @@ SELECT
   r.event_id,
   r.user_key,
   r.ordered_at,
-  SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(r.properties, '$.revenue')) AS FLOAT64) AS stated_revenue,
-  SAFE_CAST(TRIM(JSON_EXTRACT_SCALAR(r.properties, '$.total')) AS FLOAT64) AS stated_total,
+  SAFE_CAST(NULLIF(
+    TRIM(
+      JSON_EXTRACT_SCALAR(r.properties, '$.revenue'),
+      (
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      )
+    ),
+    ''
+  ) AS FLOAT64) AS stated_revenue,
+  SAFE_CAST(NULLIF(
+    TRIM(
+      JSON_EXTRACT_SCALAR(r.properties, '$.total'),
+      (
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      )
+    ),
+    ''
+  ) AS FLOAT64) AS stated_total,
   CASE
     WHEN TRIM(
       JSON_EXTRACT_SCALAR(r.properties, '$.currency'),

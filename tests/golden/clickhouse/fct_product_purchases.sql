@@ -46,8 +46,19 @@ WITH lines AS (
       ) FROM JSONExtractString(l.element, 'name')) <> ''
       THEN JSONExtractString(l.element, 'name')
     END AS name,
-    toFloat64OrNull(TRIM(JSONExtractString(l.element, 'price'))) AS price,
-    COALESCE(toFloat64OrNull(TRIM(JSONExtractString(l.element, 'quantity'))), 1) AS quantity,
+    toFloat64OrNull(
+      TRIM(BOTH (
+        ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+      ) FROM JSONExtractString(l.element, 'price'))
+    ) AS price,
+    COALESCE(
+      toFloat64OrNull(
+        TRIM(BOTH (
+          ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+        ) FROM JSONExtractString(l.element, 'quantity'))
+      ),
+      1
+    ) AS quantity,
     l.event_id
   FROM (
     SELECT

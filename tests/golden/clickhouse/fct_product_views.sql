@@ -38,7 +38,11 @@ WITH views AS (
       ) FROM JSONExtractString(properties, 'name')) <> ''
       THEN JSONExtractString(properties, 'name')
     END AS name,
-    toFloat64OrNull(TRIM(JSONExtractString(properties, 'price'))) AS price
+    toFloat64OrNull(
+      TRIM(BOTH (
+        ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+      ) FROM JSONExtractString(properties, 'price'))
+    ) AS price
   FROM "stg_events"
   WHERE
     message_type = 'track' AND event_name = 'Product Viewed'

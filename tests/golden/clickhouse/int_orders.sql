@@ -51,8 +51,16 @@ SELECT
   r.event_id,
   r.user_key,
   r.ordered_at,
-  toFloat64OrNull(TRIM(JSONExtractString(r.properties, 'revenue'))) AS stated_revenue,
-  toFloat64OrNull(TRIM(JSONExtractString(r.properties, 'total'))) AS stated_total,
+  toFloat64OrNull(
+    TRIM(BOTH (
+      ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+    ) FROM JSONExtractString(r.properties, 'revenue'))
+  ) AS stated_revenue,
+  toFloat64OrNull(
+    TRIM(BOTH (
+      ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)
+    ) FROM JSONExtractString(r.properties, 'total'))
+  ) AS stated_total,
   CASE
     WHEN TRIM(BOTH (
       ' ' || CHAR(9) || CHAR(10) || CHAR(11) || CHAR(12) || CHAR(13)

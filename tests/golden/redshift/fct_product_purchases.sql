@@ -46,9 +46,19 @@ WITH lines AS (
       ) FROM JSON_EXTRACT_PATH_TEXT(l.element, 'name')) <> ''
       THEN JSON_EXTRACT_PATH_TEXT(l.element, 'name')
     END AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'price')) AS DOUBLE PRECISION) AS price,
+    TRY_CAST(NULLIF(
+      TRIM((
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      ) FROM JSON_EXTRACT_PATH_TEXT(l.element, 'price')),
+      ''
+    ) AS DOUBLE PRECISION) AS price,
     COALESCE(
-      TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')) AS DOUBLE PRECISION),
+      TRY_CAST(NULLIF(
+        TRIM((
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        ) FROM JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')),
+        ''
+      ) AS DOUBLE PRECISION),
       1
     ) AS quantity,
     l.event_id

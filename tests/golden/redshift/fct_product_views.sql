@@ -38,7 +38,12 @@ WITH views AS (
       ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'name')) <> ''
       THEN JSON_EXTRACT_PATH_TEXT(properties, 'name')
     END AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'price')) AS DOUBLE PRECISION) AS price
+    TRY_CAST(NULLIF(
+      TRIM((
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      ) FROM JSON_EXTRACT_PATH_TEXT(properties, 'price')),
+      ''
+    ) AS DOUBLE PRECISION) AS price
   FROM "stg_events"
   WHERE
     message_type = 'track' AND event_name = 'Product Viewed'

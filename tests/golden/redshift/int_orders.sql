@@ -51,8 +51,18 @@ SELECT
   r.event_id,
   r.user_key,
   r.ordered_at,
-  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(r.properties, 'revenue')) AS DOUBLE PRECISION) AS stated_revenue,
-  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(r.properties, 'total')) AS DOUBLE PRECISION) AS stated_total,
+  TRY_CAST(NULLIF(
+    TRIM((
+      ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+    ) FROM JSON_EXTRACT_PATH_TEXT(r.properties, 'revenue')),
+    ''
+  ) AS DOUBLE PRECISION) AS stated_revenue,
+  TRY_CAST(NULLIF(
+    TRIM((
+      ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+    ) FROM JSON_EXTRACT_PATH_TEXT(r.properties, 'total')),
+    ''
+  ) AS DOUBLE PRECISION) AS stated_total,
   CASE
     WHEN TRIM((
       ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)

@@ -58,8 +58,27 @@ WITH lines AS (
       ) <> ''
       THEN JSON_EXTRACT_PATH_TEXT(l.element, 'name')
     END AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'price')) AS DOUBLE) AS price,
-    COALESCE(TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(l.element, 'quantity')) AS DOUBLE), 1) AS quantity,
+    TRY_CAST(NULLIF(
+      TRIM(
+        JSON_EXTRACT_PATH_TEXT(l.element, 'price'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ),
+      ''
+    ) AS DOUBLE) AS price,
+    COALESCE(
+      TRY_CAST(NULLIF(
+        TRIM(
+          JSON_EXTRACT_PATH_TEXT(l.element, 'quantity'),
+          (
+            ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+          )
+        ),
+        ''
+      ) AS DOUBLE),
+      1
+    ) AS quantity,
     l.event_id
   FROM (
     SELECT

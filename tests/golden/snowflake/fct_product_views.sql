@@ -50,7 +50,15 @@ WITH views AS (
       ) <> ''
       THEN JSON_EXTRACT_PATH_TEXT(properties, 'name')
     END AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(properties, 'price')) AS DOUBLE) AS price
+    TRY_CAST(NULLIF(
+      TRIM(
+        JSON_EXTRACT_PATH_TEXT(properties, 'price'),
+        (
+          ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+        )
+      ),
+      ''
+    ) AS DOUBLE) AS price
   FROM "stg_events"
   WHERE
     message_type = 'track' AND event_name = 'Product Viewed'

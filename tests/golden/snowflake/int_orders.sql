@@ -54,8 +54,24 @@ SELECT
   r.event_id,
   r.user_key,
   r.ordered_at,
-  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(r.properties, 'revenue')) AS DOUBLE) AS stated_revenue,
-  TRY_CAST(TRIM(JSON_EXTRACT_PATH_TEXT(r.properties, 'total')) AS DOUBLE) AS stated_total,
+  TRY_CAST(NULLIF(
+    TRIM(
+      JSON_EXTRACT_PATH_TEXT(r.properties, 'revenue'),
+      (
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      )
+    ),
+    ''
+  ) AS DOUBLE) AS stated_revenue,
+  TRY_CAST(NULLIF(
+    TRIM(
+      JSON_EXTRACT_PATH_TEXT(r.properties, 'total'),
+      (
+        ' ' || CHR(  9) || CHR(  10) || CHR(  11) || CHR(  12) || CHR(  13)
+      )
+    ),
+    ''
+  ) AS DOUBLE) AS stated_total,
   CASE
     WHEN TRIM(
       JSON_EXTRACT_PATH_TEXT(r.properties, 'currency'),

@@ -74,8 +74,35 @@ WITH lines AS (
       ) FROM JSON_EXTRACT_SCALAR(l.element, '$.name')) <> ''
       THEN JSON_EXTRACT_SCALAR(l.element, '$.name')
     END AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.price')) AS DOUBLE) AS price,
-    COALESCE(TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(l.element, '$.quantity')) AS DOUBLE), 1) AS quantity,
+    TRY_CAST(NULLIF(
+      TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(l.element, '$.price')),
+      ''
+    ) AS DOUBLE) AS price,
+    COALESCE(
+      TRY_CAST(NULLIF(
+        TRIM((
+          CONCAT(
+            CAST(' ' AS VARCHAR),
+            CAST(CHR(  9) AS VARCHAR),
+            CAST(CHR(  10) AS VARCHAR),
+            CAST(CHR(  11) AS VARCHAR),
+            CAST(CHR(  12) AS VARCHAR),
+            CAST(CHR(  13) AS VARCHAR)
+          )
+        ) FROM JSON_EXTRACT_SCALAR(l.element, '$.quantity')),
+        ''
+      ) AS DOUBLE),
+      1
+    ) AS quantity,
     l.event_id
   FROM (
     SELECT

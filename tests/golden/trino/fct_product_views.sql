@@ -66,7 +66,19 @@ WITH views AS (
       ) FROM JSON_EXTRACT_SCALAR(properties, '$.name')) <> ''
       THEN JSON_EXTRACT_SCALAR(properties, '$.name')
     END AS name,
-    TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(properties, '$.price')) AS DOUBLE) AS price
+    TRY_CAST(NULLIF(
+      TRIM((
+        CONCAT(
+          CAST(' ' AS VARCHAR),
+          CAST(CHR(  9) AS VARCHAR),
+          CAST(CHR(  10) AS VARCHAR),
+          CAST(CHR(  11) AS VARCHAR),
+          CAST(CHR(  12) AS VARCHAR),
+          CAST(CHR(  13) AS VARCHAR)
+        )
+      ) FROM JSON_EXTRACT_SCALAR(properties, '$.price')),
+      ''
+    ) AS DOUBLE) AS price
   FROM "stg_events"
   WHERE
     message_type = 'track' AND event_name = 'Product Viewed'

@@ -58,8 +58,32 @@ SELECT
   r.event_id,
   r.user_key,
   r.ordered_at,
-  TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(r.properties, '$.revenue')) AS DOUBLE) AS stated_revenue,
-  TRY_CAST(TRIM(JSON_EXTRACT_SCALAR(r.properties, '$.total')) AS DOUBLE) AS stated_total,
+  TRY_CAST(NULLIF(
+    TRIM((
+      CONCAT(
+        CAST(' ' AS VARCHAR),
+        CAST(CHR(  9) AS VARCHAR),
+        CAST(CHR(  10) AS VARCHAR),
+        CAST(CHR(  11) AS VARCHAR),
+        CAST(CHR(  12) AS VARCHAR),
+        CAST(CHR(  13) AS VARCHAR)
+      )
+    ) FROM JSON_EXTRACT_SCALAR(r.properties, '$.revenue')),
+    ''
+  ) AS DOUBLE) AS stated_revenue,
+  TRY_CAST(NULLIF(
+    TRIM((
+      CONCAT(
+        CAST(' ' AS VARCHAR),
+        CAST(CHR(  9) AS VARCHAR),
+        CAST(CHR(  10) AS VARCHAR),
+        CAST(CHR(  11) AS VARCHAR),
+        CAST(CHR(  12) AS VARCHAR),
+        CAST(CHR(  13) AS VARCHAR)
+      )
+    ) FROM JSON_EXTRACT_SCALAR(r.properties, '$.total')),
+    ''
+  ) AS DOUBLE) AS stated_total,
   CASE
     WHEN TRIM((
       CONCAT(
