@@ -171,12 +171,13 @@ def test_dedupe_orders_by_order_id(impl):
     assert orders["A-1"]["revenue"] == approx(90)
     assert orders["A-1"]["ordered_at"] == ts("2026-03-03T09:00:00")
     assert orders["A-1"]["product_count"] == 2
-    # B-2: same event time; the earlier receivedAt (12:00:05) wins
-    assert orders["B-2"]["revenue"] == approx(55)
+    # B-2: same event time: the earlier line wins (SPEC's Ties), though the other copy has the
+    # earlier receivedAt (12:00:05): receivedAt orders copies of one message, not orders
+    assert orders["B-2"]["revenue"] == approx(50)
     lines = impl.rows("fct_product_purchases", order_by="order_id, line_number")
     assert [(r["order_id"], r["line_number"], r["price"]) for r in lines] == [
         ("3", 1, approx(10)), ("A-1", 1, approx(45)), ("A-1", 2, approx(45)),
-        ("B-2", 1, approx(55))]
+        ("B-2", 1, approx(50))]
     assert len(impl.rows("stg_events")) == 5  # five distinct messageIds stay in stg_events
 
 
@@ -223,6 +224,15 @@ def test_ties_follow_load_and_line_order(impl):
     # two emails at the same instant: the latest is the later line
     user = by_key(impl.rows("dim_users"), "user_key")["tie-user"]
     assert user["email"] == "second@tie.example"
+    # equal event times, receivedAt the other way round: receivedAt decides nothing (it orders
+    # copies of one message only). tie-o2's earliest is the first line (30), though the second
+    # was received first; tie-anon-r's latest link and tie-user-r's latest email are the later
+    # lines, though received earlier
+    (order,) = [o for o in impl.rows("fct_orders") if o["order_id"] == "tie-o2"]
+    assert order["revenue"] == approx(30)
+    assert keys["tie-rpage"] == "tie-fourth"
+    user = by_key(impl.rows("dim_users"), "user_key")["tie-user-r"]
+    assert user["email"] == "fourth@tie.example"
 
 
 def test_order_revenue_fallback(impl):

@@ -1,7 +1,7 @@
 /*
 description: >
-  `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
-  then load and line, counts), with their products array. An order without order_id is keyed by
+  `Order Completed` messages deduplicated by order_id (the earliest by event time counts; equal
+  times: the earlier load, then line, SPEC's Ties), with their products array. An order without order_id is keyed by
   its event_id. updated_load marks the orders a build wrote, previous_user_key the user an order
   had before (for the delete+insert models downstream).
 # delete+insert, not a merge: when a later copy of a message wins in stg_events with other
@@ -19,7 +19,6 @@ with completed as (
         event_id,
         user_key,
         event_ts as ordered_at,
-        received_at,
         load_id,
         record_number,
         properties
@@ -38,7 +37,7 @@ ranked as (
         *,
         row_number() over (
             partition by order_id
-            order by ordered_at, received_at nulls last, load_id, record_number
+            order by ordered_at, load_id, record_number
         ) as copy_rank
     from completed
     {%- if is_incremental() %}

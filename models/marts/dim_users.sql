@@ -13,7 +13,7 @@ touched_keys: "{{ changed_users() }}"
 tags: [users]
 */
 with messages as (
-    select user_key, user_id, event_ts, received_at, load_id, record_number, message_type, traits
+    select user_key, user_id, event_ts, load_id, record_number, message_type, traits
     from {{ ref('stg_events') }}
     {{ of_changed_users('where', orders=false) }}
 ),
@@ -32,7 +32,6 @@ traits as (
     select
         user_key,
         event_ts,
-        received_at,
         load_id,
         record_number,
         {{ json_str('traits', '$.email') }} as email,
@@ -48,7 +47,7 @@ latest_{{ trait }} as (
         select user_key, {{ trait }}, row_number() over (
             -- a tie goes to the later load, then the later line (SPEC: Ties)
             partition by user_key
-            order by event_ts desc, received_at desc nulls last, load_id desc, record_number desc
+            order by event_ts desc, load_id desc, record_number desc
         ) as recency
         from traits
         where {{ trait }} is not null

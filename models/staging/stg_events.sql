@@ -93,12 +93,12 @@ identified as (
     -- every deduplicated message carrying both ids (for an increment: the messages written
     -- now, and the kept ones with the same anonymousIds); from the narrow winners, so that
     -- deduped (with the payload) is read once
-    select anonymous_id, user_id, event_ts, received_at, load_id, record_number
+    select anonymous_id, user_id, event_ts, load_id, record_number
     from winners
     where anonymous_id is not null and user_id is not null
     {%- if is_incremental() %}
     union all
-    select e.anonymous_id, e.user_id, e.event_ts, e.received_at, e.load_id, e.record_number
+    select e.anonymous_id, e.user_id, e.event_ts, e.load_id, e.record_number
     from {{ this }} as e
     where e.anonymous_id is not null and e.user_id is not null
         and e.anonymous_id in (select anonymous_id from winners)
@@ -115,8 +115,7 @@ anonymous_to_user as (
             row_number() over (
                 -- a tie goes to the later load, then the later line (SPEC: Ties)
                 partition by anonymous_id
-                order by event_ts desc, received_at desc nulls last, load_id desc,
-                    record_number desc
+                order by event_ts desc, load_id desc, record_number desc
             ) as recency
         from identified
     ) as latest

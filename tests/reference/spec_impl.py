@@ -6,8 +6,9 @@ product is compared with. Readings of points SPEC leaves open (agreed with the r
 - the analysis range [start_date, end_date) limits funnel entry views, price-stat lines, ARPU
   activity and orders, conversion-timeseries views and experiment exposures; `fct_*` and
   `dim_users` cover everything, and a purchase converting a funnel may fall after end_date;
-- orders: earliest `Order Completed` per order_id by event time (then receivedAt, then load
-  and line order, the SPEC's tie rule, as for stitching and traits); an order without order_id
+- orders: earliest `Order Completed` per order_id by event time (then load and line order, the
+  SPEC's tie rule, as for stitching and traits: receivedAt decides only between copies of one
+  message); an order without order_id
   (or with a blank one) is keyed by its event_id;
 - funnel with re-entry: a user converts at the earliest purchase p with an in-range view v,
   v <= p <= v + window; the entry is then the latest in-range view <= p;
@@ -102,15 +103,14 @@ class Vars:
 
 
 def _recency(m: Message) -> tuple:
-    """Order of 'latest' among messages: event time, then receivedAt (none first), then load
-    and line (load_index counts the accepted messages of every file, in load order)."""
-    return (m.event_ts, m.received_at is not None, m.received_at or datetime.min, m.load_index)
+    """Order of 'latest' among messages: event time, then load and line (SPEC's Ties;
+    load_index counts the accepted messages of every file, in load order)."""
+    return (m.event_ts, m.load_index)
 
 
 def _earliness(m: Message) -> tuple:
-    """Order of 'earliest' among copies of an order: event time, receivedAt (none last), then
-    load and line."""
-    return (m.event_ts, m.received_at is None, m.received_at or datetime.min, m.load_index)
+    """Order of 'earliest' among copies of an order: event time, then load and line."""
+    return (m.event_ts, m.load_index)
 
 
 def median(values: Iterable[float]) -> float | None:

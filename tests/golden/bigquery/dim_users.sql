@@ -22,7 +22,6 @@ WITH messages AS (
     user_key,
     user_id,
     event_ts,
-    received_at,
     load_id,
     record_number,
     message_type,
@@ -41,7 +40,6 @@ WITH messages AS (
   SELECT
     user_key,
     event_ts,
-    received_at,
     load_id,
     record_number,
     CASE
@@ -73,10 +71,7 @@ WITH messages AS (
     SELECT
       user_key,
       email,
-      ROW_NUMBER() OVER (
-        PARTITION BY user_key
-        ORDER BY event_ts DESC, received_at DESC, load_id DESC, record_number DESC
-      ) AS recency
+      ROW_NUMBER() OVER (PARTITION BY user_key ORDER BY event_ts DESC, load_id DESC, record_number DESC) AS recency
     FROM traits
     WHERE
       NOT email IS NULL
@@ -91,10 +86,7 @@ WITH messages AS (
     SELECT
       user_key,
       phone,
-      ROW_NUMBER() OVER (
-        PARTITION BY user_key
-        ORDER BY event_ts DESC, received_at DESC, load_id DESC, record_number DESC
-      ) AS recency
+      ROW_NUMBER() OVER (PARTITION BY user_key ORDER BY event_ts DESC, load_id DESC, record_number DESC) AS recency
     FROM traits
     WHERE
       NOT phone IS NULL

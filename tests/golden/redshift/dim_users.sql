@@ -22,7 +22,6 @@ WITH messages AS (
     user_key,
     user_id,
     event_ts,
-    received_at,
     load_id,
     record_number,
     message_type,
@@ -41,7 +40,6 @@ WITH messages AS (
   SELECT
     user_key,
     event_ts,
-    received_at,
     load_id,
     record_number,
     CASE
@@ -69,7 +67,7 @@ WITH messages AS (
       email,
       ROW_NUMBER() OVER (
         PARTITION BY user_key
-        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
+        ORDER BY event_ts DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
       ) AS recency
     FROM traits
     WHERE
@@ -87,7 +85,7 @@ WITH messages AS (
       phone,
       ROW_NUMBER() OVER (
         PARTITION BY user_key
-        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
+        ORDER BY event_ts DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
       ) AS recency
     FROM traits
     WHERE

@@ -93,7 +93,6 @@ WITH "raw" AS (
     anonymous_id,
     user_id,
     event_ts,
-    received_at,
     load_id,
     record_number
   FROM winners
@@ -109,7 +108,7 @@ WITH "raw" AS (
       user_id,
       ROW_NUMBER() OVER (
         PARTITION BY anonymous_id
-        ORDER BY event_ts DESC NULLS LAST, received_at DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
+        ORDER BY event_ts DESC NULLS LAST, load_id DESC NULLS LAST, record_number DESC NULLS LAST
       ) AS recency
     FROM identified
   ) AS latest

@@ -1,8 +1,8 @@
 -- int_orders: compiled for trino from int_orders.sql
 /*
 description: >
-  `Order Completed` messages deduplicated by order_id (the earliest by event time, then receivedAt,
-  then load and line, counts), with their products array. An order without order_id is keyed by
+  `Order Completed` messages deduplicated by order_id (the earliest by event time counts; equal
+  times: the earlier load, then line, SPEC's Ties), with their products array. An order without order_id is keyed by
   its event_id. updated_load marks the orders a build wrote, previous_user_key the user an order
   had before (for the delete+insert models downstream).
 # delete+insert, not a merge: when a later copy of a message wins in stg_events with other
@@ -40,7 +40,6 @@ WITH completed AS (
     event_id,
     user_key,
     event_ts AS ordered_at,
-    received_at,
     load_id,
     record_number,
     properties
@@ -50,7 +49,7 @@ WITH completed AS (
 ), ranked AS (
   SELECT
     *,
-    ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY ordered_at, received_at, load_id, record_number) AS copy_rank
+    ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY ordered_at, load_id, record_number) AS copy_rank
   FROM completed
 )
 SELECT
