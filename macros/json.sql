@@ -9,7 +9,8 @@ case when trim({{ value }}, {{ whitespace() }}) <> '' then {{ value }} end
 {%- endmacro %}
 
 {% macro default__json_num(column, path) -%}
-try_cast(nullif(trim(json_extract_string({{ column }}, '{{ path }}'), {{ whitespace() }}), '') as double)
+try_cast(nullif(trim(json_extract_string({{ column }}, '{{ path }}'), {{ whitespace() }}), '')
+         as double)
 {%- endmacro %}
 
 {# ClickHouse: sqlglot writes try_cast as a cast to Nullable(Float64); toFloat64OrNull says

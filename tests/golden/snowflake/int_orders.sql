@@ -2,9 +2,9 @@
 /*
 description: >
   `Order Completed` messages deduplicated by order_id (the earliest by event time counts; equal
-  times: the earlier load, then line, SPEC's Ties), with their products array. An order without order_id is keyed by
-  its event_id. updated_load marks the orders a build wrote, previous_user_key the user an order
-  had before (for the delete+insert models downstream).
+  times: the earlier load, then line, SPEC's Ties), with their products array. An order without
+  order_id is keyed by its event_id. updated_load marks the orders a build wrote,
+  previous_user_key the user an order had before (for the delete+insert models downstream).
 # delete+insert, not a merge: when a later copy of a message wins in stg_events with other
 # content (another order_id, another event), the order its old copy carried may have no message
 # left, and a merge by order_id cannot delete it
