@@ -36,12 +36,12 @@ create or replace temp macro _num_problem(v) as (
                  else 'is larger than $max_number_text' end
         when json_type(v) = 'VARCHAR' then
             case when _trim_ws(v ->> '$') = '' then null  -- missing, like null
-                 when not regexp_full_match(trim(v ->> '$'),
+                 when not regexp_full_match(_trim_ws(v ->> '$'),
                                             '[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?')
                       then 'is not a number'
-                 when try_cast(trim(v ->> '$') as double) between 0 and $max_number then null
-                 when not isfinite(try_cast(trim(v ->> '$') as double)) then 'is not a number'
-                 when try_cast(trim(v ->> '$') as double) < 0 then 'is negative'
+                 when try_cast(_trim_ws(v ->> '$') as double) between 0 and $max_number then null
+                 when not isfinite(try_cast(_trim_ws(v ->> '$') as double)) then 'is not a number'
+                 when try_cast(_trim_ws(v ->> '$') as double) < 0 then 'is negative'
                  else 'is larger than $max_number_text' end
         else 'is not a number'
     end

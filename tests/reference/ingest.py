@@ -130,9 +130,9 @@ def parse_number(value: Any, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise Reject(f"invalid number in {where}: {json.dumps(value)[:40]}")
     if isinstance(value, str):
-        if not _NUMERIC_STRING.fullmatch(value.strip()):
+        if not _NUMERIC_STRING.fullmatch(value.strip(WHITESPACE)):
             raise Reject(f"invalid number in {where}: {json.dumps(value)[:40]}")
-        number = float(value.strip())
+        number = float(value.strip(WHITESPACE))
     else:
         number = float(value)
     if not math.isfinite(number):
