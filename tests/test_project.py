@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import jinja2
 import pytest
 import sqlglot
+from jinja2.sandbox import SandboxedEnvironment
 
 from runner.context import Context
 from runner.errors import CompileError, ConfigError
@@ -119,3 +121,39 @@ def test_dbt_selector_grammar_on_the_graph() -> None:
     for refused in ("config.materialized:table", "source:segment", "@a+", "a,", ""):
         with pytest.raises(ConfigError):
             graph.select([refused])
+
+
+def test_compiled_templates_are_cached_outside_the_project_and_survive_a_bad_entry(
+        tmp_path: Path) -> None:
+    """Jinja's bytecode cache (per user, never in the project) serves the next process; an
+    entry that cannot be read is compiled again, never trusted."""
+    import hashlib
+    import subprocess
+    import sys
+    import uuid
+
+    from runner.compile import _bytecode_cache, compiled, template
+
+    cache = _bytecode_cache()
+    assert cache is not None and not Path(cache.directory).is_relative_to(tmp_path)
+    token = uuid.uuid4().hex  # a source no earlier run compiled
+    source = "{{ x }} and {% for i in range(n) %}{{ i }}{% endfor %} -- " + token
+    before = set(Path(cache.directory).iterdir())
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    assert template(env, source).render(x="a", n=3) == f"a and 012 -- {token}"
+    (entry,) = set(Path(cache.directory).iterdir()) - before  # one new file for this source
+    assert entry.stat().st_size > 0
+    # another process reads it back, and renders the same
+    code = ("import sys, jinja2; from jinja2.sandbox import SandboxedEnvironment; "
+            "from runner.compile import template; env = SandboxedEnvironment("
+            "undefined=jinja2.StrictUndefined); "
+            "print(template(env, sys.argv[1]).render(x='b', n=2))")
+    done = subprocess.run([sys.executable, "-c", code, source], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == f"b and 01 -- {token}"
+    entry.write_bytes(b"not bytecode" * 10)  # a damaged entry: compiled again
+    compiled.cache_clear()
+    assert template(env, source).render(x="c", n=1) == f"c and 0 -- {token}"
+    assert hashlib.sha256(entry.read_bytes()).hexdigest() != hashlib.sha256(
+        b"not bytecode" * 10).hexdigest()  # and written again
+    assert not list(tmp_path.rglob("__jinja2_*"))

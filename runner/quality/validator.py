@@ -89,13 +89,15 @@ class Validator:
     def _render(self, model: Model, spec: ExpectationSpec) -> str:
         """Jinja (this, ref, source, var, macros) -> SQL in the target's dialect, escaped for
         GX (which runs `str.format` on the query)."""
+        from runner.compile import template
+
         env = self._environment()
         self._refs = []
         if "{batch}" in spec.kwargs["query"]:
             raise ConfigError(f"{spec.name}: write {{{{ this }}}} for the relation, not {{batch}}",
                               location=spec.origin)
         try:
-            sql = env.from_string(spec.kwargs["query"]).render(
+            sql = template(env, spec.kwargs["query"]).render(
                 this=self.relation_name(model.name))
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(f"{spec.name}: {exc.message}", location=spec.origin) from None
