@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
@@ -118,7 +119,7 @@ def compiled(source: str) -> CodeType:
     bucket = Bucket(env, key, key)
     try:
         cache.load_bytecode(bucket)
-    except (OSError, EOFError, ValueError, TypeError):  # unreadable: compile it again
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError):  # unreadable
         bucket.reset()
     if bucket.code is None:
         bucket.code = env.compile(source)

@@ -151,9 +151,12 @@ def test_compiled_templates_are_cached_outside_the_project_and_survive_a_bad_ent
     done = subprocess.run([sys.executable, "-c", code, source], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == f"b and 01 -- {token}"
-    entry.write_bytes(b"not bytecode" * 10)  # a damaged entry: compiled again
-    compiled.cache_clear()
-    assert template(env, source).render(x="c", n=1) == f"c and 0 -- {token}"
-    assert hashlib.sha256(entry.read_bytes()).hexdigest() != hashlib.sha256(
-        b"not bytecode" * 10).hexdigest()  # and written again
+    from jinja2.bccache import bc_magic
+
+    for damage in [b"not bytecode" * 10, bc_magic + b"\x80\x05not a pickle"]:
+        entry.write_bytes(damage)  # a damaged entry (after Jinja's header too): compiled again
+        compiled.cache_clear()
+        assert template(env, source).render(x="c", n=1) == f"c and 0 -- {token}"
+        assert hashlib.sha256(entry.read_bytes()).digest() != hashlib.sha256(
+            damage).digest()  # and written again
     assert not list(tmp_path.rglob("__jinja2_*"))
