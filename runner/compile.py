@@ -133,12 +133,6 @@ def template(env: jinja2.Environment, source: str) -> jinja2.Template:
     return env.template_class.from_code(env, compiled(source), env.make_globals(None))
 
 
-def _macro_code(source: str) -> CodeType:
-    """The macro files compiled to Python: the compiler and the validator each bind the same
-    code to their own environment (their own ref, var, source)."""
-    return compiled(source)
-
-
 DISPATCH_PREFIX = "default__"
 
 
@@ -179,7 +173,7 @@ def macro_environment(macros_dir: Path, **functions: Any) -> jinja2.Environment:
     source = "\n".join(texts)
     module: list[Any] = []  # filled below; dispatchers resolve their macros when called
     try:
-        code = _macro_code(source)
+        code = compiled(source)  # the validator binds the same code to its own environment
         names = _macro_names(source)
     except jinja2.TemplateSyntaxError:
         for path, text in zip(files, texts, strict=True):  # which file, which line

@@ -21,6 +21,11 @@ CHECK_MACROS = r"""
 create or replace temp macro _line_text(raw) as (rtrim(raw, chr(13) || chr(10)));
 -- `s` without leading and trailing WHITESPACE (DuckDB's E'' strings know no \v)
 create or replace temp macro _trim_ws(s) as (trim(s, E' \t\n\r\f' || chr(11)));
+-- SPEC's "missing": an empty or whitespace-only string is null. Most values start with a
+-- visible character and are not trimmed; `s` should be a column (a macro repeats its argument).
+create or replace temp macro _given(s) as (
+    case when ascii(s) > 32 then s when _trim_ws(s) <> '' then s end
+);
 -- a number-valued field must be missing (absent, null, or a string that is empty or only
 -- whitespace: SPEC section 1), or a number or numeric string in [0, $max_number]; the first
 -- test of each kind is the common case, a number within it
@@ -35,7 +40,7 @@ create or replace temp macro _num_problem(v) as (
                  when v::double < 0 then 'is negative'
                  else 'is larger than $max_number_text' end
         when json_type(v) = 'VARCHAR' then
-            case when _trim_ws(v ->> '$') = '' then null  -- missing, like null
+            case when _given(v ->> '$') is null then null  -- missing, like null
                  when not regexp_full_match(_trim_ws(v ->> '$'),
                                             '[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?')
                       then 'is not a number'
@@ -66,11 +71,6 @@ create or replace temp macro _ts(v) as (
               then try_cast(v as timestamp)
          when ascii(v) > 32 and ascii(right(v, 1)) > 32 then _iso_ts(v)
          else _iso_ts(_trim_ws(v)) end
-);
--- SPEC's "missing": an empty or whitespace-only string is null. Most values start with a
--- visible character and are not trimmed; `s` should be a column (a macro repeats its argument).
-create or replace temp macro _given(s) as (
-    case when ascii(s) > 32 then s when _trim_ws(s) <> '' then s end
 );
 -- whether a list of an object's keys names one twice; a short list (any real object) compares
 -- positions, which is cheaper than hashing
