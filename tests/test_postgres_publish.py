@@ -30,7 +30,6 @@ from runner.context import Context
 
 pytestmark = [pytest.mark.postgres]
 
-DSN = POSTGRES_DSN
 PID = os.getpid()
 PROBES = FIXTURES / "postgres_publish"
 BI_ROLE = f"arpu_test_bi_{PID}"  # granted by arpu.yml (`grants:`)
@@ -42,7 +41,7 @@ LOCK_TIMEOUT = 1.0  # the module's projects: seconds per lock wait, 2 retries
 def pg() -> Any:
     import psycopg
 
-    return psycopg.connect(DSN, autocommit=True)
+    return psycopg.connect(POSTGRES_DSN, autocommit=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -227,7 +226,7 @@ class Reader(threading.Thread):
     def run(self) -> None:
         import psycopg
 
-        with psycopg.connect(DSN, application_name="dashboard",
+        with psycopg.connect(POSTGRES_DSN, application_name="dashboard",
                              options="-c statement_timeout=60000") as con:
             if self.isolation:
                 con.isolation_level = psycopg.IsolationLevel[self.isolation]
@@ -308,7 +307,8 @@ def test_an_idle_in_transaction_reader_fails_the_publish_naming_it(
              f"pg_get_viewdef('\"{schema}\".fct_orders'::regclass)")
     with pg() as con:
         before = con.execute(state).fetchone()
-    notebook = psycopg.connect(DSN, application_name="notebook")  # autocommit off: the default
+    # autocommit off: the default
+    notebook = psycopg.connect(POSTGRES_DSN, application_name="notebook")
     dashboard = Reader(lambda execute: execute(f'select count(*) from "{schema}".fct_orders'))
     try:
         notebook.execute(f'select count(*) from "{schema}".fct_orders').fetchone()
