@@ -37,6 +37,34 @@ def test_hand_fixtures_are_the_same_as_on_duckdb(engine: str,
     assert_same_across_engines(duck, fixtures_on(tmp_path_factory, engine).relations, engine)
 
 
+@pytest.mark.spark
+def test_spark_session_has_the_targets_java_options_and_concurrency(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """arpu.yml's `conf`: its spark.driver.extraJavaOptions is added to arpu's own (the log
+    settings stay); `concurrency` is how many models the engine builds at once."""
+    from runner.config import SparkTarget
+    from runner.engines.spark import SparkEngine
+
+    sample_on(tmp_path_factory, "spark")  # started this process's session from arpu.yml
+    project = tmp_path_factory.mktemp("spark_conf")
+    engine = SparkEngine(project, SparkTarget(database="arpu_conf_check", concurrency=3))
+    java = engine.spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
+    assert "-Dlog4j2.configurationFile=file:" in java, java
+    assert java.endswith(" -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"), java
+    assert engine.concurrency == 3
+
+
+def test_a_spark_error_is_the_jvms_own_line() -> None:
+    """py4j's first line names only the call ("o47.sql"); the JVM's error is the next."""
+    from runner.engines.spark import _first_line
+
+    py4j = Exception("An error occurred while calling o47.sql.\n: java.lang.StackOverflowError"
+                     "\n\tat scala.collection.immutable.List.map(List.scala:293)")
+    assert _first_line(py4j) == "java.lang.StackOverflowError"
+    spark = Exception("[TABLE_OR_VIEW_NOT_FOUND] The table `x` cannot be found.\nSQLSTATE: 42P01")
+    assert _first_line(spark) == "[TABLE_OR_VIEW_NOT_FOUND] The table `x` cannot be found."
+
+
 @pytest.mark.postgres
 def test_incremental_builds_on_postgres_match_one_duckdb_build(tmp_path: Path) -> None:
     """Two loads with a build after each on PostgreSQL (merges in transactions) give the

@@ -44,6 +44,18 @@ class SparkSql(TargetSql):
 SQL = SparkSql("spark")  # this target's SQL differences (runner.engines.target_sql)
 
 
+def _first_line(exc: Exception) -> str:
+    """What went wrong, in one line: a JVM error's own line rather than py4j's "An error
+    occurred while calling o47.sql." before it."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("An error occurred while calling"):
+        return lines[1].removeprefix(": ")
+    return lines[0] if lines else type(exc).__name__
+
+
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"  # a target's are added to arpu's own
+
+
 class SparkEngine(Engine):
     dialect = "spark"
     uses_pyspark = True
@@ -58,6 +70,7 @@ class SparkEngine(Engine):
         from pyspark.sql import SparkSession
 
         self.database = target.database
+        self.concurrency = target.concurrency
         warehouse = Path(target.warehouse_dir)
         if not warehouse.is_absolute():
             warehouse = project_dir / warehouse
@@ -82,10 +95,14 @@ class SparkEngine(Engine):
                         f"jdbc:derby:;databaseName={metastore};create=true")
                 .config("spark.driver.extraJavaOptions",
                         f"-Dderby.system.home={warehouse.parent} "
-                        f"-Dlog4j2.configurationFile=file:{log_config}")
+                        f"-Dlog4j2.configurationFile=file:{log_config} "
+                        + target.conf.get(JAVA_OPTIONS, ""))
                 .config("spark.log.structuredLogging.enabled", "false")
                 .enableHiveSupport()
             )
+        for key, value in target.conf.items():
+            if key != JAVA_OPTIONS or target.master.startswith("sc://"):
+                builder = builder.config(key, value)
         try:
             self.spark = builder.getOrCreate()
         except Exception as exc:  # JVM or cluster not reachable
@@ -109,8 +126,7 @@ class SparkEngine(Engine):
         try:
             return self.spark.sql(sql, args=params) if params else self.spark.sql(sql)
         except Exception as exc:
-            text = str(exc).strip().splitlines()
-            raise ArpuError(text[0] if text else type(exc).__name__, location="spark") from exc
+            raise ArpuError(_first_line(exc), location="spark") from exc
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
         self._run(sql, params).collect()
