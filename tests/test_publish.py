@@ -24,12 +24,12 @@ from support.project import run_arpu as arpu
 from runner.context import Context
 
 READER = r"""
-import json, sys, time, duckdb
-path, seconds = sys.argv[1], float(sys.argv[2])
+import json, os, sys, time, duckdb
+path, stop = sys.argv[1], sys.argv[2]
 errors, queries, snapshots = [], 0, set()
 con = duckdb.connect(path, read_only=True)  # a BI tool's connection, held across builds
-deadline = time.time() + seconds
-while time.time() < deadline:
+deadline = time.time() + 120
+while time.time() < deadline and not os.path.exists(stop):  # until the builds are over
     try:
         if queries % 20 == 19:  # and new connections now and then, as a dashboard makes them
             con.close()
@@ -86,14 +86,17 @@ def test_publish_writes_the_target_path_and_keeps_work_apart(sample: ProjectHarn
 def test_reader_never_errs_while_builds_run(sample: ProjectHarness, tmp_path: Path) -> None:
     script = tmp_path / "reader.py"
     script.write_text(READER)
+    stop = tmp_path / "builds-done"
     reader = subprocess.Popen([sys.executable, str(script), str(sample.root / "arpu.duckdb"),
-                               "25"], stdout=subprocess.PIPE, text=True)
+                               str(stop)], stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
     builds = []
     for window in (3, 7, 1, 7):  # different windows: the published numbers change
         vars_ = json.dumps({"conversion_window_days": window})
         builds.append(arpu(sample.root, "build", "--vars", vars_).returncode)
-    out, _ = reader.communicate(timeout=120)
+    time.sleep(0.5)  # reads of the last published file too
+    stop.touch()
+    out, _ = reader.communicate(timeout=150)
     report = json.loads(out)
     assert builds == [0, 0, 0, 0]  # a held read-only connection does not block a build
     assert report["error_count"] == 0, report["errors"]
