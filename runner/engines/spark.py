@@ -93,10 +93,10 @@ class SparkEngine(Engine):
                 .config("spark.sql.ansi.enabled", "false")
                 .config("spark.hadoop.javax.jdo.option.ConnectionURL",
                         f"jdbc:derby:;databaseName={metastore};create=true")
-                .config("spark.driver.extraJavaOptions",
-                        f"-Dderby.system.home={warehouse.parent} "
-                        f"-Dlog4j2.configurationFile=file:{log_config} "
-                        + target.conf.get(JAVA_OPTIONS, ""))
+                .config(JAVA_OPTIONS, " ".join(filter(None, [
+                    f"-Dderby.system.home={warehouse.parent}",
+                    f"-Dlog4j2.configurationFile=file:{log_config}",
+                    target.conf.get(JAVA_OPTIONS)])))
                 .config("spark.log.structuredLogging.enabled", "false")
                 .enableHiveSupport()
             )
@@ -106,7 +106,7 @@ class SparkEngine(Engine):
         try:
             self.spark = builder.getOrCreate()
         except Exception as exc:  # JVM or cluster not reachable
-            raise ArpuError(f"cannot start Spark: {str(exc).splitlines()[0]}",
+            raise ArpuError(f"cannot start Spark: {_first_line(exc)}",
                             location=target.master) from None
         self.spark.sparkContext.setLogLevel("ERROR")
         if not self.spark.catalog.databaseExists(self.database):
