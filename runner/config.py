@@ -132,7 +132,7 @@ class SparkTarget(_Target):
     conf: dict[str, str] = Field(
         {}, description="Spark settings for the session, as in spark-defaults.conf; they win "
                         "over arpu's, except spark.driver.extraJavaOptions, which is added to "
-                        "arpu's (e.g. '-XX:TieredStopAtLevel=1': a third less CPU on small data).")
+                        "arpu's (e.g. '-XX:TieredStopAtLevel=1': less JVM CPU on small data).")
 
     def published_schema(self) -> str | None:
         return self.database

@@ -77,12 +77,15 @@ class SparkEngine(Engine):
         warehouse.mkdir(parents=True, exist_ok=True)
         self.warehouse = warehouse
         builder = SparkSession.builder.appName("arpu").config("spark.sql.session.timeZone", "UTC")
+        java_options = ""  # arpu's own JVM options (local mode)
         if target.master.startswith("sc://"):
             builder = builder.remote(target.master)
         else:
             metastore = warehouse.parent / "spark-metastore"
             log_config = warehouse.parent / "spark-log4j2.properties"
             log_config.write_text(LOG4J2)
+            java_options = (f"-Dderby.system.home={warehouse.parent} "
+                            f"-Dlog4j2.configurationFile=file:{log_config}")
             builder = (
                 builder.master(target.master)
                 .config("spark.sql.warehouse.dir", str(warehouse))
@@ -93,16 +96,13 @@ class SparkEngine(Engine):
                 .config("spark.sql.ansi.enabled", "false")
                 .config("spark.hadoop.javax.jdo.option.ConnectionURL",
                         f"jdbc:derby:;databaseName={metastore};create=true")
-                .config(JAVA_OPTIONS, " ".join(filter(None, [
-                    f"-Dderby.system.home={warehouse.parent}",
-                    f"-Dlog4j2.configurationFile=file:{log_config}",
-                    target.conf.get(JAVA_OPTIONS)])))
+                .config(JAVA_OPTIONS, java_options)
                 .config("spark.log.structuredLogging.enabled", "false")
                 .enableHiveSupport()
             )
-        for key, value in target.conf.items():
-            if key != JAVA_OPTIONS or target.master.startswith("sc://"):
-                builder = builder.config(key, value)
+        for key, value in target.conf.items():  # the target's win, JVM options add to arpu's
+            builder = builder.config(key, f"{java_options} {value}".strip()
+                                     if key == JAVA_OPTIONS else value)
         try:
             self.spark = builder.getOrCreate()
         except Exception as exc:  # JVM or cluster not reachable
