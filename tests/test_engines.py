@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,8 @@ def test_hand_fixtures_are_the_same_as_on_duckdb(engine: str,
 def test_spark_session_has_the_targets_java_options_and_concurrency(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """arpu.yml's `conf`: its spark.driver.extraJavaOptions is added to arpu's own (the log
-    settings stay); `concurrency` is how many models the engine builds at once."""
+    settings stay); `concurrency` is how many models the engine builds at once. And rows read
+    through Arrow are the Python values a collect() gives."""
     from runner.config import SparkTarget
     from runner.engines.spark import SparkEngine
 
@@ -52,6 +55,15 @@ def test_spark_session_has_the_targets_java_options_and_concurrency(
     assert "-Dlog4j2.configurationFile=file:" in java, java
     assert java.endswith(" -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"), java
     assert engine.concurrency == 3
+    # rows come through Arrow, as Python values; a time is naive UTC (the session's zone)
+    columns, rows = engine.fetch(
+        "select timestamp'2026-01-05 00:10:48.351' as t, date'2026-01-05' as d, "
+        "cast(12.5 as decimal(10, 2)) as m, 3 as i, 0.5d as f, true as b, 'x' as s, "
+        "cast(null as string) as n union all select null, null, null, null, null, null, "
+        "null, null")
+    assert columns == ["t", "d", "m", "i", "f", "b", "s", "n"]
+    assert rows == [(dt.datetime(2026, 1, 5, 0, 10, 48, 351000), dt.date(2026, 1, 5),
+                     decimal.Decimal("12.50"), 3, 0.5, True, "x", None), (None,) * 8]
 
 
 def test_a_spark_error_is_the_jvms_own_line() -> None:

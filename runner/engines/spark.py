@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from runner.config import SparkTarget
 from runner.engines.base import Engine, TargetSql
 from runner.errors import ArpuError
@@ -51,6 +53,13 @@ def _first_line(exc: Exception) -> str:
     if len(lines) > 1 and lines[0].startswith("An error occurred while calling"):
         return lines[1].removeprefix(": ")
     return lines[0] if lines else type(exc).__name__
+
+
+def _values(column: Any) -> list[Any]:
+    """An Arrow column as Python values, a zoned timestamp as naive UTC."""
+    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+        column = column.cast(pa.timestamp(column.type.unit))
+    return column.to_pylist()
 
 
 JAVA_OPTIONS = "spark.driver.extraJavaOptions"  # a target's are added to arpu's own
@@ -132,9 +141,16 @@ class SparkEngine(Engine):
         self._run(sql, params).collect()
 
     def fetch(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Rows through Arrow, column by column (pyspark 4; 3.5 collects Row objects, about
+        twice as slow); times as naive UTC, the session's zone, whatever the local zone."""
         frame = self._run(sql, params)
-        rows = frame.collect()
-        return list(frame.columns), [tuple(r) for r in rows]
+        if not hasattr(frame, "toArrow"):
+            return list(frame.columns), [tuple(r) for r in frame.collect()]
+        try:
+            table = frame.toArrow()
+        except Exception as exc:
+            raise ArpuError(_first_line(exc), location="spark") from exc
+        return table.column_names, list(zip(*(_values(c) for c in table.columns), strict=True))
 
     def materialize(self, name: str, select_sql: str, kind: str,
                     after: list[str] | None = None) -> int | None:

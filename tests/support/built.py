@@ -40,9 +40,15 @@ def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+_read: dict[str, Built] = {}  # what this process has unpickled (the sample's relations: 34 MB)
+
+
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Build) -> Built:
     """The project `name` as `build` left it, and what `build` returned; built by the first
-    process to ask. A build that raised is tried again by the next process that asks."""
+    process to ask. A build that raised is tried again by the next process that asks. The
+    outcome is read once per process: tests only read it."""
+    if name in _read:
+        return _read[name]
     folder = session_folder(tmp_path_factory) / "built"
     folder.mkdir(exist_ok=True)
     root, outcome = folder / name, folder / f"{name}.pickle"
@@ -51,7 +57,8 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Build
         if not outcome.exists():
             shutil.rmtree(root, ignore_errors=True)
             outcome.write_bytes(pickle.dumps(build(root)))
-    return Built(ProjectHarness.existing(root), pickle.loads(outcome.read_bytes()))
+    _read[name] = Built(ProjectHarness.existing(root), pickle.loads(outcome.read_bytes()))
+    return _read[name]
 
 
 def sample_by_cli(root: Path) -> tuple[int, str, str]:
