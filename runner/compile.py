@@ -338,10 +338,24 @@ class Compiler:
         return CompiledModel(model, sql, path, touched)
 
     def _for_target(self, model: Model, rendered: str) -> str:
-        tree = self.parse(model, rendered)
-        if is_source(self.target.dialect):  # checked by the parse, nothing to translate
-            return rendered.strip().rstrip(";").rstrip()
-        return tree.sql(dialect=self.target.dialect, pretty=True)
+        key = (rendered, self.target.dialect)
+        sql = _TRANSLATED.get(key)
+        if sql is None:
+            tree = self.parse(model, rendered)
+            if is_source(self.target.dialect):  # checked by the parse, nothing to translate
+                sql = rendered.strip().rstrip(";").rstrip()
+            else:
+                sql = tree.sql(dialect=self.target.dialect, pretty=True)
+            if len(_TRANSLATED) >= 1024:
+                _TRANSLATED.clear()
+            _TRANSLATED[key] = sql
+        return sql
+
+
+# A rendered model checked and translated, by (text, dialect): a process that compiles the
+# same text again (a build after `arpu query`'s, a test session's many projects) parses it
+# once. Errors are not kept: they name the model's file.
+_TRANSLATED: dict[tuple[str, str], str] = {}
 
 
 def _check_portable(model: Model, sql: str, tree: exp.Query) -> None:

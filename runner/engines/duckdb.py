@@ -179,8 +179,9 @@ class DuckDBEngine(Engine):
         with self._transaction(after):
             self._drop_other(name, "table" if kind == "view" else "view")
             relation = "view" if kind == "view" else "table"
-            self.con.execute(f"create or replace {relation} {q} as {select_sql}")
-        return None if kind == "view" else int(self.scalar(f"select count(*) from {q}"))
+            created = self.con.execute(f"create or replace {relation} {q} as {select_sql}")
+            rows = None if kind == "view" else int(created.fetchall()[0][0])  # CTAS's count
+        return rows
 
     supports_delete_insert = True
 
