@@ -137,8 +137,7 @@ class ClickHouseEngine(Engine):
         return self._exists(name, self.database)
 
     def _exists(self, name: str, database: str) -> bool:
-        return bool(self.scalar("select count() from system.tables where database = ? "
-                                "and name = ?", [database, name]))
+        return self._kind(name, database) is not None
 
     def _columns(self, name: str) -> list[str]:
         return [str(r[0]) for r in self.fetch(
@@ -146,8 +145,13 @@ class ClickHouseEngine(Engine):
             [self.database, name])[1]]
 
     def _is_view(self, name: str, database: str) -> bool:
-        return self.scalar("select engine from system.tables where database = ? and name = ?",
-                           [database, name]) == "View"
+        return self._kind(name, database) == "view"
+
+    def _kind(self, name: str, database: str) -> str | None:
+        """"view", "table", or None where there is no such relation (one catalog query)."""
+        engine = self.scalar("select engine from system.tables where database = ? and name = ?",
+                             [database, name])
+        return None if engine is None else "view" if engine == "View" else "table"
 
     def materialize(self, name: str, select_sql: str, kind: str,
                     after: list[str] | None = None) -> int | None:
@@ -199,16 +203,22 @@ class ClickHouseEngine(Engine):
         the old table, now called `new`, is dropped. In the published database the drop does
         not wait: a reader's query on the old table finishes on it."""
         wait = database != self.published_database
-        if self._exists(name, database) and not self._is_view(name, database):
+        kind = self._kind(name, database)
+        if kind == "table":
             self.execute(f"exchange tables {self._q(new, database)} and {self._q(name, database)}")
-            self._drop(new, database, wait)
+            self._drop(new, database, wait, kind="table")
         else:
-            self._drop(name, database, wait)
+            if kind == "view":
+                self._drop(name, database, wait, kind="view")
             self.execute(f"rename table {self._q(new, database)} to {self._q(name, database)}")
 
-    def _drop(self, name: str, database: str, wait: bool = True) -> None:
-        kind = "view" if self._is_view(name, database) else "table"
-        self.execute(f"drop {kind} if exists {self._q(name, database)}{' sync' if wait else ''}")
+    def _drop(self, name: str, database: str, wait: bool = True, kind: str | None = None
+              ) -> None:
+        """Drop `name` if it exists (`kind`, when the caller knows it, saves asking)."""
+        kind = kind or self._kind(name, database)
+        if kind is not None:
+            self.execute(f"drop {kind} if exists {self._q(name, database)}"
+                         f"{' sync' if wait else ''}")
 
     # -- incremental state -----------------------------------------------------------------
     def watermarks_table(self) -> str:
