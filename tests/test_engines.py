@@ -44,7 +44,7 @@ def test_spark_session_has_the_targets_java_options_and_concurrency(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """arpu.yml's `conf`: its spark.driver.extraJavaOptions is added to arpu's own (the log
     settings stay); `concurrency` is how many models the engine builds at once. And rows read
-    through Arrow are the Python values a collect() gives."""
+    through Arrow are the Python values a collect() gives; the time spine is every day."""
     from runner.config import SparkTarget
     from runner.engines.spark import SparkEngine
 
@@ -64,6 +64,20 @@ def test_spark_session_has_the_targets_java_options_and_concurrency(
     assert columns == ["t", "d", "m", "i", "f", "b", "s", "n"]
     assert rows == [(dt.datetime(2026, 1, 5, 0, 10, 48, 351000), dt.date(2026, 1, 5),
                      decimal.Decimal("12.50"), 3, 0.5, True, "x", None), (None,) * 8]
+    # the metrics' time spine: an exploded sequence of days, empty as the digits' would be
+    from runner.engines.spark import SQL
+
+    spine = SQL.day_spine("bounds")
+    assert spine is not None
+    for lo, hi, days in (("'2026-02-27 00:00:00'", "'2026-03-02 00:00:00'", 4),
+                         ("'2026-03-02 00:00:00'", "'2026-02-27 00:00:00'", 0),
+                         ("null", "null", 0)):
+        _, got = engine.fetch(f"with bounds as (select cast({lo} as timestamp) as lo, "
+                              f"cast({hi} as timestamp) as hi) select count(*), min(`day`), "
+                              f"max(`day`) from ({spine.sql('spark')}) as spine")
+        first = dt.datetime(2026, 2, 27) if days else None
+        last = dt.datetime(2026, 3, 2) if days else None
+        assert got == [(days, first, last)], (lo, hi)
 
 
 def test_a_spark_error_is_the_jvms_own_line() -> None:

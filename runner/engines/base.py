@@ -57,6 +57,12 @@ class TargetSql:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
 
+    def day_spine(self, bounds: str) -> exp.Query | None:
+        """The metrics' time spine, one `day` (a TIMESTAMP at midnight) per day from `lo` to
+        `hi` of the CTE `bounds`, where the target has a better way than the portable one
+        (None: a digits table cross-joined five times)."""
+        return None
+
     def percentile(self, node: exp.WithinGroup) -> exp.Expression:
         """An exact percentile, `PERCENTILE_CONT|DISC(p) WITHIN GROUP (ORDER BY x)`, as the
         target computes it (the node itself when sqlglot translates it)."""

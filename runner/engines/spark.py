@@ -30,7 +30,19 @@ appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
 
 
 class SparkSql(TargetSql):
-    """Spark SQL (and Databricks, its dialect): an exact median is `percentile(x, p)`."""
+    """Spark SQL (and Databricks, its dialect): an exact median is `percentile(x, p)`; the
+    time spine is a `sequence` of days exploded."""
+
+    def day_spine(self, bounds: str) -> exp.Query | None:
+        """The digits' five cross joins are four broadcast joins to Spark: 0.4 s a query,
+        where an exploded sequence takes 0.1 s. No rows when there are no bounds (nulls) or
+        `lo` is after `hi`, as the digits give."""
+        import sqlglot
+
+        return sqlglot.parse_one(
+            f"select cast(s.d as timestamp) as `day` from {bounds} as b lateral view explode("
+            "case when b.lo <= b.hi then sequence(cast(b.lo as date), cast(b.hi as date), "
+            "interval 1 day) end) s as d", read="spark")  # type: ignore[return-value]
 
     def percentile(self, node: exp.WithinGroup) -> exp.Expression:
         from sqlglot import exp

@@ -811,7 +811,7 @@ def _insert_join(select: exp.Select, table: exp.Expression, on: exp.Expression |
 def _for_target(tree: exp.Expression, target: TargetSql) -> exp.Expression:
     """What sqlglot does not translate the way arpu needs, as the target's own file says
     (runner/engines/<target>.py): the unit of Monday's weeks, the type of timestamps, exact
-    percentiles."""
+    percentiles, the time spine."""
     for trunc in tree.find_all(exp.TimestampTrunc):
         unit = trunc.args.get("unit")
         if unit is not None and unit.name.upper() == "WEEK":
@@ -825,6 +825,9 @@ def _for_target(tree: exp.Expression, target: TargetSql) -> exp.Expression:
         computed = target.percentile(node)
         if computed is not node:
             node.replace(computed)
+    for cte in tree.find_all(exp.CTE):
+        if cte.alias == SPINE and (spine := target.day_spine(BOUNDS)) is not None:
+            cte.set("this", spine)
     return tree
 
 
