@@ -585,6 +585,10 @@ def test_ctrl_c_during_a_build_leaves_everything_as_it_was(sample_built_by_cli: 
             continue
         build.send_signal(signal.SIGINT)
         out, err = build.communicate(timeout=SAMPLE_TIMEOUT)
+        if build.returncode == 0 and not err:  # it ended between poll() and the signal (a
+            published = digest(root / "arpu.duckdb")  # busy machine): done, and told so
+            assert out.rstrip().splitlines()[-1].startswith("Done in "), (fraction, out)
+            continue
         # 130, or (rarely, seen once in CI) killed by SIGINT itself after saying so: a shell
         # reports both as 130
         assert build.returncode in (130, -signal.SIGINT), (fraction, build.returncode, out, err)
