@@ -11,6 +11,19 @@ from runner.dialect import SOURCE_DIALECT, quoted, transpile
 if TYPE_CHECKING:
     from sqlglot import exp
 
+def arrow_rows(table: Any) -> tuple[list[str], list[tuple]]:
+    """A pyarrow Table as `fetch` returns it: column names, and rows of Python values built
+    column by column; a zoned timestamp becomes naive UTC, as every engine's times are."""
+    import pyarrow as pa
+
+    columns = []
+    for column in table.columns:
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            column = column.cast(pa.timestamp(column.type.unit))
+        columns.append(column.to_pylist())
+    return list(table.column_names), list(zip(*columns, strict=True))
+
+
 WATERMARKS = "arpu_watermarks"
 # in the models' dialect (DuckDB); each engine transpiles it
 WATERMARKS_DDL = (f"create table if not exists {WATERMARKS} "

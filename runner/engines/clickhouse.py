@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from runner.config import ClickHouseTarget
 from runner.dialect import SOURCE_DIALECT
-from runner.engines.base import RAW_TABLES_DDL, SAMPLE_LOADS_DDL, WATERMARKS, Engine, TargetSql
+from runner.engines.base import (
+    RAW_TABLES_DDL,
+    SAMPLE_LOADS_DDL,
+    WATERMARKS,
+    Engine,
+    TargetSql,
+    arrow_rows,
+)
 from runner.errors import ArpuError, UsageError
 
 if TYPE_CHECKING:
@@ -125,12 +132,11 @@ class ClickHouseEngine(Engine):
             if not fetch:
                 self._session.command(sql, bound)
                 return [], []
-            columns, rows = self._session.query(sql, bound)
+            return self._session.query(sql, bound)
         except ArpuError:
             raise
         except Exception as exc:  # the driver's error: its first line, with where it ran
             raise ArpuError(_first_line(exc), location=f"clickhouse {self.where}") from exc
-        return columns, [tuple(_plain(v) for v in row) for row in rows]
 
     # -- relations -------------------------------------------------------------------------
     def relation_exists(self, name: str) -> bool:
@@ -359,8 +365,7 @@ class _Embedded(_Session):
 
     def query(self, sql: str, params: dict[str, Any] | None = None
               ) -> tuple[list[str], list[tuple]]:
-        table = self.session.query(sql, "ArrowTable", params=params or None)
-        return list(table.column_names), [tuple(r.values()) for r in table.to_pylist()]
+        return arrow_rows(self.session.query(sql, "ArrowTable", params=params or None))
 
     def use(self, database: str) -> None:
         self.session.query(f"use `{database}`")
@@ -410,7 +415,8 @@ class _Server(_Session):
     def query(self, sql: str, params: dict[str, Any] | None = None
               ) -> tuple[list[str], list[tuple]]:
         result = self.client.query(sql, parameters=params or None)
-        return list(result.column_names), [tuple(r) for r in result.result_rows]
+        return list(result.column_names), [tuple(_plain(v) for v in row)
+                                           for row in result.result_rows]
 
     def use(self, database: str) -> None:
         self.client.database = database

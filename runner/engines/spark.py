@@ -6,16 +6,17 @@ import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from runner.config import SparkTarget
-from runner.engines.base import Engine, TargetSql
+from runner.engines.base import Engine, TargetSql, arrow_rows
 from runner.errors import ArpuError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from sqlglot import exp
 
 # Spark's own logging, quiet: arpu reports errors itself, one line each.
@@ -67,11 +68,14 @@ def _first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _values(column: Any) -> list[Any]:
-    """An Arrow column as Python values, a zoned timestamp as naive UTC."""
-    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
-        column = column.cast(pa.timestamp(column.type.unit))
-    return column.to_pylist()
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Spark's and the JVM's errors as one line (`spark.sql` raises what analysis finds, the
+    rows' collection what running finds)."""
+    try:
+        yield
+    except Exception as exc:
+        raise ArpuError(_first_line(exc), location="spark") from exc
 
 
 JAVA_OPTIONS = "spark.driver.extraJavaOptions"  # a target's are added to arpu's own
@@ -144,25 +148,22 @@ class SparkEngine(Engine):
         return "`" + name.replace("`", "``") + "`"
 
     def _run(self, sql: str, params: list[Any] | None = None) -> Any:
-        try:
+        with _errors():
             return self.spark.sql(sql, args=params) if params else self.spark.sql(sql)
-        except Exception as exc:
-            raise ArpuError(_first_line(exc), location="spark") from exc
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
-        self._run(sql, params).collect()
+        frame = self._run(sql, params)
+        with _errors():
+            frame.collect()
 
     def fetch(self, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Rows through Arrow, column by column (pyspark 4; 3.5 collects Row objects, about
         twice as slow); times as naive UTC, the session's zone, whatever the local zone."""
         frame = self._run(sql, params)
-        if not hasattr(frame, "toArrow"):
-            return list(frame.columns), [tuple(r) for r in frame.collect()]
-        try:
-            table = frame.toArrow()
-        except Exception as exc:
-            raise ArpuError(_first_line(exc), location="spark") from exc
-        return table.column_names, list(zip(*(_values(c) for c in table.columns), strict=True))
+        with _errors():
+            if not hasattr(frame, "toArrow"):
+                return list(frame.columns), [tuple(r) for r in frame.collect()]
+            return arrow_rows(frame.toArrow())
 
     def materialize(self, name: str, select_sql: str, kind: str,
                     after: list[str] | None = None) -> int | None:
