@@ -18,6 +18,7 @@ from sqlglot import exp
 from support.compare import plain, same
 from support.engines import sample_on
 from support.metric_tables import LAYER, START, TABLES
+from support.project import ROOT
 
 from runner.metrics.plan import QueryRequest
 
@@ -173,12 +174,15 @@ def clickhouse_engine(tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runner, Namer]]:
     pytest.importorskip("pyspark")
-    from runner.config import SparkTarget
+    from runner.config import load_config
     from runner.engines.spark import SparkEngine
 
     folder = tmp_path_factory.mktemp("spark")
-    engine = SparkEngine(folder, SparkTarget(database=f"arpu_metrics_{os.getpid()}",
-                                             warehouse_dir=str(folder / "warehouse")))
+    # arpu.yml's target, as the other Spark tests' builds use: whichever starts this process's
+    # session first, it has that target's settings (test_engines checks them)
+    target = load_config(ROOT).targets["spark"].model_copy(update={
+        "database": f"arpu_metrics_{os.getpid()}", "warehouse_dir": str(folder / "warehouse")})
+    engine = SparkEngine(folder, target)
     for name, columns in TABLES.items():  # the rows as a temporary view
         rows = [tuple(literal(r[c]) for c in columns) for r in DATA[name]]
         values = exp.values(rows, alias="t", columns=list(columns))
