@@ -158,13 +158,17 @@ class Engine(ABC):
                 f"insert into {q} by name select * from {n}" if self.insert_by_name
                 else f"insert into {q} select * from {n}"]
 
+    # how a model's watermark is read from its rows in the watermarks table (one row each
+    # here: `watermark_statements` replace it in the model's transaction)
+    watermark_aggregate = "max(load_id)"
+
     def watermarks(self) -> dict[str, int]:
         """The last load each incremental model processed (a model not named: build it
         whole), read in one query."""
         if not self.relation_exists(WATERMARKS):
             return {}
-        rows = self.fetch(f"select model, max(load_id) from {self.watermarks_table()} "
-                          "group by model")[1]
+        rows = self.fetch(f"select model, {self.watermark_aggregate} "
+                          f"from {self.watermarks_table()} group by model")[1]
         return {model: int(load_id) for model, load_id in rows}
 
     def watermarks_table(self) -> str:
