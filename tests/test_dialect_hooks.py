@@ -92,6 +92,17 @@ def test_weeks_start_on_monday(dialect: str) -> None:
     assert ("DateTime64(6)" in sql) == (dialect == "clickhouse")
 
 
+@pytest.mark.parametrize("dialect", TARGETS)
+def test_the_time_spine_is_a_sequence_on_spark(dialect: str) -> None:
+    """Spark's file gives the days as an exploded sequence (the digits' cross joins are
+    broadcast joins there); elsewhere the portable digits table, which Spark's query drops."""
+    sql = compiled("revenue_7d", dialect, group_by=["metric_time__day"])
+    spark = dialect in ("spark", "databricks")
+    assert ("SEQUENCE(" in sql) == spark
+    assert ("arpu_digits" in sql) != spark
+    assert "arpu_spine" in sql
+
+
 def test_merge_inserts_by_name_only_where_the_engine_can() -> None:
     """DuckDB (the base's default) matches the new rows' columns by name; PostgreSQL, which has
     no `by name`, by position."""

@@ -825,9 +825,10 @@ def _for_target(tree: exp.Expression, target: TargetSql) -> exp.Expression:
         computed = target.percentile(node)
         if computed is not node:
             node.replace(computed)
-    for cte in tree.find_all(exp.CTE):
-        if cte.alias == SPINE and (spine := target.day_spine(BOUNDS)) is not None:
-            cte.set("this", spine)
+    ctes = {cte.alias: cte for cte in tree.find_all(exp.CTE)}
+    if SPINE in ctes and (spine := target.day_spine(BOUNDS)) is not None:
+        ctes[SPINE].set("this", spine)
+        ctes[DIGITS].pop()  # only the portable spine reads it
     return tree
 
 
