@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from runner.artifacts import BuildResult
 from runner.context import Context
 from runner.engines.base import Engine
 from runner.ingest import IngestResult
+
+from .zygote import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -98,11 +99,11 @@ def use_isolated_targets(project: ProjectHarness, name: str) -> None:
 
 def run_arpu(project: Path, *args: str, fault: str | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`arpu -C project args...` in a subprocess, as a user runs it; `fault` sets ARPU_FAULT
-    (runner/faults.py) to kill the process at that point."""
+    """`arpu -C project args...` in a process of its own, as a user runs it (forked from one
+    that has imported arpu: support/zygote.py); `fault` sets ARPU_FAULT (runner/faults.py) to
+    kill the process at that point."""
     environment = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
     environment.update(env or {})
     if fault:
         environment["ARPU_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project), *args],
-                          capture_output=True, text=True, timeout=300, env=environment)
+    return run_cli(["-C", str(project), *args], os.getcwd(), environment, timeout=300)
