@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runner.config import FAST_YAML
 from runner.errors import CompileError, ConfigError
 
 HEADER = re.compile(r"\A\s*/\*(.*?)\*/", re.DOTALL)
@@ -68,7 +69,7 @@ def parse_header(path: Path, text: str) -> ModelConfig:
     if not match:
         return ModelConfig()
     try:
-        data = yaml.safe_load(match.group(1)) or {}
+        data = yaml.load(match.group(1), Loader=FAST_YAML) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from runner.config import FAST_YAML
 from runner.errors import ConfigError
 from runner.metrics.spec import (
     AGGREGATIONS,
@@ -53,7 +54,7 @@ class _Seq(list):  # type: ignore[type-arg]
     lines: list[int]
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class _Loader(FAST_YAML):  # type: ignore[misc,valid-type]
     pass
 
 

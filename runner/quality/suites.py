@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from runner.config import FAST_YAML
 from runner.errors import ConfigError
 from runner.quality.spec import SEVERITIES, UNEXPECTED_ROWS, ExpectationSpec
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 _TYPE_ALIASES = {"unexpected_rows_expectation": UNEXPECTED_ROWS}
 
 
-class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class _LineLoader(FAST_YAML):  # type: ignore[misc,valid-type]
     """SafeLoader (libyaml's when present: 10x faster) that remembers the line of every
     mapping (key `__line__`)."""
 
