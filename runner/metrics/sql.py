@@ -191,7 +191,7 @@ class _Scope:
                 on.append(exp.paren(exp.or_(exp.GT(this=end, expression=self.row_time),
                                             exp.Is(this=end.copy(), expression=exp.Null()))))
             select = select.join(self.gen.table(right_model.model, alias), on=_and(on),
-                                 join_type="left")
+                                 join_type="left", copy=False)  # from_() copied it
         return select
 
 
@@ -242,11 +242,11 @@ class SqlGenerator:
         order = plan.order_by or [(k, False) for k in keys]
         if order:
             final = final.order_by(*[exp.Ordered(this=_col(name), desc=desc, nulls_first=False)
-                                     for name, desc in order])
+                                     for name, desc in order], copy=False)
         if plan.limit is not None:
-            final = final.limit(plan.limit)
-        for name, cte in self.ctes:
-            final = final.with_(name, as_=cte)
+            final = final.limit(plan.limit, copy=False)
+        for name, cte in self.ctes:  # this tree is new: no builder needs to copy it
+            final = final.with_(name, as_=cte, copy=False)
         return final
 
     @staticmethod
@@ -271,9 +271,9 @@ class SqlGenerator:
             if keys:
                 on = _and([exp.EQ(this=key(k, i), expression=_col(k, aliases[i]))
                            for k in keys])
-                select = select.join(table, on=on, join_type="full outer")
+                select = select.join(table, on=on, join_type="full outer", copy=False)
             else:  # one row each
-                select = select.join(table, join_type="cross")
+                select = select.join(table, join_type="cross", copy=False)
         if keys:
             select = select.group_by(*[exp.Literal.number(i + 1) for i in range(len(keys))])
         return select
@@ -727,7 +727,7 @@ class SqlGenerator:
                                         unit=exp.var("DAY")), to=TIMESTAMP.copy())
         spine = exp.select(exp.alias_(day, "day")).from_(exp.to_table(BOUNDS).as_("b"))
         for i in range(SPINE_DIGITS):
-            spine = spine.join(exp.to_table(DIGITS).as_(f"d{i}"), join_type="cross")
+            spine = spine.join(exp.to_table(DIGITS).as_(f"d{i}"), join_type="cross", copy=False)
         spine = spine.where(exp.LTE(this=number, expression=exp.DateDiff(
             this=_col("hi", "b"), expression=_col("lo", "b"), unit=exp.var("DAY"))))
         self.ctes.append((SPINE, spine))
