@@ -19,9 +19,11 @@ the zygote answers {"pid"} once the child is forked and {"pid", "returncode"} wh
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +126,7 @@ class Zygote:
             [sys.executable, str(HERE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             cwd=HERE.parents[2])
         self._outputs = Path(tempfile.mkdtemp(prefix="arpu-zygote-"))
+        atexit.register(shutil.rmtree, self._outputs, ignore_errors=True)
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self._runs = 0
