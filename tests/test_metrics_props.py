@@ -76,10 +76,10 @@ def load(con: duckdb.DuckDBPyConnection, data: dict[str, list[dict[str, Any]]]) 
     for name, columns in TABLES.items():
         con.execute(f"create or replace table {name} ("
                     + ", ".join(f"{c} {t}" for c, t in columns.items()) + ")")
-        rows = [tuple(row[c] for c in columns) for row in data[name]]
-        if rows:
-            con.executemany(f"insert into {name} values ({', '.join('?' * len(columns))})",
-                            rows)
+        if data[name]:  # one statement, a list per column (executemany runs one per row)
+            con.execute(f"insert into {name} select "
+                        + ", ".join(f"unnest(?::{t}[])" for t in columns.values()),
+                        [[row[c] for row in data[name]] for c in columns])
 
 
 def compare(con: duckdb.DuckDBPyConnection, data: dict[str, list[dict[str, Any]]],
