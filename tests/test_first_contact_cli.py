@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.built import Built
-from support.project import FIXTURES, ROOT, ProjectHarness, run_arpu
+from support.project import FIXTURES, ROOT, ProjectHarness, arpu_env, run_arpu
 from support.zygote import run_cli
 
 from runner.context import Context
@@ -32,9 +32,7 @@ SAMPLE_TIMEOUT = 120
 def arpu_in(cwd: Path, *args: str, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
     """`arpu args...` started in `cwd`, without -C: where a user types it."""
-    environment = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
-    environment.update(env or {})
-    return run_cli(list(args), cwd, environment, timeout=SAMPLE_TIMEOUT)
+    return run_cli(list(args), cwd, arpu_env(env), timeout=SAMPLE_TIMEOUT)
 
 
 def start_arpu(project: Path, *args: str) -> subprocess.Popen[str]:

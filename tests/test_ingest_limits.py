@@ -31,6 +31,7 @@ import pytest
 from support.project import (
     FIXTURES,
     ProjectHarness,
+    arpu_env,
     drop_postgres_schemas,
     run_arpu,
     use_isolated_targets,
@@ -210,7 +211,7 @@ def _watched(project: Path, *args: str, seconds: float = 60, max_mb: int = 2000
     """`arpu -C project args...` as run_arpu runs it, and its peak RSS in MB. It is killed
     past `seconds` or `max_mb` of RSS: the failure tested here must not take the machine's
     memory with it."""
-    environment = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
+    environment = arpu_env()
     peak = project.parent / "peak_rss_kb"
     peak.unlink(missing_ok=True)
     proc = subprocess.Popen(

@@ -22,6 +22,7 @@ from support.project import (
     FIXTURES,
     POSTGRES_DSN,
     ProjectHarness,
+    arpu_env,
     run_arpu,
     use_isolated_targets,
 )
@@ -336,7 +337,7 @@ def test_a_killed_build_stops_its_query_on_the_server(tmp_path: Path) -> None:
     project = postgres_project(tmp_path / "project", "killed")
     shutil.copy(PROBES / "slow_probe.sql", project.root / "models/marts/slow_probe.sql")
     schema = schema_of(project)
-    env = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
+    env = arpu_env()
     build = subprocess.Popen([sys.executable, "-m", "runner.cli", "-C", str(project.root),
                               "run", "--select", "slow_probe"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -3,7 +3,6 @@ reproduces the failure with real processes and files."""
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from support.project import FIXTURES, ProjectHarness, run_arpu
+from support.project import FIXTURES, ProjectHarness, arpu_env, run_arpu
 
 pytestmark = [pytest.mark.slow]
 
@@ -37,7 +36,7 @@ def test_full_disk_reports_the_first_error_and_leaves_nothing(tmp_path: Path) ->
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
 
-    env = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
+    env = arpu_env()
     done = subprocess.run([sys.executable, "-m", "runner.cli", "-C", str(project.root), "build"],
                           capture_output=True, text=True, timeout=300, env=env,
                           preexec_fn=small_files)

@@ -102,8 +102,14 @@ def run_arpu(project: Path, *args: str, fault: str | None = None,
     """`arpu -C project args...` in a process of its own, as a user runs it (forked from one
     that has imported arpu: support/zygote.py); `fault` sets ARPU_FAULT (runner/faults.py) to
     kill the process at that point."""
+    return run_cli(["-C", str(project), *args], os.getcwd(), arpu_env(env, fault), timeout=300)
+
+
+def arpu_env(env: dict[str, str] | None = None, fault: str | None = None) -> dict[str, str]:
+    """The environment an `arpu` a test starts gets: this one with `env`, and no fault unless
+    `fault` names one (runner/faults.py)."""
     environment = {k: v for k, v in os.environ.items() if k != "ARPU_FAULT"}
     environment.update(env or {})
     if fault:
         environment["ARPU_FAULT"] = fault
-    return run_cli(["-C", str(project), *args], os.getcwd(), environment, timeout=300)
+    return environment
