@@ -132,6 +132,7 @@ class Zygote:
         self._runs = 0
         self._forked: list[int] = []
         self._ended: dict[int, int] = {}
+        self._dead = False  # the zygote ended: nothing it forked will be reported
         self._reader = threading.Thread(target=self._read, name="arpu-zygote", daemon=True)
         self._reader.start()
 
@@ -146,8 +147,12 @@ class Zygote:
                     self._forked.append(message["pid"])
                 self._changed.notify_all()
         with self._changed:  # the zygote died: nobody waits forever
-            self._forked.append(-1)
+            self._dead = True
             self._changed.notify_all()
+
+    def _check_alive(self) -> None:
+        if self._dead:
+            raise RuntimeError(f"the arpu zygote died (exit {self._process.poll()})")
 
     def _wait_for(self, predicate: Any, timeout: float | None) -> bool:
         with self._changed:
@@ -166,18 +171,20 @@ class Zygote:
             assert self._process.stdin is not None
             self._process.stdin.write((json.dumps(request) + "\n").encode())
             self._process.stdin.flush()
-            if not self._wait_for(lambda: self._forked, 60):
+            if not self._wait_for(lambda: self._forked or self._dead, 60):
                 raise RuntimeError("the arpu zygote did not fork in 60 s")
             with self._changed:
+                if not self._forked:
+                    self._check_alive()
                 pid = self._forked.pop(0)
-        if pid < 0:
-            raise RuntimeError(f"the arpu zygote died (exit {self._process.poll()})")
-        if not self._wait_for(lambda: pid in self._ended, timeout):
+        if not self._wait_for(lambda: pid in self._ended or self._dead, timeout):
             os.kill(pid, signal.SIGKILL)
             self._wait_for(lambda: pid in self._ended, 10)
             raise subprocess.TimeoutExpired(["arpu", *args], timeout, out.read_text(),
                                             err.read_text())
         with self._changed:
+            if pid not in self._ended:
+                self._check_alive()
             code = self._ended.pop(pid)
         done = subprocess.CompletedProcess(["arpu", *args], code, out.read_text(),
                                            err.read_text())
