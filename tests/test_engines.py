@@ -80,6 +80,30 @@ def test_spark_session_has_the_targets_java_options_and_concurrency(
         assert got == [(days, first, last)], (lo, hi)
 
 
+@pytest.mark.postgres
+def test_postgres_time_spine_is_every_day_from_lo_to_hi() -> None:
+    """The metrics' time spine on PostgreSQL, generate_series: every day from `lo` to `hi`,
+    none when they are null or `lo` is after `hi` (as the portable digits give)."""
+    import psycopg
+    from support.project import POSTGRES_DSN
+
+    from runner.engines.postgres import SQL
+
+    spine = SQL.day_spine("bounds")
+    assert spine is not None
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as pg:
+        pg.execute("set timezone = 'America/New_York'")  # a DST change on 2026-03-08
+        for lo, hi, days in (("'2026-03-06 00:00:00'", "'2026-03-10 00:00:00'", 5),
+                             ("'2026-03-02 00:00:00'", "'2026-02-27 00:00:00'", 0),
+                             ("null", "null", 0)):
+            got = pg.execute(f"with bounds as (select cast({lo} as timestamp) as lo, "
+                             f"cast({hi} as timestamp) as hi) select count(*), min(day), "
+                             f"max(day) from ({spine.sql('postgres')}) as spine").fetchall()
+            first = dt.datetime(2026, 3, 6) if days else None
+            last = dt.datetime(2026, 3, 10) if days else None
+            assert got == [(days, first, last)], (lo, hi)
+
+
 def test_a_spark_error_is_the_jvms_own_line() -> None:
     """py4j's first line names only the call ("o47.sql"); the JVM's error is the next."""
     from runner.engines.spark import _first_line

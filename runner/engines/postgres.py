@@ -19,12 +19,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.config import PostgresTarget
 from runner.engines.base import Engine, TargetSql
 from runner.errors import ArpuError, ConfigError
 from runner.faults import fault_point
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 _PARAM = re.compile(r"\?")
 RECORD = "arpu_objects"  # in the work schema: arpu's views in <schema>, and their snapshots
@@ -80,7 +83,22 @@ class _Published:
     foreign: list[tuple[str, str]] = field(default_factory=list)  # (kind, name): not arpu's
 
 
-SQL = TargetSql("postgres")  # sqlglot writes its SQL as arpu needs (runner.engines.target_sql)
+class PostgresSql(TargetSql):
+    """The time spine is generate_series: the digits' five cross joins make 100,000 rows to
+    keep a few hundred (0.5 to 1.3 s a metrics query on the sample, where the series takes
+    milliseconds)."""
+
+    def day_spine(self, bounds: str) -> exp.Query | None:
+        """No rows when there are no bounds (nulls) or `lo` is after `hi`, as the digits give."""
+        import sqlglot
+
+        return sqlglot.parse_one(
+            f'select cast(s.d as timestamp) as "day" from {bounds} as b cross join lateral '
+            "generate_series(cast(b.lo as timestamp), cast(b.hi as timestamp), "
+            "interval '1 day') as s(d)", read="postgres")  # type: ignore[return-value]
+
+
+SQL = PostgresSql("postgres")  # this target's SQL differences (runner.engines.target_sql)
 
 
 class PostgresEngine(Engine):
