@@ -93,13 +93,16 @@ def test_weeks_start_on_monday(dialect: str) -> None:
 
 
 @pytest.mark.parametrize("dialect", TARGETS)
-def test_the_time_spine_is_a_sequence_on_spark(dialect: str) -> None:
+def test_the_time_spine_is_a_series_on_spark_and_postgres(dialect: str) -> None:
     """Spark's file gives the days as an exploded sequence (the digits' cross joins are
-    broadcast joins there); elsewhere the portable digits table, which Spark's query drops."""
+    broadcast joins there), PostgreSQL's as generate_series; elsewhere the portable digits
+    table, which their queries drop."""
     sql = compiled("revenue_7d", dialect, group_by=["metric_time__day"])
     spark = dialect in ("spark", "databricks")
+    postgres = dialect == "postgres"
     assert ("SEQUENCE(" in sql) == spark
-    assert ("arpu_digits" in sql) != spark
+    assert ("GENERATE_SERIES(" in sql) == postgres
+    assert ("arpu_digits" in sql) != (spark or postgres)
     assert "arpu_spine" in sql
 
 
