@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -583,12 +584,30 @@ def _selector_words(args: list[str]) -> list[str]:
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     """Ctrl-C: stop the command where it is (KeyboardInterrupt; a build in progress is
     abandoned, the published database stays as it was); a second Ctrl-C ends the process
-    at once, as a kill would, which the build also survives."""
+    at once, as a kill would, which the build also survives.
+
+    Not inside an import: an extension module interrupted while it initializes aborts the
+    process (DuckDB's: "Critical nanobind error", SIGABRT, exit -6). The signal comes again
+    shortly, until the import is done."""
+    if _importing(frame):
+        threading.Timer(IMPORT_RETRY_SECONDS, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
     if _state["interrupted"]:
         os.write(2, b"Interrupted\n")
         os._exit(130)
     _state["interrupted"] = True
     raise KeyboardInterrupt
+
+
+IMPORT_RETRY_SECONDS = 0.05
+
+
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def main() -> None:

@@ -37,6 +37,23 @@ def test_help_imports_no_heavy_module() -> None:
         assert command in proc.stdout
 
 
+def test_ctrl_c_during_an_import_waits_for_it(tmp_path: Path) -> None:
+    """SIGINT while a module is being imported is held until the import is done (an extension
+    module interrupted as it initializes aborts the process: DuckDB's did, exit -6); the
+    command is interrupted right after. In a process of its own, with arpu's handler."""
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.3)\n"
+        "print('imported', flush=True)\n")
+    code = ("import signal, sys, time; sys.path.insert(0, sys.argv[1]); from runner import cli\n"
+            "signal.signal(signal.SIGINT, cli._on_sigint)\n"
+            "try:\n    import slow_module\n    time.sleep(5)\n    print('not interrupted')\n"
+            "except KeyboardInterrupt:\n    print('interrupted after the import')\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.split("\n")[:2] == ["imported", "interrupted after the import"], \
+        out.stdout + out.stderr
+
+
 def test_config_error_is_one_line_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "arpu.yml").write_text("targets:\n  duckdb: {type: duckdb, pth: x.duckdb}\n")
     proc = arpu(tmp_path, "ls")
