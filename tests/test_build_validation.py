@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -149,6 +151,33 @@ def test_error_expectation_fails_build_and_skips_descendants(tmp_path: Path) -> 
     failing = [e for e in status["category_funnel"]["expectations"] if not e["success"]]
     assert failing and failing[0]["failing_examples"], failing
     assert "Traceback" not in proc.stderr
+
+
+def test_a_failed_row_count_alone_is_decided_without_great_expectations(tmp_path: Path
+                                                                        ) -> None:
+    """Views and no orders: fct_orders' warn row count (at least 1) fails, and only it. That
+    check's SQL is exactly GX's, so the build gives its verdict and observed value itself and
+    never imports GX (a process of its own, to see its modules)."""
+    project = ProjectHarness(tmp_path / "project")
+    views = tmp_path / "views.ndjson"
+    views.write_text("".join(json.dumps({
+        "type": "track", "event": "Product Viewed", "messageId": f"m{i}", "anonymousId": "a1",
+        "timestamp": f"2026-03-02T10:0{i}:00Z", "properties": {"category": "Toys"}}) + "\n"
+        for i in range(3)))
+    code = ("import json, sys; from pathlib import Path; from runner.context import Context\n"
+            "with Context(Path(sys.argv[1])) as ctx:\n"
+            "    ctx.ingest([Path(sys.argv[2])]); result = ctx.build()\n"
+            "orders = next(r for r in result.results if r.model == 'fct_orders')\n"
+            "print(json.dumps([[e['expectation'], e['severity'], e['success'], e['observed']] "
+            "for e in orders.expectations if not e['success']]))\n"
+            "print(result.success, 'great_expectations' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(project.root), str(views)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    failed, summary = out.stdout.splitlines()
+    assert json.loads(failed) == [["expect_table_row_count_to_be_between(min_value=1)", "warn",
+                                   False, "0 rows"]]
+    assert summary == "True False"
 
 
 def test_warn_expectation_is_reported_and_build_goes_on(tmp_path: Path) -> None:

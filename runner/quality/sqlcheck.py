@@ -5,7 +5,9 @@ Importing Great Expectations and running a suite costs seconds, most of a small 
 `unexpected_rows` check); only when something fails, or a check type is not known here, does
 GX run the suite and give the verdict, the observed values and the failing rows. The checks are
 written to be at least as strict as GX's (nulls count against them where GX might ignore them),
-so a pass here is a pass in GX; a failure here is only a reason to ask GX. Where the engine
+so a pass here is a pass in GX; a failure here is only a reason to ask GX, unless all that fails
+is a check whose SQL here is exactly GX's (`EXACT`: a table's row count), whose verdict is given
+here: an empty relation on a small load then starts no GX. Where the engine
 says so (`Engine.hashes_uniqueness`: DuckDB), uniqueness counts distinct 64-bit hashes: distinct
 hashes prove distinct values, and a collision is only a reason to ask GX. `arpu test` always
 uses GX.
@@ -63,63 +65,77 @@ def _violations(spec: ExpectationSpec) -> str | None:
 
 def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> bool:
     """True when every spec surely passes; False when any may fail or is not known here."""
+    return may_fail(engine, relation, specs) == []
+
+
+# Checks whose plain-SQL form is exactly Great Expectations' (no null or rounding question):
+# when only these fail, `verdicts` gives the verdict without starting GX.
+EXACT = {"expect_table_row_count_to_be_between": {"min_value", "max_value"}}
+
+
+def exact(spec: ExpectationSpec) -> bool:
+    return spec.type in EXACT and set(spec.kwargs) <= EXACT[spec.type]
+
+
+def may_fail(engine: Engine, relation: str, specs: list[ExpectationSpec]
+             ) -> list[ExpectationSpec] | None:
+    """The specs that may fail (none: every spec surely passes); None when a spec is not
+    known here, or not all or nothing (`mostly`)."""
     if any(s.kwargs.get("mostly") not in (None, 1, 1.0) for s in specs):
-        return False
-    sums: list[str] = []
-    tail: list[tuple[str, Any]] = []
+        return None
+    sums: list[tuple[ExpectationSpec, str]] = []
+    tail: list[tuple[ExpectationSpec, str, Any]] = []
     for spec in specs:
         kw = spec.kwargs
         predicate = _violations(spec)
         if predicate is not None:
             # coalesce: the sum over an empty relation is null, and an empty relation passes
-            sums.append(f"coalesce(sum(case when {predicate} then 1 else 0 end), 0)")
+            sums.append((spec, f"coalesce(sum(case when {predicate} then 1 else 0 end), 0)"))
         elif spec.type == "expect_column_values_to_be_unique":
             c = _col(kw["column"])
             # DuckDB: distinct 64-bit hashes are distinct values, and a hash table of integers
             # is cheaper than one of strings; a collision only sends the suite to GX
             distinct = (f"count(distinct case when {c} is not null then hash({c}) end)"
                         if engine.hashes_uniqueness else f"count(distinct {c})")
-            sums.append(f"count({c}) - {distinct}")
+            sums.append((spec, f"count({c}) - {distinct}"))
         elif spec.type == "expect_table_row_count_to_be_between":
             lo, hi = kw.get("min_value"), kw.get("max_value")
             cond = " or ".join(
                 ([f"count(*) < {_lit(lo)}"] if lo is not None else [])
                 + ([f"count(*) > {_lit(hi)}"] if hi is not None else [])) or "false"
-            sums.append(f"case when {cond} then 1 else 0 end")
+            sums.append((spec, f"case when {cond} then 1 else 0 end"))
         elif spec.type == "expect_compound_columns_to_be_unique":
             cols = ", ".join(_col(c) for c in kw["column_list"])
             if engine.hashes_uniqueness:  # all rows, nulls included: stricter than GX
-                sums.append(f"count(*) - count(distinct hash({cols}))")
+                sums.append((spec, f"count(*) - count(distinct hash({cols}))"))
             else:
-                tail.append(("sql", f"select count(*) from (select {cols} from {relation} "
-                                    f"group by {cols} having count(*) > 1) as dup"))
+                dup = f"select {cols} from {relation} group by {cols} having count(*) > 1"
+                tail.append((spec, "sql", f"select count(*) from ({dup}) as dup"))
         elif spec.type == "unexpected_rows":
             query = kw["query"].replace("{{", "{").replace("}}", "}")
-            tail.append(("raw", f"select count(*) from ({query}) as unexpected"))
+            tail.append((spec, "raw", f"select count(*) from ({query}) as unexpected"))
         elif spec.type == "expect_table_columns_to_match_set":
-            tail.append(("columns", kw))
+            tail.append((spec, "columns", kw))
         else:
-            return False
-    queries: list[tuple[str, Any]] = []
+            return None
+    failing: list[ExpectationSpec] = []
     if sums:
-        queries.append(("sql", f"select {', '.join(sums)} from {relation}"))
-    queries += tail
-    for kind, payload in queries:
+        sql = transpile(f"select {', '.join(sql for _, sql in sums)} from {relation}",
+                        engine.dialect)
+        row = engine.fetch(sql)[1][0]
+        failing += [spec for (spec, _), v in zip(sums, row, strict=True) if v is None or v != 0]
+    for spec, kind, payload in tail:
         if kind == "columns":
             probe = transpile(f"select * from {relation} limit 0", engine.dialect)
             columns = set(engine.fetch(probe)[0])
             wanted = set(payload["column_set"])
             ok = wanted <= columns if payload.get("exact_match") is False else wanted == columns
-            if not ok:
-                return False
-            continue
-        sql = payload
-        if kind == "sql":
-            sql = transpile(sql, engine.dialect)
-        row = engine.fetch(sql)[1][0]
-        if any(v is None or v != 0 for v in row):
-            return False
-    return True
+        else:
+            sql = transpile(payload, engine.dialect) if kind == "sql" else payload
+            ok = all(v is not None and v == 0 for v in engine.fetch(sql)[1][0])
+        if not ok:
+            failing.append(spec)
+    return failing
 
 
 def verdicts(engine: Engine, model: str, relation: str, specs: list[ExpectationSpec],
