@@ -586,11 +586,11 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     abandoned, the published database stays as it was); a second Ctrl-C ends the process
     at once, as a kill would, which the build also survives.
 
-    Not inside an import: an extension module interrupted while it initializes aborts the
-    process (DuckDB's: "Critical nanobind error", SIGABRT, exit -6). The signal comes again
-    shortly, until the import is done."""
-    if _importing(frame):
-        threading.Timer(IMPORT_RETRY_SECONDS, os.kill, (os.getpid(), signal.SIGINT)).start()
+    Not while an extension module initializes: interrupted there, it aborts the process
+    (DuckDB's: "Critical nanobind error", SIGABRT, exit -6). The signal comes again shortly,
+    until the module is ready."""
+    if _initializing_extension(frame):
+        threading.Timer(EXTENSION_RETRY_SECONDS, os.kill, (os.getpid(), signal.SIGINT)).start()
         return
     if _state["interrupted"]:
         os.write(2, b"Interrupted\n")
@@ -599,12 +599,16 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-IMPORT_RETRY_SECONDS = 0.05
+EXTENSION_RETRY_SECONDS = 0.01
 
 
-def _importing(frame: FrameType | None) -> bool:
+def _initializing_extension(frame: FrameType | None) -> bool:
+    """An extension module's loader is creating or executing it, below `frame`."""
+    from importlib.machinery import ExtensionFileLoader
+
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        if frame.f_code.co_name in ("create_module", "exec_module") and isinstance(
+                frame.f_locals.get("self"), ExtensionFileLoader):
             return True
         frame = frame.f_back
     return False
