@@ -63,11 +63,6 @@ def _violations(spec: ExpectationSpec) -> str | None:
     return None
 
 
-def all_pass(engine: Engine, relation: str, specs: list[ExpectationSpec]) -> bool:
-    """True when every spec surely passes; False when any may fail or is not known here."""
-    return may_fail(engine, relation, specs) == []
-
-
 # Checks whose plain-SQL form is exactly Great Expectations' (no null or rounding question):
 # when only these fail, `verdicts` gives the verdict without starting GX.
 EXACT = {"expect_table_row_count_to_be_between": {"min_value", "max_value"}}
