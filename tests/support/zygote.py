@@ -179,7 +179,7 @@ class Zygote:
                 pid = self._forked.pop(0)
         if not self._wait_for(lambda: pid in self._ended or self._dead, timeout):
             os.kill(pid, signal.SIGKILL)
-            self._wait_for(lambda: pid in self._ended, 10)
+            self._wait_for(lambda: pid in self._ended or self._dead, 10)
             raise subprocess.TimeoutExpired(["arpu", *args], timeout, out.read_text(),
                                             err.read_text())
         with self._changed:
