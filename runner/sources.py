@@ -5,6 +5,7 @@ an ingest that never finished, and which loads a build processes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,15 +54,14 @@ class RawSources:
         engine.ensure_raw_tables()
         self.discard_unfinished_loads()
         before = self._newest_load(engine)
-        limits = {"max_message_bytes": self.source.max_message_bytes,
-                  "max_products": self.source.max_products}
+        loader = partial(Loader, max_message_bytes=self.source.max_message_bytes,
+                         max_products=self.source.max_products)
         if engine.ingests_in_place:
-            result = Loader(engine.con, **limits).load(  # type: ignore[attr-defined]
-                files, progress)
+            result = loader(engine.con).load(files, progress)  # type: ignore[attr-defined]
         else:
             local = duckdb.connect()
             try:
-                result = Loader(local, **limits).load(files, progress)
+                result = loader(local).load(files, progress)
                 engine.append_raw(local, before)
             finally:
                 local.close()

@@ -75,6 +75,7 @@ class FileResult:
     lines_read: int = 0
     loaded: int = 0
     rejected: int = 0
+    prepared: bool = False  # loaded from its copy beside it (runner/ingest/prepared.py)
 
 
 @dataclass
@@ -128,10 +129,12 @@ class Loader:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, load_id_offset: int = 0,
                  workers: int | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 max_products: int = MAX_PRODUCTS, max_number: float = MAX_NUMBER) -> None:
+                 max_products: int = MAX_PRODUCTS, max_number: float = MAX_NUMBER,
+                 use_prepared: bool = True) -> None:
         """Limits: a message of more than `max_message_bytes` (read no further), an order of
         more than `max_products` products, a price, quantity, revenue or total (in properties
-        or a product) above `max_number` are rejected."""
+        or a product) above `max_number` are rejected. `use_prepared`: a file with a copy of
+        its load beside it that is still valid loads from that (runner/ingest/prepared.py)."""
         if max_message_bytes < 1 or max_products < 0:
             raise ValueError("max_message_bytes must be positive and max_products not negative")
         if not 0 < max_number < float("inf"):
@@ -145,6 +148,10 @@ class Loader:
         self.recheck_sql = _classify_sql("_reparsed", RECHECK_SOURCE, max_products, max_number)
         self.lines_classify_sql = _classify_sql("_parsed", LINES_SOURCE, max_products,
                                                 max_number)
+        self.use_prepared = use_prepared
+        # what a file's rows depend on besides its bytes and this package's sources
+        self.definition = "\n".join([self.check_macros, self.classify_sql, self.recheck_sql,
+                                     self.lines_classify_sql, str(max_message_bytes)])
         con.execute("set TimeZone = 'UTC'")
         con.execute(RAW_TABLES_DDL)
 
@@ -185,6 +192,11 @@ class Loader:
                       .fetchall()[0][0]) + self.load_id_offset
         loaded_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         res = FileResult(str(path), bytes=size)
+        if self.use_prepared and self._prepared_is_valid(path):
+            self._load_prepared(path, load_id, loaded_at, res)
+            if progress:
+                progress(size)
+            return res
 
         chunks: Any
         if records is not None:
@@ -262,6 +274,42 @@ class Loader:
             while not cursors.empty():
                 cursors.get().close()
         return res
+
+    def write_prepared(self, path: Path) -> Path:
+        """Load `path` by classifying it, alone, and keep that load beside it
+        (runner/ingest/prepared.py); returns the copy's path. For an empty connection."""
+        from runner.ingest import prepared
+
+        path = path.resolve()
+        use, self.use_prepared = self.use_prepared, False
+        try:
+            self.load([path])
+        finally:
+            self.use_prepared = use
+        return prepared.export(self.con, path, self.definition)
+
+    def _prepared_is_valid(self, path: Path) -> bool:
+        from runner.ingest import prepared
+
+        stored = prepared.stored_fingerprint(self.con, path)
+        return stored is not None and stored == prepared.fingerprint(path, self.definition)
+
+    def _load_prepared(self, path: Path, load_id: int, loaded_at: dt.datetime,
+                       res: FileResult) -> None:
+        """The file's rows from its copy, and its load recorded, in one transaction."""
+        from runner.ingest import prepared
+
+        self.con.execute("begin transaction")
+        try:
+            read, bad = prepared.load(self.con, path, load_id, loaded_at)
+            self.con.execute("insert into raw_loads values (?, ?, ?, ?, ?, ?, ?)",
+                             [load_id, loaded_at, str(path), res.bytes, read, read - bad, bad])
+            self.con.execute("commit")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("rollback")
+            raise
+        res.lines_read, res.loaded, res.rejected, res.prepared = read, read - bad, bad, True
 
     def _load_chunk(
         self, con: duckdb.DuckDBPyConnection, chunk: Chunk, source_file: str,
