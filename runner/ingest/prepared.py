@@ -31,7 +31,10 @@ def companion(path: Path) -> Path:
 
 def fingerprint(path: Path, definition: str) -> str:
     """What the rows of `path` depend on; `definition`: the Loader's SQL and limits."""
-    digest = hashlib.sha256(path.read_bytes())
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:  # in blocks: a file may be larger than memory
+        while block := fh.read(1 << 20):
+            digest.update(block)
     for source in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(source.read_bytes())
     digest.update(definition.encode())
