@@ -3,6 +3,7 @@ classifying the file, used only while it matches the file and the classification
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def test_a_copy_that_does_not_match_its_file_is_not_used(tmp_path: Path) -> None
     shutil.copy(SAMPLE, changed)
     shutil.copy(companion(SAMPLE), companion(changed))
     with changed.open("ab") as out:  # a gzip file may have several members
-        import gzip
-
         out.write(gzip.compress(b'{"type": "track", "event": "Product Viewed", '
                                 b'"messageId": "extra-1", "userId": "u-extra", '
                                 b'"timestamp": "2026-04-01T00:00:00Z"}\n'))

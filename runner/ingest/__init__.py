@@ -36,6 +36,7 @@ from runner.config import MAX_MESSAGE_BYTES, MAX_PRODUCTS
 from runner.engines.base import RAW_TABLES_DDL
 from runner.errors import IngestError
 from runner.faults import fault_point
+from runner.ingest import prepared
 from runner.ingest.classify import (
     CHUNK_SOURCE,
     LINES_SOURCE,
@@ -275,30 +276,13 @@ class Loader:
                 cursors.get().close()
         return res
 
-    def write_prepared(self, path: Path) -> Path:
-        """Load `path` by classifying it, alone, and keep that load beside it
-        (runner/ingest/prepared.py); returns the copy's path. For an empty connection."""
-        from runner.ingest import prepared
-
-        path = path.resolve()
-        use, self.use_prepared = self.use_prepared, False
-        try:
-            self.load([path])
-        finally:
-            self.use_prepared = use
-        return prepared.export(self.con, path, self.definition)
-
     def _prepared_is_valid(self, path: Path) -> bool:
-        from runner.ingest import prepared
-
         stored = prepared.stored_fingerprint(self.con, path)
         return stored is not None and stored == prepared.fingerprint(path, self.definition)
 
     def _load_prepared(self, path: Path, load_id: int, loaded_at: dt.datetime,
                        res: FileResult) -> None:
         """The file's rows from its copy, and its load recorded, in one transaction."""
-        from runner.ingest import prepared
-
         self.con.execute("begin transaction")
         try:
             read, bad = prepared.load(self.con, path, load_id, loaded_at)

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import duckdb
 
-from runner.ingest import Loader
+from runner.ingest import Loader, prepared
 
 for name in sys.argv[1:]:
+    path = Path(name).resolve()
     con = duckdb.connect()
     try:
-        print(Loader(con).write_prepared(Path(name)))
+        loader = Loader(con, use_prepared=False)  # this file's load alone, classified
+        loader.load([path])
+        print(prepared.export(con, path, loader.definition))
     finally:
         con.close()

@@ -42,18 +42,14 @@ def fingerprint(path: Path, definition: str) -> str:
     return digest.hexdigest()
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def stored_fingerprint(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
     """The fingerprint the copy of `path` was written with; None without a readable copy."""
     copy = companion(path)
     if not copy.is_file():
         return None
     try:
-        rows = con.execute(f"select value from parquet_kv_metadata({_literal(copy)}) "
-                           f"where decode(key) = '{KEY}'").fetchall()
+        rows = con.execute("select value from parquet_kv_metadata(?) where decode(key) = ?",
+                           [str(copy), KEY]).fetchall()
     except duckdb.Error:  # not Parquet, or unreadable: ingest the file instead
         return None
     return bytes(rows[0][0]).decode() if rows else None
@@ -63,23 +59,21 @@ def load(con: duckdb.DuckDBPyConnection, path: Path, load_id: int, loaded_at: ob
          ) -> tuple[int, int]:
     """Insert the copy's rows as load `load_id` of `path`, in the caller's transaction:
     (lines read, rejected)."""
-    copy = _literal(companion(path))
-    params = [load_id, loaded_at, str(path)]
-    con.execute(f"insert into raw_events select ?, ?, ?, {EVENT_COLUMNS} "
-                f"from read_parquet({copy}) where reason is null", params)
-    con.execute("insert into raw_rejected select ?, ?, ?, line_number, raw, reason "
-                f"from read_parquet({copy}) where reason is not null", params)
-    read, bad = con.execute(f"select count(*), count(reason) from read_parquet({copy})"
-                            ).fetchall()[0]
-    return int(read), int(bad)
+    params = [load_id, loaded_at, str(path), str(companion(path))]
+    loaded = con.execute(f"insert into raw_events select ?, ?, ?, {EVENT_COLUMNS} "
+                         "from read_parquet(?) where reason is null", params).fetchall()[0][0]
+    bad = con.execute("insert into raw_rejected select ?, ?, ?, line_number, raw, reason "
+                      "from read_parquet(?) where reason is not null", params).fetchall()[0][0]
+    return int(loaded) + int(bad), int(bad)
 
 
 def export(con: duckdb.DuckDBPyConnection, path: Path, definition: str) -> Path:
     """Write the copy of `path` from the raw tables of `con`, which hold its load alone."""
     copy = companion(path)
+    target = "'" + str(copy).replace("'", "''") + "'"  # COPY TO takes no parameter
     con.execute(
         f"copy (select {EVENT_COLUMNS}, null::varchar as raw, null::varchar as reason "
         "from raw_events union all by name select line_number, raw, reason from "
-        f"raw_rejected order by line_number) to {_literal(copy)} (format parquet, "
+        f"raw_rejected order by line_number) to {target} (format parquet, "
         f"compression zstd, kv_metadata {{{KEY}: '{fingerprint(path, definition)}'}})")
     return copy
