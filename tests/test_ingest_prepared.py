@@ -33,7 +33,7 @@ def test_the_shipped_copy_is_used_and_loads_what_classifying_loads() -> None:
     """Fails when runner/ingest/ changed and the copy was not written again:
     python -m runner.ingest seeds/sample_events.ndjson.gz"""
     used, copied = _load(SAMPLE, use_prepared=True)
-    assert used, "seeds' copy is stale: python -m runner.ingest.prepared " + str(SAMPLE)
+    assert used, "seeds' copy is stale: python -m runner.ingest " + str(SAMPLE)
     classified_used, classified = _load(SAMPLE, use_prepared=False)
     assert not classified_used
     assert [len(rows) for rows in copied] == [100_000, 10, 1]
