@@ -217,13 +217,21 @@ def test_postgres_publishes_by_schema_swap(tmp_path: Path) -> None:
 
 def test_ingest_killed_between_files_keeps_what_it_loaded(tmp_path: Path) -> None:
     data = Path(__file__).parent / "fixtures"
-    files = [str(data / "funnel_window.ndjson"), str(data / "stitching.ndjson")]
+    # a document is loaded alone; the small files after it share one transaction (a batch)
+    files = [str(data / "batch_payload.json"), str(data / "funnel_window.ndjson"),
+             str(data / "stitching.ndjson")]
     crashed = ProjectHarness(tmp_path / "crashed")
     proc = arpu(crashed.root, "ingest", *files, fault="ingest:file")
     assert proc.returncode == -9  # killed right after the first file was committed
     loads = crashed.rows("raw_loads")
-    assert [Path(r["source_file"]).name for r in loads] == ["funnel_window.ndjson"]
+    assert [Path(r["source_file"]).name for r in loads] == ["batch_payload.json"]
     assert loads[0]["lines_read"] == loads[0]["loaded"] + loads[0]["rejected"] > 0
+    batched = ProjectHarness(tmp_path / "batched")
+    assert arpu(batched.root, "ingest", *files[1:], fault="ingest:file").returncode == -9
+    loads = batched.rows("raw_loads")  # the batch was committed whole before the kill
+    assert [Path(r["source_file"]).name for r in loads] == ["funnel_window.ndjson",
+                                                            "stitching.ndjson"]
+    assert all(r["lines_read"] == r["loaded"] + r["rejected"] > 0 for r in loads)
     # ingesting everything again is idempotent at the message level
     assert arpu(crashed.root, "ingest", *files).returncode == 0
     assert arpu(crashed.root, "build").returncode == 0

@@ -111,7 +111,8 @@ with $source, valid as (
     select *, case when is_json and is_object then from_json(text, '$message_shape') end as m
     from valid
 ), vals as (
-    select line_number, record_number, raw, forced_reason, is_json, is_object, has_nul,
+    select file_index, line_number, record_number, raw, forced_reason, is_json, is_object,
+        has_nul,
         m.type as type_text, m.event as event_text, m.messageId as message_id_text,
         m.userId as user_id_text, m.anonymousId as anonymous_id_text,
         m.timestamp as ts_text, m.originalTimestamp as ots_text, m.receivedAt as rat_text,
@@ -180,7 +181,8 @@ with $source, valid as (
         end as recheck
     from present
 ), classified as (
-select line_number, record_number, raw, message_type, event, message_id, user_id, anonymous_id,
+select file_index, line_number, record_number, raw, message_type, event, message_id, user_id,
+    anonymous_id,
     event_ts, _ts(rat_raw) as received_at, _ts(sat_raw) as sent_at, _ts(ots_raw) as original_ts,
     properties, traits, context,
     -- messages without a messageId are identified by their exact text
@@ -221,9 +223,10 @@ from classified
 """
 
 
-# The lines of a chunk as Python read them; blank lines are skipped.
+# The lines of a chunk as Python read them; blank lines are skipped. `file_index`: which of the
+# chunk's files a line is from (several small files are classified as one chunk: Loader)
 CHUNK_SOURCE = r"""texts as (
-    select line_number, record_number, raw,
+    select file_index, line_number, record_number, raw,
         cast(forced_reason as varchar) as forced_reason,  -- all None: NumPy gives no type
         raw as text
     from _chunk
@@ -234,7 +237,7 @@ CHUNK_SOURCE = r"""texts as (
 # The lines of a clean chunk (`_clean_columns`): each as read, with its line end (JSON's
 # whitespace); blank lines are skipped.
 LINES_SOURCE = r"""texts as (
-    select line_number, line_number - 1 as record_number, raw,
+    select file_index, line_number, line_number - 1 as record_number, raw,
         null::varchar as forced_reason, raw as text
     from _chunk
     where case when starts_with(raw, '{') then true else _trim_ws(raw) <> '' end  -- not `or`
@@ -243,8 +246,8 @@ LINES_SOURCE = r"""texts as (
 
 # Lines `_canonical` rewrote: the rewritten text is parsed, the line as read is kept.
 RECHECK_SOURCE = r"""texts as (
-    select line_number, record_number, raw, cast(forced_reason as varchar) as forced_reason,
-        canonical as text
+    select file_index, line_number, record_number, raw,
+        cast(forced_reason as varchar) as forced_reason, canonical as text
     from _recheck
 )"""
 

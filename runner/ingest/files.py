@@ -26,6 +26,11 @@ from runner.ingest.strict import _strict_problem
 # core idle on files of a few chunks
 CHUNK_BYTES = 16 << 20
 BLOCK_BYTES = 1 << 20  # read and gunzip in blocks of this size
+# A message file this small (on disk) shares a chunk, a classification and a transaction with
+# the small files beside it: classifying a chunk costs ~20 ms besides its lines, so a folder of
+# small files (Segment's S3 destination writes one per batch of events) took a core ~50 ms per
+# file, its lines almost nothing
+SMALL_FILE_BYTES = 1 << 20
 DOCUMENT_LIMIT = 256 << 20  # a JSON array / batch file is parsed whole up to this size
 KEPT_RAW_BYTES = 64 << 10  # a line larger than the limit keeps this much of its start as `raw`
 
@@ -212,6 +217,31 @@ class Chunk:
     clean: bool = False
 
 
+def _small_file_chunks(path: Path, max_bytes: int, limit: int = CHUNK_BYTES) -> list[Chunk] | None:
+    """The chunks of a (small) message file when every one is clean and together they hold at
+    most `limit` bytes; None for any other file (it is loaded alone)."""
+    chunks, held = [], 0
+    for chunk in _ndjson_chunks(path, max_bytes, limit):
+        held += chunk.columns.nbytes if chunk.clean else limit + 1
+        if held > limit:
+            return None
+        chunks.append(chunk)
+    return chunks
+
+
+def _joined(files: list[list[Chunk]]) -> Chunk | None:
+    """The clean chunks of several files as one, each line with its file's position among
+    them (`file_index`); None when they hold no line."""
+    import pyarrow as pa
+
+    tables = [chunk.columns.set_column(0, "file_index", _file_index(chunk.count, i))
+              for i, chunks in enumerate(files) for chunk in chunks if chunk.count]
+    if not tables:
+        return None
+    joined = pa.concat_tables(tables)
+    return Chunk(1, joined.num_rows, 0, joined, clean=True)
+
+
 def _fits(data: bytes, max_bytes: int) -> bool:
     """Whether no line of `data` (whole lines) is longer than `max_bytes`: each step jumps to
     the last line end within reach, so a block of short lines takes a few steps per limit."""
@@ -251,8 +281,18 @@ def _clean_columns(first: int, data: bytes, max_bytes: int) -> Any:
     # pandas, a third of a second of the first chunk's time, on the thread that reads the file
     numbers = np.arange(first, first + count, dtype=np.int64)
     return pa.Table.from_arrays(
-        [pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(numbers)]), lines],
-        names=["line_number", "raw"])
+        [_file_index(count), pa.Array.from_buffers(pa.int64(), count,
+                                                   [None, pa.py_buffer(numbers)]), lines],
+        names=["file_index", "line_number", "raw"])
+
+
+def _file_index(count: int, index: int = 0) -> Any:
+    """An Arrow column of `count` times `index`: which file of a chunk its lines are from."""
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.int32(), count,
+                                 [None, pa.py_buffer(np.full(count, index, np.int32))])
 
 
 def _line_columns(first: int, lines: list[str], reasons: list[str | None]) -> dict[str, Any]:
@@ -262,7 +302,8 @@ def _line_columns(first: int, lines: list[str], reasons: list[str | None]) -> di
     if first == 1 and lines and lines[0].startswith("\ufeff"):  # a byte order mark
         lines[0] = lines[0][1:]
     numbers = np.arange(first, first + len(lines), dtype=np.int64)
-    return {"line_number": numbers, "record_number": numbers - 1,
+    return {"file_index": np.zeros(len(lines), np.int32),
+            "line_number": numbers, "record_number": numbers - 1,
             "raw": np.array(lines, dtype=object),
             "forced_reason": np.array(reasons, dtype=object)}
 
@@ -451,6 +492,7 @@ def _document_chunk(records: list[tuple[int, str]], size: int, max_bytes: int) -
     line_numbers, raws = zip(*records, strict=True) if records else ((), ())
     limited = [_record(raw, max_bytes) for raw in raws]
     return Chunk(1, len(raws), size, {
+        "file_index": np.zeros(len(raws), np.int32),
         "line_number": np.array(line_numbers, dtype=np.int64),
         "record_number": np.arange(len(raws), dtype=np.int64),
         "raw": np.array([r[0] for r in limited], dtype=object),
