@@ -32,10 +32,12 @@ Targets (a target whose size was not run is n/a, not a miss):
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +58,7 @@ GROWTH_MAX = 2.2
 RSS_MAX_BYTES = 6 * 10**9
 RSS_MIN_EVENTS = 20_000_000
 SAMPLE_MAX_S = 3.0
+SMALL_FILES = 1_000  # the bundled sample dealt out into this many gzip files
 REPEAT_BELOW_EVENTS = 10_000_000
 SCALE_FROM_EVENTS = 50_000_000
 
@@ -75,6 +78,23 @@ def sample_build(workdir: Path, runs: int = 5) -> tuple[float, Path]:
         copy_project(project, with_seeds=True)
         times.append(arpu(["build"], project, project / "build.log").seconds)
     return statistics.median(times), project
+
+
+def small_files_ingest(workdir: Path) -> float:
+    """Wall time of `arpu ingest` of a folder of SMALL_FILES gzip files, the bundled sample's
+    lines dealt out in order (as Segment's S3 destination writes a file per batch of events),
+    in a fresh project."""
+    folder = workdir / "small_files"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with gzip.open(ROOT / "seeds" / "sample_events.ndjson.gz", "rb") as sample:
+        lines = sample.read().splitlines(keepends=True)
+    per = -(-len(lines) // SMALL_FILES)
+    for i in range(SMALL_FILES):
+        (folder / f"part-{i:04d}.ndjson.gz").write_bytes(
+            gzip.compress(b"".join(lines[i * per:(i + 1) * per]), 1))
+    project = copy_project(workdir / "small_files_project")
+    return arpu(["ingest", str(folder)], project, project / "ingest.log").seconds
 
 
 def machine() -> dict[str, str]:
@@ -114,8 +134,9 @@ def calibrate() -> dict[str, float]:
 
 
 def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: float,
-           failures: dict[int, str], memory_limit: str | None, speed: dict[str, float],
-           command: str, sections: list[Section]) -> tuple[list[str], bool]:
+           small_s: float, failures: dict[int, str], memory_limit: str | None,
+           speed: dict[str, float], command: str, sections: list[Section]
+           ) -> tuple[list[str], bool]:
     checks: list[Check] = [
         ("`arpu --help` < 0.3 s", f"{help_s:.3f} s", help_s < HELP_MAX_S),
         ("bundled sample `arpu build` < 3 s", f"{sample_s:.2f} s", sample_s < SAMPLE_MAX_S),
@@ -198,7 +219,8 @@ def report(results: list[SizeResult], help_s: float, ls_s: float, sample_s: floa
             f"{r.publish_s / r.elapsed_s:.1%} | {gb(r.build_rss)} |")
     lines += ["", f"Latency (median of 10, wall clock): `arpu --help` {help_s:.3f} s, "
               f"`arpu ls` {ls_s:.3f} s. Bundled sample `arpu build` (fresh copy, median of 5): "
-              f"{sample_s:.2f} s.", ""]
+              f"{sample_s:.2f} s. `arpu ingest` of a folder of {SMALL_FILES:,} small gzip files "
+              f"(the sample's lines dealt out in order): {small_s:.2f} s.", ""]
     if growth_rows:
         lines += ["## Growth per doubling", "",
                   "(time ratio between consecutive sizes) ** (1 / log2(size ratio))", "",
@@ -338,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  FAILED: {first_line(exc)}")
         sample_s = help_s = ls_s = math.inf
     log(f"  sample build {sample_s:.2f} s; --help {help_s:.3f} s; ls {ls_s:.3f} s")
+    log(f"small files: the sample in {SMALL_FILES:,} gzip files, arpu ingest")
+    try:
+        small_s = small_files_ingest(workdir)
+    except SystemExit as exc:
+        log(f"  FAILED: {first_line(exc)}")
+        small_s = math.inf
+    log(f"  {small_s:.2f} s")
 
     sections: list[Section] = []
     if args.peer:
@@ -353,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
 
     command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None
                                                            else argv)])
-    lines, missed = report(results, help_s, ls_s, sample_s, failures, memory_limit, speed,
-                           command, sections)
+    lines, missed = report(results, help_s, ls_s, sample_s, small_s, failures, memory_limit,
+                           speed, command, sections)
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
