@@ -53,7 +53,8 @@ def test_spark_session_has_the_targets_java_options_and_concurrency(
     engine = SparkEngine(project, SparkTarget(database="arpu_conf_check", concurrency=3))
     java = engine.spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
     assert "-Dlog4j2.configurationFile=file:" in java, java
-    assert java.endswith(" -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"), java
+    assert java.endswith(" -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m "
+                         "-XX:+UseSerialGC"), java
     assert engine.concurrency == 3
     # rows come through Arrow, as Python values; a time is naive UTC (the session's zone)
     columns, rows = engine.fetch(
