@@ -234,7 +234,8 @@ def _joined(files: list[list[Chunk]]) -> Chunk | None:
     them (`file_index`); None when they hold no line."""
     import pyarrow as pa
 
-    tables = [chunk.columns.set_column(0, "file_index", _file_index(chunk.count, i))
+    tables = [chunk.columns.set_column(chunk.columns.schema.get_field_index("file_index"),
+                                       "file_index", _file_index(chunk.count, i))
               for i, chunks in enumerate(files) for chunk in chunks if chunk.count]
     if not tables:
         return None
