@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -192,15 +193,24 @@ def test_folders_give_their_event_files_and_name_the_rest(tmp_path: Path) -> Non
     (folder / "day2").mkdir(parents=True)
     (folder / "day1.ndjson").write_text(json.dumps(_order_message("o-1", 1)) + "\n")
     (folder / "day2" / "part.json.gz").write_bytes(
-        __import__("gzip").compress((json.dumps(_order_message("o-2", 2)) + "\n").encode()))
+        gzip.compress((json.dumps(_order_message("o-2", 2)) + "\n").encode()))
     (folder / "index.html").write_text("<html>\n<body>not events</body>\n</html>\n")
     (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    # Segment's S3 destination: segment-logs/<source>/<day>/<timestamp>.<id>.gz, gzipped
+    # NDJSON; a .gz of anything else is skipped
+    s3 = folder / "segment-logs" / "src" / "1765065600000"
+    s3.mkdir(parents=True)
+    (s3 / "1765069200123.4a5b6c7d-8e9f.gz").write_bytes(gzip.compress(
+        "\ufeff".encode() + b"\n".join(json.dumps(_order_message(f"o-{i}", i)).encode()
+                                      for i in (3, 4)) + b"\n"))
+    (s3 / "notes.csv.gz").write_bytes(gzip.compress(b"order_id,revenue\no-5,5\n"))
+    (s3 / "broken.gz").write_bytes(b"{not gzip}\n")
     project = ProjectHarness(tmp_path / "project")
     done = run_arpu(project.root, "ingest", str(folder))
     assert done.returncode == 0, done.stderr
-    assert "Skipped 2 files that are not event files" in done.stdout
-    assert "index.html" in done.stdout
-    assert "Total: 2 lines read, 2 loaded, 0 rejected" in done.stdout
+    assert "Skipped 4 files that are not event files" in done.stdout
+    assert all(name in done.stdout for name in ("index.html", "notes.csv.gz", "broken.gz"))
+    assert "Total: 4 lines read, 4 loaded, 0 rejected" in done.stdout
 
 
 def test_command_line_paths_are_relative_to_where_the_user_stands(tmp_path: Path) -> None:

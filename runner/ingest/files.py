@@ -44,14 +44,32 @@ EVENT_SUFFIXES = (".ndjson", ".jsonl", ".json")
 
 
 def is_event_file(path: Path) -> bool:
-    name = path.name.lower().removesuffix(".gz")
-    return name.endswith(EVENT_SUFFIXES) and not path.name.startswith(".")
+    """Whether a file found in a folder holds messages: its name ends in an event suffix
+    (plain or gzip), or it is a gzip file whose name says nothing more and whose text starts
+    with a JSON object, as Segment's S3 destination writes them
+    (`segment-logs/<source>/<day>/<timestamp>.<id>.gz`). Hidden files are not."""
+    name = path.name.lower()
+    if path.name.startswith("."):
+        return False
+    if name.removesuffix(".gz").endswith(EVENT_SUFFIXES):
+        return True
+    return name.endswith(".gz") and _gzip_of_objects(path)
+
+
+def _gzip_of_objects(path: Path) -> bool:
+    """Whether a gzip file's text starts with `{` (after whitespace and a byte order mark)."""
+    try:
+        with path.open("rb") as file:
+            head = zlib.decompressobj(31).decompress(file.read(4096), 256)
+    except (OSError, zlib.error):
+        return False
+    return head.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{")
 
 
 def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) -> list[Path]:
     """The files that patterns (files, folders, globs) name, as absolute resolved paths,
     relative to the working directory. A file named on its own is taken whatever its name; in
-    a folder, only event files (`EVENT_SUFFIXES`, plain or .gz) are, the others go to
+    a folder, only event files (`is_event_file`) are, the others go to
     `skipped`. Anything but a regular file (a device, a FIFO, a socket) is refused before a
     byte is read: /dev/zero would never end, a FIFO would wait for a writer."""
     paths: list[Path] = []
