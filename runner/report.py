@@ -243,7 +243,7 @@ def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
             f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         console.print(f"Skipped {len(skipped):,} files that are not event files "
                       f"({', '.join(EVENT_SUFFIXES)}, plain or .gz, or a .gz of JSON objects): "
-                      f"{names}", highlight=False, markup=False)
+                      f"{names}", highlight=False, markup=False, soft_wrap=True)  # whole names
     total = sum(p.stat().st_size for p in files)
     with Progress(TextColumn("Ingesting"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
