@@ -260,11 +260,27 @@ def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
     return result
 
 
+# An ingest of more files than this (a year of Segment's S3 folder: thousands) lists only those
+# with rejected lines, up to this many, and counts the rest in one line
+FILE_LINES = 20
+
+
 def print_ingest(result: IngestResult, console: Console) -> None:
-    for f in result.files:
+    files = result.files
+    shown = files if len(files) <= FILE_LINES else [f for f in files if f.rejected][:FILE_LINES]
+    for f in shown:
         console.print(f"{f.path}: {f.lines_read:,} lines read, {f.loaded:,} loaded, "
                       f"{f.rejected:,} rejected", highlight=False, soft_wrap=True,
                       markup=False)  # a file name is data: `[red].ndjson` prints as named
+    listed = {id(f) for f in shown}
+    rest = [f for f in files if id(f) not in listed]
+    if rest:
+        bad = sum(1 for f in rest if f.rejected)
+        console.print(f"... and {len(rest):,} more files, {sum(f.lines_read for f in rest):,} "
+                      "lines read, " + (f"{bad:,} of them with rejected lines" if bad else
+                                        "every line loaded")
+                      + " (each file's counts: `arpu show raw_loads`)", highlight=False,
+                      soft_wrap=True)
     mb = result.bytes / 1e6
     console.print(f"Total: {result.lines_read:,} lines read, {result.loaded:,} loaded, "
                   f"{result.rejected:,} rejected ({mb:.1f} MB in {result.seconds:.1f} s, "

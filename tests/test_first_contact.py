@@ -213,6 +213,25 @@ def test_folders_give_their_event_files_and_name_the_rest(tmp_path: Path) -> Non
     assert "Total: 4 lines read, 4 loaded, 0 rejected" in done.stdout
 
 
+def test_many_files_list_those_with_rejected_lines_and_count_the_rest(tmp_path: Path) -> None:
+    """More than 20 files: each with a rejected line is named, the others are one line."""
+    folder = tmp_path / "segment-logs"
+    folder.mkdir()
+    for i in range(23):
+        lines = [json.dumps(_order_message(f"o-{i}-{j}", j)) for j in range(3)]
+        if i in (4, 17):
+            lines.append("{not json")
+        (folder / f"part-{i:02d}.ndjson").write_text("\n".join(lines) + "\n")
+    done = run_arpu(ProjectHarness(tmp_path / "project").root, "ingest", str(folder))
+    assert done.returncode == 0, done.stderr
+    named = [line for line in done.stdout.splitlines() if line.startswith(str(folder))]
+    assert named == [f"{folder / f'part-{i:02d}.ndjson'}: 4 lines read, 3 loaded, 1 rejected"
+                     for i in (4, 17)]
+    assert ("... and 21 more files, 63 lines read, every line loaded (each file's counts: "
+            "`arpu show raw_loads`)") in done.stdout
+    assert "Total: 71 lines read, 69 loaded, 2 rejected" in done.stdout
+
+
 def test_command_line_paths_are_relative_to_where_the_user_stands(tmp_path: Path) -> None:
     project = ProjectHarness(tmp_path / "project")
     here = tmp_path / "elsewhere"
