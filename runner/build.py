@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from runner import interrupts
 from runner.artifacts import (
     BUILD_INFO,
     BuildResult,
@@ -24,6 +25,7 @@ from runner.events import (
     ModelFinished,
     ModelStarted,
     SampleLoaded,
+    SourceFilesLoaded,
     UnfinishedLoadsDiscarded,
 )
 from runner.faults import fault_point
@@ -90,7 +92,9 @@ def build(ctx: BuildContext, select: list[str] | None, listener: Listener, valid
         compiler = compiling.result()
     names = compiler.graph.select(select, exclude)
     result = BuildResult(target=ctx.target_name, validated=validate)
-    if seeded is not None:
+    if seeded is not None and ctx.config.source.path is not None:
+        listener(SourceFilesLoaded(ctx.config.source.path, seeded))
+    elif seeded is not None:
         result.seeded = True
         listener(SampleLoaded(str(ctx.config.seed_path), seeded))
     if ctx.sources.unfinished_discarded:
@@ -130,6 +134,7 @@ def build(ctx: BuildContext, select: list[str] | None, listener: Listener, valid
                 engine, compiler.relation, [*names, *exported],
                 engine.existing(list(compiler.graph.order)) + exported,
                 ctx.config.vars.model_dump(mode="json")))
+            interrupts.published()  # DuckDB's publish says so as it renames
             published = True
             if removed and set(names) == set(compiler.graph.order):
                 ctx.sources.forget_removed_loads()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
+from runner import interrupts
 from runner.errors import ArpuError, UsageError
 
 if TYPE_CHECKING:
@@ -596,6 +597,8 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
         os.write(2, b"Interrupted\n")
         os._exit(130)
     _state["interrupted"] = True
+    if interrupts.past_publish():  # the build publishes and reports it, as if not pressed
+        return
     raise KeyboardInterrupt
 
 

@@ -49,7 +49,7 @@ class Context:
         self._engine: Engine | None = None
         self._reader: Engine | None = None
         self.sources = RawSources(self.engine, self.config.source,
-                                  self.project_dir / self.config.seed_path)
+                                  self.project_dir / self.config.seed_path, self.project_dir)
 
     @property
     def target_dir(self) -> Path:

@@ -39,13 +39,22 @@ class SampleLoaded:
 
 
 @dataclass(frozen=True)
+class SourceFilesLoaded:
+    """A build loaded the files of `source.path` (`pattern`) that no load had read."""
+
+    pattern: str
+    result: IngestResult
+
+
+@dataclass(frozen=True)
 class UnfinishedLoadsDiscarded:
     """Rows of an ingest that was stopped before it recorded its load were removed."""
 
     rows: int
 
 
-BuildEvent = ModelStarted | ModelFinished | SampleLoaded | UnfinishedLoadsDiscarded
+BuildEvent = (ModelStarted | ModelFinished | SampleLoaded | SourceFilesLoaded
+              | UnfinishedLoadsDiscarded)
 Listener = Callable[[BuildEvent], None]
 
 

@@ -25,6 +25,7 @@ from runner.events import (
     ModelFinished,
     ModelStarted,
     SampleLoaded,
+    SourceFilesLoaded,
     UnfinishedLoadsDiscarded,
 )
 
@@ -142,6 +143,14 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
                     console.print(f"Fresh project: loaded the bundled sample {event.path} "
                                   f"({loaded:,} messages, {rejected:,} rejected)",
                                   highlight=False, markup=False)
+            elif isinstance(event, SourceFilesLoaded):
+                got = event.result
+                out.emit("source_loaded", path=event.pattern, files=len(got.files),
+                         loaded=got.loaded, rejected=got.rejected)
+                if out.text and not out.quiet:
+                    console.print(f"Loaded {len(got.files):,} new files of source.path "
+                                  f"{event.pattern} ({got.loaded:,} messages, {got.rejected:,} "
+                                  "rejected)", highlight=False, markup=False)
             elif isinstance(event, UnfinishedLoadsDiscarded):
                 out.emit("discarded", rows=event.rows)
                 if out.text and not out.quiet:

@@ -23,10 +23,12 @@ class RawSources:
     """The raw tables on the target `engine()` connects to (made on first use, so that a
     command that never loads never connects). `sample` is the bundled sample's file."""
 
-    def __init__(self, engine: Callable[[], Engine], source: Source, sample: Path) -> None:
+    def __init__(self, engine: Callable[[], Engine], source: Source, sample: Path,
+                 project_dir: Path) -> None:
         self._engine = engine
         self.source = source
         self.sample = sample
+        self.project_dir = project_dir
         self.sample_removed = 0  # messages of the bundled sample the last ingest removed
         self.unfinished_discarded = 0  # rows of ingests that never finished, removed so far
 
@@ -107,16 +109,32 @@ class RawSources:
         return rows
 
     def ensure(self) -> IngestResult | None:
-        """Create the raw tables and drop what an unfinished ingest left; on a fresh project
-        with nothing ingested, load the sample (returns what it loaded)."""
+        """Create the raw tables and drop what an unfinished ingest left; then load the files
+        of `source.path` not loaded yet, or, without it, on a fresh project with nothing
+        ingested, the sample (returns what it loaded)."""
         if not self.tracks_loads:
             return None
         engine = self._engine()
         engine.ensure_raw_tables()
         self.discard_unfinished_loads()
+        if self.source.path is not None:
+            return self._load_new_files(engine)
         if engine.scalar("select count(*) from raw_loads") or not self.sample.exists():
             return None
         return self.ingest([self.sample], sample=True)
+
+    def _load_new_files(self, engine: Engine) -> IngestResult | None:
+        """`source.path` read in place: the files it names (a glob or a folder, relative to
+        the project) that no load has read as they are now, a file being its path and size
+        (Segment's storage destinations never rewrite a file; one that grew is read again, and
+        its messages already loaded are duplicates that stg_events removes)."""
+        from runner.ingest import expand_paths
+
+        pattern = Path(self.source.path or "")
+        files = expand_paths([pattern if pattern.is_absolute() else self.project_dir / pattern])
+        loaded = set(engine.fetch("select source_file, bytes from raw_loads")[1])
+        new: list[str | Path] = [f for f in files if (str(f), f.stat().st_size) not in loaded]
+        return self.ingest(new) if new else None
 
     def batch_load_id(self) -> int | None:
         """The last load a build processes; None when loads are not tracked (Segment's

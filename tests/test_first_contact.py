@@ -232,6 +232,39 @@ def test_many_files_list_those_with_rejected_lines_and_count_the_rest(tmp_path: 
     assert "Total: 71 lines read, 69 loaded, 2 rejected" in done.stdout
 
 
+def test_source_path_is_read_in_place_new_files_only(tmp_path: Path) -> None:
+    """`source.path` (SPEC section 1: read in place from a glob): each build loads the files it
+    names that no load has read as they are now; the sample is never loaded."""
+    project = ProjectHarness(tmp_path / "project")
+    config = project.root / "arpu.yml"
+    config.write_text(config.read_text().replace(
+        "source:\n  format: messages",
+        "source:\n  path: segment-logs/**/*.gz\n  format: messages"))
+    day = project.root / "segment-logs" / "src" / "1765065600000"
+    day.mkdir(parents=True)
+
+    def write(name: str, orders: range) -> None:
+        (day / name).write_bytes(gzip.compress(b"".join(
+            json.dumps(_order_message(f"o-{i}", i)).encode() + b"\n" for i in orders)))
+
+    write("1765069200000.a.gz", range(1, 4))
+    write("1765072800000.b.gz", range(4, 6))
+    first = run_arpu(project.root, "build")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Loaded 2 new files of source.path segment-logs/**/*.gz (5 messages, 0 rejected)" \
+        in first.stdout
+    assert "bundled sample" not in first.stdout
+    write("1765076400000.c.gz", range(6, 7))
+    second = run_arpu(project.root, "build")
+    assert "Loaded 1 new files of source.path segment-logs/**/*.gz (1 messages, 0 rejected)" \
+        in second.stdout, second.stdout + second.stderr
+    third = run_arpu(project.root, "build")
+    assert third.returncode == 0 and "new files" not in third.stdout
+    assert [(Path(r["source_file"]).name, r["loaded"]) for r in project.rows("raw_loads")] == [
+        ("1765069200000.a.gz", 3), ("1765072800000.b.gz", 2), ("1765076400000.c.gz", 1)]
+    assert len(project.rows("fct_orders")) == 6
+
+
 def test_command_line_paths_are_relative_to_where_the_user_stands(tmp_path: Path) -> None:
     project = ProjectHarness(tmp_path / "project")
     here = tmp_path / "elsewhere"

@@ -185,3 +185,18 @@ def test_ctrl_c_at_each_step_of_a_build_leaves_no_file(tmp_path: Path, point: st
     assert _orders(project) == before
     assert run_arpu(project.root, "build").returncode == 0
     assert _orders(project) > before
+
+
+def test_ctrl_c_after_the_rename_finishes_the_build(tmp_path: Path) -> None:
+    """SIGINT right after the new file replaced the published one: the build is published, so
+    the command finishes and says so (exit 0). Before: `Interrupted`, exit 130, for a build
+    whose relations BI tools were already reading (seen in test_first_contact_cli)."""
+    project = ProjectHarness(tmp_path / "project")
+    project.ingest(FIXTURES / "multi_category.ndjson")
+    assert run_arpu(project.root, "build").returncode == 0
+    before = _orders(project)
+    project.ingest(FIXTURES / "revenue_fallback.ndjson")
+    done = run_arpu(project.root, "build", env={"ARPU_INTERRUPT": "published"})
+    assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith("Done in "), done.stdout
+    assert _orders(project) > before

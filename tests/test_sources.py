@@ -28,7 +28,7 @@ def ctx(tmp_path: Path) -> Iterator[Context]:
 
 @pytest.fixture
 def sources(ctx: Context) -> RawSources:
-    return RawSources(ctx.engine, ctx.config.source, SAMPLE)
+    return RawSources(ctx.engine, ctx.config.source, SAMPLE, ctx.project_dir)
 
 
 def loads(ctx: Context) -> list[tuple[int, int]]:
@@ -45,7 +45,8 @@ def test_a_fresh_project_loads_the_sample_once(ctx: Context, sources: RawSources
 
 
 def test_no_sample_file_no_load(ctx: Context, tmp_path: Path) -> None:
-    sources = RawSources(ctx.engine, ctx.config.source, tmp_path / "missing.ndjson")
+    sources = RawSources(ctx.engine, ctx.config.source, tmp_path / "missing.ndjson",
+                         ctx.project_dir)
     assert sources.ensure() is None
     assert loads(ctx) == []  # the raw tables exist, empty
 
@@ -100,7 +101,8 @@ def test_the_batch_is_the_newest_load(ctx: Context, sources: RawSources) -> None
 
 
 def test_segment_warehouse_tables_are_not_tracked(ctx: Context) -> None:
-    warehouse = RawSources(ctx.engine, Source(format="segment_warehouse"), SAMPLE)
+    warehouse = RawSources(ctx.engine, Source(format="segment_warehouse"), SAMPLE,
+                           ctx.project_dir)
     assert warehouse.ensure() is None
     assert warehouse.batch_load_id() is None
     assert not warehouse.removed_loads_pending()

@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 
+from runner import interrupts
 from runner.config import DuckDBTarget
 from runner.engines.base import WATERMARKS, WATERMARKS_DDL, Engine
 from runner.errors import ArpuError
@@ -304,7 +305,9 @@ class DuckDBEngine(Engine):
             # wrote, or crashed): replayed against the new file it would make it unopenable
             self.published_path.with_name(self.published_path.name + ".wal").unlink(
                 missing_ok=True)
+            interrupts.published()  # a Ctrl-C from here on lets the rename happen
             os.replace(written, self.published_path)
+            fault_point("published")
         except BaseException:  # Ctrl-C during the fsync, say: the unpublished file goes too
             _remove_with_wal(written)
             raise
