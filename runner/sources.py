@@ -128,10 +128,16 @@ class RawSources:
         the project) that no load has read as they are now, a file being its path and size
         (Segment's storage destinations never rewrite a file; one that grew is read again, and
         its messages already loaded are duplicates that stg_events removes)."""
+        from runner.errors import IngestError
         from runner.ingest import expand_paths
 
         pattern = Path(self.source.path or "")
-        files = expand_paths([pattern if pattern.is_absolute() else self.project_dir / pattern])
+        try:
+            files = expand_paths([pattern if pattern.is_absolute()
+                                  else self.project_dir / pattern])
+        except IngestError as exc:
+            raise IngestError(f"source.path {self.source.path}: {exc.message}",
+                              location="arpu.yml") from None
         loaded = set(engine.fetch("select source_file, bytes from raw_loads")[1])
         new: list[str | Path] = [f for f in files if (str(f), f.stat().st_size) not in loaded]
         return self.ingest(new) if new else None

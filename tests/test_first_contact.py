@@ -263,6 +263,10 @@ def test_source_path_is_read_in_place_new_files_only(tmp_path: Path) -> None:
     assert [(Path(r["source_file"]).name, r["loaded"]) for r in project.rows("raw_loads")] == [
         ("1765069200000.a.gz", 3), ("1765072800000.b.gz", 2), ("1765076400000.c.gz", 1)]
     assert len(project.rows("fct_orders")) == 6
+    config.write_text(config.read_text().replace("segment-logs/**/*.gz", "segment-logz/*.gz"))
+    typo = run_arpu(project.root, "build")
+    assert (typo.returncode, typo.stderr.strip()) == (
+        2, "Error: arpu.yml: source.path segment-logz/*.gz: no file matches this pattern")
 
 
 def test_command_line_paths_are_relative_to_where_the_user_stands(tmp_path: Path) -> None:
