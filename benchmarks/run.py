@@ -90,11 +90,15 @@ def small_files_ingest(workdir: Path) -> float:
     with gzip.open(ROOT / "seeds" / "sample_events.ndjson.gz", "rb") as sample:
         lines = sample.read().splitlines(keepends=True)
     per = -(-len(lines) // SMALL_FILES)
-    for i in range(SMALL_FILES):
-        (folder / f"part-{i:04d}.ndjson.gz").write_bytes(
+    for i in range(SMALL_FILES):  # named as Segment names them: <timestamp>.<id>.gz
+        (folder / f"{1765065600000 + 60_000 * i}.{i:08x}-5e6d-4c3b.gz").write_bytes(
             gzip.compress(b"".join(lines[i * per:(i + 1) * per]), 1))
     project = copy_project(workdir / "small_files_project")
-    return arpu(["ingest", str(folder)], project, project / "ingest.log").seconds
+    proc = arpu(["ingest", str(folder)], project, project / "ingest.log")
+    read = f"Total: {sum(1 for line in lines if line.strip()):,} lines read"
+    if read not in proc.log.read_text():
+        raise SystemExit(f"small files: the ingest did not say {read!r}")
+    return proc.seconds
 
 
 def machine() -> dict[str, str]:

@@ -85,6 +85,7 @@ def build(ctx: BuildContext, select: list[str] | None, listener: Listener, valid
           ) -> BuildResult:
     """Run the selected models in dependency order, validating each right after it is
     built, then publish them all at once, or nothing when one failed."""
+    interrupts.building()
     # a fresh project loads the sample (DuckDB's work, off the GIL) while Python compiles
     with ThreadPoolExecutor(1, thread_name_prefix="arpu-compile") as pool:
         compiling = pool.submit(ctx.compiler)
@@ -93,7 +94,7 @@ def build(ctx: BuildContext, select: list[str] | None, listener: Listener, valid
     names = compiler.graph.select(select, exclude)
     result = BuildResult(target=ctx.target_name, validated=validate)
     if seeded is not None and ctx.config.source.path is not None:
-        listener(SourceFilesLoaded(ctx.config.source.path, seeded))
+        listener(SourceFilesLoaded(ctx.config.source.path, seeded, ctx.sources.sample_removed))
     elif seeded is not None:
         result.seeded = True
         listener(SampleLoaded(str(ctx.config.seed_path), seeded))

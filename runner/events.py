@@ -40,10 +40,12 @@ class SampleLoaded:
 
 @dataclass(frozen=True)
 class SourceFilesLoaded:
-    """A build loaded the files of `source.path` (`pattern`) that no load had read."""
+    """A build loaded the files of `source.path` (`pattern`) that no load had read (and
+    removed `sample_removed` messages of the bundled sample loaded earlier)."""
 
     pattern: str
     result: IngestResult
+    sample_removed: int = 0
 
 
 @dataclass(frozen=True)

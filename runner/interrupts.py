@@ -11,6 +11,11 @@ import threading
 _published = threading.Event()
 
 
+def building() -> None:
+    """A build starts: until it publishes, a Ctrl-C stops it."""
+    _published.clear()
+
+
 def published() -> None:
     """The build's relations are published: from here the command runs to its end."""
     _published.set()

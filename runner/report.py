@@ -148,9 +148,12 @@ def _build_with_progress(ctx: Context, select: list[str] | None, out: Output, mo
                 out.emit("source_loaded", path=event.pattern, files=len(got.files),
                          loaded=got.loaded, rejected=got.rejected)
                 if out.text and not out.quiet:
-                    console.print(f"Loaded {len(got.files):,} new files of source.path "
-                                  f"{event.pattern} ({got.loaded:,} messages, {got.rejected:,} "
-                                  "rejected)", highlight=False, markup=False)
+                    files = f"{len(got.files):,} new file" + ("" if len(got.files) == 1 else "s")
+                    console.print(f"Loaded {files} of source.path {event.pattern} "
+                                  f"({got.loaded:,} messages, {got.rejected:,} rejected)",
+                                  highlight=False, markup=False)
+                    if event.sample_removed:
+                        _sample_removed(console, event.sample_removed)
             elif isinstance(event, UnfinishedLoadsDiscarded):
                 out.emit("discarded", rows=event.rows)
                 if out.text and not out.quiet:
@@ -263,10 +266,13 @@ def ingest_with_progress(ctx: Context, paths: list[str | Path] | list[str],
                       "not finish (it was stopped before it recorded its load).",
                       highlight=False)
     if ctx.sample_removed:
-        console.print(f"Removed the sample data loaded earlier ({ctx.sample_removed:,} messages, "
-                      "by `arpu build` or `arpu seed`): it never mixes with other data.",
-                      highlight=False)
+        _sample_removed(console, ctx.sample_removed)
     return result
+
+
+def _sample_removed(console: Console, messages: int) -> None:
+    console.print(f"Removed the sample data loaded earlier ({messages:,} messages, by `arpu "
+                  "build` or `arpu seed`): it never mixes with other data.", highlight=False)
 
 
 # An ingest of more files than this (a year of Segment's S3 folder: thousands) lists only those
@@ -285,9 +291,10 @@ def print_ingest(result: IngestResult, console: Console) -> None:
     rest = [f for f in files if id(f) not in listed]
     if rest:
         bad = sum(1 for f in rest if f.rejected)
-        console.print(f"... and {len(rest):,} more files, {sum(f.lines_read for f in rest):,} "
-                      "lines read, " + (f"{bad:,} of them with rejected lines" if bad else
-                                        "every line loaded")
+        console.print(("... and " if shown else "") + f"{len(rest):,} "
+                      + ("more files, " if shown else "files, ")
+                      + f"{sum(f.lines_read for f in rest):,} lines read, "
+                      + (f"{bad:,} of them with rejected lines" if bad else "every line loaded")
                       + " (each file's counts: `arpu show raw_loads`)", highlight=False,
                       soft_wrap=True)
     mb = result.bytes / 1e6

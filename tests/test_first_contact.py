@@ -239,7 +239,7 @@ def test_source_path_is_read_in_place_new_files_only(tmp_path: Path) -> None:
     config = project.root / "arpu.yml"
     config.write_text(config.read_text().replace(
         "source:\n  format: messages",
-        "source:\n  path: segment-logs/**/*.gz\n  format: messages"))
+        "source:\n  path: segment-logs/**\n  format: messages"))
     day = project.root / "segment-logs" / "src" / "1765065600000"
     day.mkdir(parents=True)
 
@@ -249,21 +249,23 @@ def test_source_path_is_read_in_place_new_files_only(tmp_path: Path) -> None:
 
     write("1765069200000.a.gz", range(1, 4))
     write("1765072800000.b.gz", range(4, 6))
+    (day / "manifest.csv").write_text("file,rows\n1765069200000.a.gz,3\n")  # not messages
     first = run_arpu(project.root, "build")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "Loaded 2 new files of source.path segment-logs/**/*.gz (5 messages, 0 rejected)" \
+    # `**` matches the folders as well as the files: each file loaded once, the CSV not
+    assert "Loaded 2 new files of source.path segment-logs/** (5 messages, 0 rejected)" \
         in first.stdout
     assert "bundled sample" not in first.stdout
     write("1765076400000.c.gz", range(6, 7))
     second = run_arpu(project.root, "build")
-    assert "Loaded 1 new files of source.path segment-logs/**/*.gz (1 messages, 0 rejected)" \
+    assert "Loaded 1 new file of source.path segment-logs/** (1 messages, 0 rejected)" \
         in second.stdout, second.stdout + second.stderr
     third = run_arpu(project.root, "build")
     assert third.returncode == 0 and "new files" not in third.stdout
     assert [(Path(r["source_file"]).name, r["loaded"]) for r in project.rows("raw_loads")] == [
         ("1765069200000.a.gz", 3), ("1765072800000.b.gz", 2), ("1765076400000.c.gz", 1)]
     assert len(project.rows("fct_orders")) == 6
-    config.write_text(config.read_text().replace("segment-logs/**/*.gz", "segment-logz/*.gz"))
+    config.write_text(config.read_text().replace("segment-logs/**", "segment-logz/*.gz"))
     typo = run_arpu(project.root, "build")
     assert (typo.returncode, typo.stderr.strip()) == (
         2, "Error: arpu.yml: source.path segment-logz/*.gz: no file matches this pattern")

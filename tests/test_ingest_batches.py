@@ -86,3 +86,30 @@ def test_batched_files_load_as_each_alone(files: list[Path],
     for edges in ("strict_edges", "ingest_edges"):  # B: one more line, loaded
         a, b = by_name[f"{edges}_a.ndjson"], by_name[f"{edges}_b.ndjson"]
         assert (b[3], b[4], b[5]) == (a[3] + 1, a[4] + 1, a[5]) and a[5] > 0
+
+
+def test_a_failed_batch_is_loaded_again_file_by_file(files: list[Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that fails (here: the one holding cohort.ndjson) rolled back whole; once the
+    batches in flight settled, its files are loaded one by one: every file once, and the raw
+    tables as each alone would give them (load ids aside: the retried files come last)."""
+    alone, _ = raw_tables(files, small_file_bytes=0)
+    load_batch = Loader._load_batch
+
+    def failing(self: Loader, batch: list[Any], load_id: int) -> Any:
+        if any(path.name == "cohort.ndjson" for path, _, _ in batch):
+            raise duckdb.IOException("disk went away")
+        return load_batch(self, batch, load_id)
+
+    monkeypatch.setattr(Loader, "_load_batch", failing)
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 120_000)
+    batched, result = raw_tables(files, small_file_bytes=60_000)
+
+    def by_file(tables: dict[str, list[tuple]]) -> dict[str, list[Any]]:
+        """Rows keyed by file instead of load id (a load's id is its row's first column)."""
+        names = {load[0]: load[1] for load in tables["raw_loads"]}
+        return {t: sorted((names[row[0]], *row[1:]) for row in rows)
+                for t, rows in tables.items()}
+
+    assert sorted(f.path for f in result.files) == sorted(str(f.resolve()) for f in files)
+    assert by_file(batched) == by_file(alone)

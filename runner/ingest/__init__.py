@@ -133,36 +133,47 @@ def _read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 class _Batches:
     """Batches of small files loaded on the Loader's cursors at once, settled (their files
     counted, reported and past their fault point) in the order they were submitted; their load
-    ids follow one another from the first batch's, taken after what came before settled."""
+    ids follow one another from the first batch's, taken after what came before settled. A
+    batch that fails rolled back: once the others settled, its files are loaded one by one,
+    so that the one that fails again is named (the others are loaded)."""
 
     def __init__(self, loader: Loader, pool: ThreadPoolExecutor,
                  progress: Callable[[int], None] | None, result: IngestResult) -> None:
         self.loader, self.pool, self.progress, self.result = loader, pool, progress, result
-        self.in_flight: deque[Future[list[FileResult]]] = deque()
+        self.in_flight: deque[tuple[Future[list[FileResult]], list[Path]]] = deque()
         self.next_id: int | None = None
+        self.failed: list[Path] = []
 
     def submit(self, batch: list[tuple[Path, int, list[Chunk]]]) -> None:
         if not batch:
             return
         if self.next_id is None:
             self.next_id = self.loader._next_load_id()
-        self.in_flight.append(self.pool.submit(self.loader._load_batch, batch, self.next_id))
+        future = self.pool.submit(self.loader._load_batch, batch, self.next_id)
+        self.in_flight.append((future, [path for path, _, _ in batch]))
         self.next_id += len(batch)
         while len(self.in_flight) >= self.loader.workers:  # memory stays flat
             self._settle_oldest()
 
     def settle(self) -> None:
-        """Wait for every batch in flight; the next batch's ids are read afresh."""
-        try:
-            while self.in_flight:
-                self._settle_oldest()
-        finally:
-            for future in self.in_flight:  # a failure: let the others finish first
-                future.cancel()
+        """Wait for every batch in flight, then load a failed batch's files one by one; the
+        next batch's ids are read afresh."""
+        while self.in_flight:
+            self._settle_oldest()
         self.next_id = None
+        failed, self.failed = self.failed, []
+        for path in failed:
+            self.result.files.append(self.loader._load_file(path, self.progress))
+            fault_point("ingest:file")
 
     def _settle_oldest(self) -> None:
-        for res in self.in_flight.popleft().result():
+        future, paths = self.in_flight.popleft()
+        try:
+            files = future.result()
+        except Exception:
+            self.failed += paths
+            return
+        for res in files:
             self.result.files.append(res)
             if self.progress:
                 self.progress(res.bytes)

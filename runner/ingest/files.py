@@ -68,11 +68,13 @@ def _gzip_of_objects(path: Path) -> bool:
 
 def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) -> list[Path]:
     """The files that patterns (files, folders, globs) name, as absolute resolved paths,
-    relative to the working directory. A file named on its own is taken whatever its name; in
-    a folder, only event files (`is_event_file`) are, the others go to
-    `skipped`. Anything but a regular file (a device, a FIFO, a socket) is refused before a
-    byte is read: /dev/zero would never end, a FIFO would wait for a writer."""
-    paths: list[Path] = []
+    relative to the working directory, each once. A file named on its own is taken whatever
+    its name; in a folder or among a glob's matches (`segment-logs/**` matches folders and
+    files alike), only event files (`is_event_file`) are, the others go to `skipped`. Anything
+    but a regular file (a device, a FIFO, a socket) is refused before a byte is read:
+    /dev/zero would never end, a FIFO would wait for a writer."""
+    paths: dict[Path, None] = {}  # in order, once: `dir/**` names a file and its folders
+    passed: dict[Path, None] = {}
     for pattern in patterns:
         text = str(pattern)
         # a file that exists is taken by its name, even when the name holds [ or *
@@ -84,17 +86,24 @@ def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) 
             # resolved: a file is the same source_file however it was spelled
             p = Path(match).resolve()
             if p.is_dir():
-                for q in sorted(q for q in p.rglob("*") if q.is_file()):
-                    if is_event_file(q):
-                        paths.append(q)
-                    elif skipped is not None:
-                        skipped.append(q)
+                found = sorted(q for q in p.rglob("*") if q.is_file())
             elif not p.exists():
                 raise IngestError("no such file", location=text)
+            elif literal:
+                _regular(p, text)
+                paths[p] = None
+                continue
             else:
                 _regular(p, text)
-                paths.append(p)
-    return paths
+                found = [p]
+            for q in found:
+                if is_event_file(q):
+                    paths[q] = None
+                else:
+                    passed[q] = None
+    if skipped is not None:
+        skipped.extend(q for q in passed if q not in paths)
+    return list(paths)
 
 
 NOT_A_FILE = "not a regular file (a device, FIFO or socket): arpu ingests files and folders"
