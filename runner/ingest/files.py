@@ -63,7 +63,12 @@ def _gzip_of_objects(path: Path) -> bool:
             head = zlib.decompressobj(31).decompress(file.read(4096), 256)
     except (OSError, zlib.error):
         return False
-    return head.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{")
+    return _json_start(head).startswith(b"{")
+
+
+def _json_start(head: bytes | bytearray) -> bytes | bytearray:
+    """A file's first bytes from where its JSON starts: after a byte order mark and whitespace."""
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip()
 
 
 def expand_paths(patterns: list[str | Path], skipped: list[Path] | None = None) -> list[Path]:
@@ -476,7 +481,7 @@ def _sniff_document(path: Path) -> list[tuple[int, str]] | None:
     array, with a batch payload, or with a line that is not a whole message (a pretty-printed
     document). A first line too long to see whole is a message, unless it may be a batch."""
     head = _head(path, SNIFF_BYTES)
-    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    start = _json_start(head)
     if not start.startswith((b"[", b"{")):
         return None  # NDJSON, or text no JSON document starts with
     newline = start.find(b"\n")
