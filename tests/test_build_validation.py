@@ -99,9 +99,9 @@ def test_fast_precheck_passes_an_empty_relation_and_fails_a_null(tmp_path: Path)
 
 @pytest.mark.parametrize("hashes", [True, False])
 def test_fast_precheck_fails_on_each_kind_of_problem(tmp_path: Path, hashes: bool) -> None:
-    """A range, a compound key and two `unexpected_rows` checks: each problem alone fails the
-    pre-check, and rows an `unexpected_rows` query does not return do not. With `hashes` off
-    the compound key is counted by a group-by (PostgreSQL's and Spark's path)."""
+    """A range, a compound key and two `unexpected_rows` checks, in one query: each problem
+    alone fails the pre-check, and rows an `unexpected_rows` query does not return do not. With
+    `hashes` off the compound key is counted by a group-by (PostgreSQL's and Spark's path)."""
     from runner.config import DuckDBTarget
     from runner.engines.duckdb import DuckDBEngine
     from runner.quality.spec import ExpectationSpec
@@ -119,7 +119,11 @@ def test_fast_precheck_fails_on_each_kind_of_problem(tmp_path: Path, hashes: boo
                              description="n above 9"),
              ExpectationSpec("t", "unexpected_rows", {"query": 'select * from "t" where n = 6'},
                              description="n is 6")]
+    queries: list[str] = []
+    fetch = engine.fetch
+    engine.fetch = lambda sql, params=None: queries.append(sql) or fetch(sql, params)  # type: ignore[method-assign]
     assert may_fail(engine, '"t"', specs) == []
+    assert len(queries) == 1, queries  # one query for the whole suite (a job each on Spark)
     for problem in ["(1, 3, -1)", "(1, 1, 8)", "(2, 1, 10)", "(2, 2, 6)"]:
         engine.execute(f"insert into t values {problem}")
         assert may_fail(engine, '"t"', specs) != [], problem

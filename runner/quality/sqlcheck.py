@@ -1,16 +1,17 @@
 """A plain-SQL pre-check of an expectation suite, for the build's hot path.
 
 Importing Great Expectations and running a suite costs seconds, most of a small build. During
-`arpu build` each suite is first checked here with one aggregate query per relation (plus one per
-`unexpected_rows` check); only when something fails, or a check type is not known here, does
-GX run the suite and give the verdict, the observed values and the failing rows. The checks are
-written to be at least as strict as GX's (nulls count against them where GX might ignore them),
-so a pass here is a pass in GX; a failure here is only a reason to ask GX, unless all that fails
-is a check whose SQL here is exactly GX's (`EXACT`: a table's row count), whose verdict is given
-here: an empty relation on a small load then starts no GX. Where the engine
-says so (`Engine.hashes_uniqueness`: DuckDB), uniqueness counts distinct 64-bit hashes: distinct
-hashes prove distinct values, and a collision is only a reason to ask GX. `arpu test` always
-uses GX.
+`arpu build` each suite is first checked here with one query per relation: its aggregates, and
+the count of each `unexpected_rows` query and key group-by, cross joined into one row (a
+warehouse plans and schedules each query it is sent: on Spark ~0.3 s each); only when something
+fails, or a check type is not known here, does GX run the suite and give the verdict, the
+observed values and the failing rows. The checks are written to be at least as strict as GX's
+(nulls count against them where GX might ignore them), so a pass here is a pass in GX; a failure
+here is only a reason to ask GX, unless all that fails is a check whose SQL here is exactly GX's
+(`EXACT`: a table's row count), whose verdict is given here: an empty relation on a small load
+then starts no GX. Where the engine says so (`Engine.hashes_uniqueness`: DuckDB), uniqueness
+counts distinct 64-bit hashes: distinct hashes prove distinct values, and a collision is only a
+reason to ask GX. `arpu test` always uses GX.
 
 On a target GX cannot run on (ClickHouse: no SQLAlchemy dialect), `verdicts` checks each
 expectation on its own and is the verdict, with observed values and failing rows.
@@ -105,32 +106,53 @@ def may_fail(engine: Engine, relation: str, specs: list[ExpectationSpec]
                 sums.append((spec, f"count(*) - count(distinct hash({cols}))"))
             else:
                 dup = f"select {cols} from {relation} group by {cols} having count(*) > 1"
-                tail.append((spec, "sql", f"select count(*) from ({dup}) as dup"))
+                tail.append((spec, "sql", dup))
         elif spec.type == "unexpected_rows":
             query = kw["query"].replace("{{", "{").replace("}}", "}")
-            tail.append((spec, "raw", f"select count(*) from ({query}) as unexpected"))
+            tail.append((spec, "raw", query))
         elif spec.type == "expect_table_columns_to_match_set":
             tail.append((spec, "columns", kw))
         else:
             return None
-    failing: list[ExpectationSpec] = []
+    # One query for all the counts (each part one row, cross joined): a warehouse plans and
+    # schedules one job per query, ~0.3 s each on Spark, so a model's checks cost one of them
+    parts: list[tuple[list[ExpectationSpec], str]] = []
     if sums:
-        sql = transpile(f"select {', '.join(sql for _, sql in sums)} from {relation}",
-                        engine.dialect)
-        row = engine.fetch(sql)[1][0]
-        failing += [spec for (spec, _), v in zip(sums, row, strict=True) if v is None or v != 0]
+        select = ", ".join(f"{sql} as s{i}" for i, (_, sql) in enumerate(sums))
+        parts.append(([spec for spec, _ in sums],
+                      transpile(f"select {select} from {relation}", engine.dialect)))
+    columns_checks = []
     for spec, kind, payload in tail:
         if kind == "columns":
-            probe = transpile(f"select * from {relation} limit 0", engine.dialect)
-            columns = set(engine.fetch(probe)[0])
-            wanted = set(payload["column_set"])
-            ok = wanted <= columns if payload.get("exact_match") is False else wanted == columns
-        else:
-            sql = transpile(payload, engine.dialect) if kind == "sql" else payload
-            ok = all(v is not None and v == 0 for v in engine.fetch(sql)[1][0])
-        if not ok:
+            columns_checks.append((spec, payload))
+        elif kind == "sql":  # duplicated keys, in the models' dialect
+            count = f"select count(*) as t{len(parts)} from ({payload}) as dup"
+            parts.append(([spec], transpile(count, engine.dialect)))
+        else:  # an `unexpected_rows` query, in the target's dialect already
+            count = f"select count(*) as t{len(parts)} from ({payload}) as unexpected"
+            parts.append(([spec], count))
+    failing: list[ExpectationSpec] = []
+    if parts:
+        row = engine.fetch(_cross_joined([sql for _, sql in parts]))[1][0]
+        values = iter(row)
+        failing += [spec for specs_of_part, _ in parts for spec in specs_of_part
+                    if (v := next(values)) is None or v != 0]
+    for spec, payload in columns_checks:
+        probe = transpile(f"select * from {relation} limit 0", engine.dialect)
+        columns = set(engine.fetch(probe)[0])
+        wanted = set(payload["column_set"])
+        if not (wanted <= columns if payload.get("exact_match") is False else wanted == columns):
             failing.append(spec)
     return failing
+
+
+def _cross_joined(queries: list[str]) -> str:
+    """One-row queries (in the target's dialect) as one query returning their columns in order;
+    one query is returned as it is."""
+    if len(queries) == 1:
+        return queries[0]
+    return "select * from " + " cross join ".join(
+        f"({sql}) as part{i}" for i, sql in enumerate(queries))
 
 
 def verdicts(engine: Engine, model: str, relation: str, specs: list[ExpectationSpec],
