@@ -375,3 +375,21 @@ def wait_for(probe: Callable[[], Any], seconds: float) -> Any:
             return value
         time.sleep(0.1)
     return None
+
+
+def test_a_cross_join_is_never_compiled_by_llvm(published: ProjectHarness) -> None:
+    """arpu's connection: nested loops off, and JIT off with them. A nested loop then costs
+    over 1e10, past every JIT threshold, so with JIT on the server compiled a cross join of two
+    one-row aggregates (each model's checks are one such query) with LLVM: 130-450 ms a query
+    on a hundred rows, most of a small build."""
+    cross_join = ("explain select * from (select count(*) as a from fct_orders) as x "
+                  "cross join (select count(*) as b from fct_orders) as y")
+    with Context(published.root) as ctx:
+        engine = ctx.engine()
+        assert engine.scalar("show enable_nestloop") == "off"
+        assert engine.scalar("show jit") == "off"
+        plan = "\n".join(row[0] for row in engine.fetch(cross_join)[1])
+        assert "Nested Loop" in plan and "JIT" not in plan, plan
+        engine.execute("set jit = on")  # what the server would do: compile it
+        plan = "\n".join(row[0] for row in engine.fetch(cross_join)[1])
+        assert "JIT" in plan, plan

@@ -41,8 +41,11 @@ _CHECK_CLIENT_MS = 2000
 # where there are thousands (derived_experiment_users on the sample: 0.08 s, or 2.8 s and 9M
 # rows compared by nested loop, as ANALYZE's random sample fell). A table's size it estimates
 # from its pages, analyzed or not.
+# No JIT: a plan that needs a nested loop (a cross join, a join on no equality) costs over
+# disable_cost (1e10) with nested loops off, past every JIT threshold, so LLVM compiled, inlined
+# and optimized it whatever its size: 130-450 ms a query on tables of a hundred rows.
 _SERVER_OPTIONS = ("-c timezone=UTC -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
-                   "-c tcp_keepalives_count=3 -c enable_nestloop=off")
+                   "-c tcp_keepalives_count=3 -c enable_nestloop=off -c jit=off")
 _CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30,
                                       "keepalives_interval": 10, "keepalives_count": 3}
 
