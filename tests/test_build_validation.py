@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from support.built import Built
-from support.project import ProjectHarness, scratch_build
+from support.project import FIXTURES, ProjectHarness, scratch_build
 from support.project import run_arpu as _arpu
 
 from runner.context import Context
@@ -155,6 +155,31 @@ def test_error_expectation_fails_build_and_skips_descendants(tmp_path: Path) -> 
     failing = [e for e in status["category_funnel"]["expectations"] if not e["success"]]
     assert failing and failing[0]["failing_examples"], failing
     assert "Traceback" not in proc.stderr
+
+
+def test_a_check_that_cannot_run_fails_as_that_expectation(tmp_path: Path) -> None:
+    """A typo in an `unexpected_rows` query (a column that does not exist): the pre-check's one
+    query cannot run, so each check runs on its own and that expectation fails, naming the
+    database's cause; the model fails, what depends on it is skipped, the rest is built. (It
+    stopped the whole build with the database's message, naming neither check nor model.)"""
+    project = ProjectHarness(tmp_path / "project")
+    checks = project.root / "models" / "marts" / "category_funnel.yml"
+    typo = "where abs(conversion_rte - cast(purchasers"
+    checks.write_text(checks.read_text().replace(typo.replace("rte", "rate"), typo))
+    with Context(project.root) as ctx:
+        ctx.ingest([FIXTURES / "multi_category.ndjson"])
+        result = ctx.build()
+    status = {r.model: r for r in result.results}
+    funnel = status["category_funnel"]
+    assert not result.success and funnel.status == "error"
+    assert funnel.error is not None and funnel.error.startswith(
+        "expectation failed on category_funnel: unexpected_rows(conversion_rate = purchasers / "
+        "viewers), observed error: "), funnel.error
+    assert "conversion_rte" in funnel.error
+    assert [e["expectation"] for e in funnel.expectations if not e["success"]] == [
+        "unexpected_rows(conversion_rate = purchasers / viewers)"]
+    assert status["category_opportunities"].status == "skipped"
+    assert status["fct_orders"].status == status["experiment_results"].status == "success"
 
 
 def test_a_failed_row_count_alone_is_decided_without_great_expectations(tmp_path: Path
