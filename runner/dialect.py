@@ -24,3 +24,18 @@ def transpile(sql: str, dialect: str) -> str:
     import sqlglot
 
     return sqlglot.transpile(sql, read=SOURCE_DIALECT, write=dialect)[0]
+
+
+def without_trailing(sql: str, dialect: str) -> str:
+    """`sql` up to its last token: without what follows it, semicolons and comments (a `--`
+    comment at the end would swallow the parenthesis of a query that wraps it)."""
+    from sqlglot.dialects.dialect import Dialect
+    from sqlglot.errors import TokenError
+    from sqlglot.tokens import TokenType
+
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except TokenError:  # left for the database to report
+        return sql.strip()
+    body = [t for t in tokens if t.token_type != TokenType.SEMICOLON]
+    return sql[:body[-1].end + 1] if body else ""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -121,14 +122,44 @@ def test_fast_precheck_fails_on_each_kind_of_problem(tmp_path: Path, hashes: boo
                              description="n is 6")]
     queries: list[str] = []
     fetch = engine.fetch
-    engine.fetch = lambda sql, params=None: queries.append(sql) or fetch(sql, params)  # type: ignore[method-assign]
+    engine.fetch = lambda sql, params=None: (  # type: ignore[method-assign]
+        queries.append(sql) or fetch(sql, params))
     assert may_fail(engine, '"t"', specs) == []
     assert len(queries) == 1, queries  # one query for the whole suite (a job each on Spark)
-    for problem in ["(1, 3, -1)", "(1, 1, 8)", "(2, 1, 10)", "(2, 2, 6)"]:
+    for problem, spec in zip(["(1, 3, -1)", "(1, 1, 8)", "(2, 1, 10)", "(2, 2, 6)"], specs,
+                             strict=True):
         engine.execute(f"insert into t values {problem}")
-        assert may_fail(engine, '"t"', specs) != [], problem
+        assert may_fail(engine, '"t"', specs) == [spec], problem  # that check, and only it
         engine.execute(f"delete from t where (a, b, n) = {problem}")
     assert may_fail(engine, '"t"', specs) == []
+    engine.close()
+
+
+def test_checks_that_cannot_run_and_a_warehouse_that_is_gone(tmp_path: Path) -> None:
+    """The pre-check's one query fails: when the warehouse still answers, it is a check's
+    fault (None: each check runs on its own and says which); when it does not, the
+    warehouse's error is the cause, raised as it is."""
+    from runner.config import DuckDBTarget
+    from runner.engines.duckdb import DuckDBEngine
+    from runner.errors import ArpuError
+    from runner.quality.spec import ExpectationSpec
+    from runner.quality.sqlcheck import may_fail
+
+    engine = DuckDBEngine(tmp_path, DuckDBTarget(type="duckdb", path="t.duckdb"))
+    engine.execute("create table t (n integer)")
+    specs = [ExpectationSpec("t", "expect_column_values_to_not_be_null", {"column": "n"}),
+             ExpectationSpec("t", "unexpected_rows", {"query": 'select * from "t" where m > 1'},
+                             description="a typo")]
+    assert may_fail(engine, '"t"', specs) is None
+    fetch = engine.fetch
+
+    def gone(sql: str, params: list[Any] | None = None) -> Any:
+        raise ArpuError("the connection is lost", location="t.duckdb")
+
+    engine.fetch = gone  # type: ignore[method-assign]
+    with pytest.raises(ArpuError, match="the connection is lost"):
+        may_fail(engine, '"t"', specs)
+    engine.fetch = fetch  # type: ignore[method-assign]
     engine.close()
 
 
@@ -166,6 +197,16 @@ def test_a_check_that_cannot_run_fails_as_that_expectation(tmp_path: Path) -> No
     checks = project.root / "models" / "marts" / "category_funnel.yml"
     typo = "where abs(conversion_rte - cast(purchasers"
     checks.write_text(checks.read_text().replace(typo.replace("rte", "rate"), typo))
+    # and checks that end in a comment or a semicolon run as written (a `--` comment at the
+    # end swallowed the parenthesis of the query wrapping them)
+    for model, query in [("fct_orders", "select order_id from {{ this }} where revenue < 0; "
+                          "-- refunds are events of their own"),
+                         ("dim_users", "select user_key from {{ this }} where user_key is null "
+                          "-- never")]:
+        path = project.root / "models" / "marts" / f"{model}.yml"
+        path.write_text(path.read_text() + "  - type: unexpected_rows\n"
+                        "    description: ends in a comment\n"
+                        f"    query: {json.dumps(query)}\n")
     with Context(project.root) as ctx:
         ctx.ingest([FIXTURES / "multi_category.ndjson"])
         result = ctx.build()
@@ -180,6 +221,10 @@ def test_a_check_that_cannot_run_fails_as_that_expectation(tmp_path: Path) -> No
         "unexpected_rows(conversion_rate = purchasers / viewers)"]
     assert status["category_opportunities"].status == "skipped"
     assert status["fct_orders"].status == status["experiment_results"].status == "success"
+    for model in ("fct_orders", "dim_users"):
+        assert status[model].status == "success", status[model].error
+        assert [e["success"] for e in status[model].expectations
+                if e["expectation"] == "unexpected_rows(ends in a comment)"] == [True], model
 
 
 def test_a_failed_row_count_alone_is_decided_without_great_expectations(tmp_path: Path

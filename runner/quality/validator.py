@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from runner.dialect import transpile
+from runner.dialect import transpile, without_trailing
 from runner.errors import ConfigError
 from runner.quality.spec import UNEXPECTED_ROWS, ExpectationResult, ExpectationSpec
 from runner.quality.suites import (
@@ -122,7 +122,7 @@ class Validator:
         except SqlglotError as exc:
             raise ConfigError(f"{spec.name}: {str(exc).splitlines()[0]}",
                               location=spec.origin) from None
-        return sql.strip().rstrip(";").replace("{", "{{").replace("}", "}}")
+        return without_trailing(sql, self.engine.dialect).replace("{", "{{").replace("}", "}}")
 
     def _environment(self) -> jinja2.Environment:
         if self._env is None:
