@@ -378,7 +378,7 @@ def wait_for(probe: Callable[[], Any], seconds: float) -> Any:
 
 
 def test_a_cross_join_is_never_compiled_by_llvm(published: ProjectHarness) -> None:
-    """arpu's connection: nested loops off, and JIT off with them. A nested loop then costs
+    """arpu's connections: nested loops off, and JIT off with them. A nested loop then costs
     over 1e10, past every JIT threshold, so with JIT on the server compiled a cross join of two
     one-row aggregates (each model's checks are one such query) with LLVM: 130-450 ms a query
     on a hundred rows, most of a small build."""
@@ -390,6 +390,14 @@ def test_a_cross_join_is_never_compiled_by_llvm(published: ProjectHarness) -> No
         assert engine.scalar("show jit") == "off"
         plan = "\n".join(row[0] for row in engine.fetch(cross_join)[1])
         assert "Nested Loop" in plan and "JIT" not in plan, plan
+        # Great Expectations' own connection (when a check fails) has the same session
+        import sqlalchemy
+
+        gx_engine = sqlalchemy.create_engine(engine.sqlalchemy_url)
+        with gx_engine.connect() as gx:
+            assert [gx.exec_driver_sql(f"show {name}").scalar() for name in
+                    ("jit", "enable_nestloop", "timezone")] == ["off", "off", "UTC"]
+        gx_engine.dispose()
         engine.execute("set jit = on")  # what a server with LLVM (this one) would do
         if engine.scalar("select pg_jit_available()"):
             plan = "\n".join(row[0] for row in engine.fetch(cross_join)[1])

@@ -138,12 +138,13 @@ class PostgresEngine(Engine):
 
     @property
     def sqlalchemy_url(self) -> str:
-        """For Great Expectations' SQL datasource (password from the environment, in memory)."""
+        """For Great Expectations' SQL datasource (password from the environment, in memory):
+        the session arpu's own connection has (time zone, no nested loops, no JIT)."""
         from urllib.parse import quote
 
         t = self.target
         secret = f":{quote(t.password, safe='')}" if t.password else ""
-        options = f"-csearch_path={self.schema}" + (
+        options = f"{_SERVER_OPTIONS} -csearch_path={self.schema}" + (
             f" -cclient_connection_check_interval={_CHECK_CLIENT_MS}" if self.checks_client else "")
         return f"postgresql+psycopg://{quote(t.user, safe='')}{secret}@{t.host}:{t.port}/" \
                f"{t.database}?application_name=arpu&options={quote(options, safe='')}"
