@@ -189,14 +189,16 @@ def test_error_expectation_fails_build_and_skips_descendants(tmp_path: Path) -> 
 
 
 def test_a_check_that_cannot_run_fails_as_that_expectation(tmp_path: Path) -> None:
-    """A typo in an `unexpected_rows` query (a column that does not exist): the pre-check's one
-    query cannot run, so each check runs on its own and that expectation fails, naming the
-    database's cause; the model fails, what depends on it is skipped, the rest is built. (It
-    stopped the whole build with the database's message, naming neither check nor model.)"""
+    """A typo in an `unexpected_rows` query and a check of a column that does not exist: the
+    pre-check's one query cannot run, so each check runs on its own and those expectations
+    fail, naming the cause; the model fails, what depends on it is skipped, the rest is built.
+    (It stopped the whole build with the database's message, naming neither check nor
+    model.)"""
     project = ProjectHarness(tmp_path / "project")
     checks = project.root / "models" / "marts" / "category_funnel.yml"
     typo = "where abs(conversion_rte - cast(purchasers"
-    checks.write_text(checks.read_text().replace(typo.replace("rte", "rate"), typo))
+    checks.write_text(checks.read_text().replace(typo.replace("rte", "rate"), typo)
+                      + "  - type: expect_column_values_to_not_be_null\n    column: nope\n")
     # and checks that end in a comment or a semicolon run as written (a `--` comment at the
     # end swallowed the parenthesis of the query wrapping them)
     for model, query in [("fct_orders", "select order_id from {{ this }} where revenue < 0; "
@@ -217,8 +219,12 @@ def test_a_check_that_cannot_run_fails_as_that_expectation(tmp_path: Path) -> No
         "expectation failed on category_funnel: unexpected_rows(conversion_rate = purchasers / "
         "viewers), observed error: "), funnel.error
     assert "conversion_rte" in funnel.error
-    assert [e["expectation"] for e in funnel.expectations if not e["success"]] == [
-        "unexpected_rows(conversion_rate = purchasers / viewers)"]
+    failed = {e["expectation"]: e["observed"] for e in funnel.expectations if not e["success"]}
+    assert list(failed) == ["unexpected_rows(conversion_rate = purchasers / viewers)",
+                            "expect_column_values_to_not_be_null(nope)"], failed
+    # GX's own message, once called an error (it began "Error: ")
+    assert failed["expect_column_values_to_not_be_null(nope)"] == (
+        'error: The column "nope" in BatchData does not exist.')
     assert status["category_opportunities"].status == "skipped"
     assert status["fct_orders"].status == status["experiment_results"].status == "success"
     for model in ("fct_orders", "dim_users"):

@@ -259,6 +259,7 @@ def _convert(relation: str, spec: ExpectationSpec, gx_result: Any) -> Expectatio
     message = _exception_message(gx_result.exception_info or {})
     if message:
         first = message.strip().splitlines()[0] if message.strip() else message
+        first = first.removeprefix("Error: ")  # GX's own word for it: "error: Error: ..."
         return ExpectationResult(relation, spec.name, spec.severity, False, f"error: {first}",
                                  exception=message)
     result = dict(gx_result.result or {})
