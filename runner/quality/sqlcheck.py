@@ -81,8 +81,9 @@ def may_fail(engine: Engine, relation: str, specs: list[ExpectationSpec]
     each check on its own then says which)."""
     if any(s.kwargs.get("mostly") not in (None, 1, 1.0) for s in specs):
         return None
-    sums: list[tuple[ExpectationSpec, str]] = []
-    tail: list[tuple[ExpectationSpec, str, Any]] = []
+    sums: list[tuple[ExpectationSpec, str]] = []  # aggregates over the relation
+    counts: list[tuple[ExpectationSpec, str]] = []  # one-row queries, in the target's dialect
+    column_sets: list[ExpectationSpec] = []
     for spec in specs:
         kw = spec.kwargs
         predicate = _violations(spec)
@@ -108,31 +109,22 @@ def may_fail(engine: Engine, relation: str, specs: list[ExpectationSpec]
                 sums.append((spec, f"count(*) - count(distinct hash({cols}))"))
             else:
                 dup = f"select {cols} from {relation} group by {cols} having count(*) > 1"
-                tail.append((spec, "sql", dup))
-        elif spec.type == "unexpected_rows":
+                counts.append((spec, transpile(
+                    f"select count(*) as t{len(counts)} from ({dup}) as dup", engine.dialect)))
+        elif spec.type == "unexpected_rows":  # rendered in the target's dialect already
             query = kw["query"].replace("{{", "{").replace("}}", "}")
-            tail.append((spec, "raw", query))
+            counts.append((spec, f"select count(*) as t{len(counts)} from ({query}) as unexpected"))
         elif spec.type == "expect_table_columns_to_match_set":
-            tail.append((spec, "columns", kw))
+            column_sets.append(spec)
         else:
             return None
     # One query for all the counts (each part one row, cross joined): a warehouse plans and
     # schedules one job per query, ~0.3 s each on Spark, so a model's checks cost one of them
-    parts: list[tuple[list[ExpectationSpec], str]] = []
+    parts = [([spec], sql) for spec, sql in counts]
     if sums:
         select = ", ".join(f"{sql} as s{i}" for i, (_, sql) in enumerate(sums))
-        parts.append(([spec for spec, _ in sums],
-                      transpile(f"select {select} from {relation}", engine.dialect)))
-    columns_checks = []
-    for spec, kind, payload in tail:
-        if kind == "columns":
-            columns_checks.append((spec, payload))
-        elif kind == "sql":  # duplicated keys, in the models' dialect
-            count = f"select count(*) as t{len(parts)} from ({payload}) as dup"
-            parts.append(([spec], transpile(count, engine.dialect)))
-        else:  # an `unexpected_rows` query, in the target's dialect already
-            count = f"select count(*) as t{len(parts)} from ({payload}) as unexpected"
-            parts.append(([spec], count))
+        parts.insert(0, ([spec for spec, _ in sums],
+                         transpile(f"select {select} from {relation}", engine.dialect)))
     failing: list[ExpectationSpec] = []
     if parts:
         try:
@@ -146,12 +138,14 @@ def may_fail(engine: Engine, relation: str, specs: list[ExpectationSpec]
         values = iter(row)
         failing += [spec for specs_of_part, _ in parts for spec in specs_of_part
                     if (v := next(values)) is None or v != 0]
-    for spec, payload in columns_checks:
-        probe = transpile(f"select * from {relation} limit 0", engine.dialect)
-        columns = set(engine.fetch(probe)[0])
-        wanted = set(payload["column_set"])
-        if not (wanted <= columns if payload.get("exact_match") is False else wanted == columns):
-            failing.append(spec)
+    if column_sets:  # the relation's columns, asked once
+        columns = set(engine.fetch(transpile(f"select * from {relation} limit 0",
+                                             engine.dialect))[0])
+        for spec in column_sets:
+            wanted = set(spec.kwargs["column_set"])
+            exact_match = spec.kwargs.get("exact_match") is not False
+            if not (wanted == columns if exact_match else wanted <= columns):
+                failing.append(spec)
     return failing
 
 
