@@ -291,12 +291,10 @@ def print_ingest(result: IngestResult, console: Console) -> None:
     rest = [f for f in files if id(f) not in listed]
     if rest:
         bad = sum(1 for f in rest if f.rejected)
-        console.print(("... and " if shown else "") + f"{len(rest):,} "
-                      + ("more files, " if shown else "files, ")
-                      + f"{sum(f.lines_read for f in rest):,} lines read, "
-                      + (f"{bad:,} of them with rejected lines" if bad else "every line loaded")
-                      + " (each file's counts: `arpu show raw_loads`)", highlight=False,
-                      soft_wrap=True)
+        which = f"... and {len(rest):,} more files" if shown else f"{len(rest):,} files"
+        lines = f"{bad:,} of them with rejected lines" if bad else "every line loaded"
+        console.print(f"{which}, {sum(f.lines_read for f in rest):,} lines read, {lines} (each "
+                      "file's counts: `arpu show raw_loads`)", highlight=False, soft_wrap=True)
     mb = result.bytes / 1e6
     console.print(f"Total: {result.lines_read:,} lines read, {result.loaded:,} loaded, "
                   f"{result.rejected:,} rejected ({mb:.1f} MB in {result.seconds:.1f} s, "

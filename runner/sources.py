@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.engines.base import SAMPLE_LOADS
+from runner.errors import IngestError
 
 if TYPE_CHECKING:
     from runner.config import Source
@@ -128,7 +129,6 @@ class RawSources:
         the project) that no load has read as they are now, a file being its path and size
         (Segment's storage destinations never rewrite a file; one that grew is read again, and
         its messages already loaded are duplicates that stg_events removes)."""
-        from runner.errors import IngestError
         from runner.ingest import expand_paths
 
         pattern = Path(self.source.path or "")
